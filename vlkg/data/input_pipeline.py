@@ -1,0 +1,191 @@
+"""The tf.data input pipeline over prebuilt shards.
+
+Training: each host reads its own slice of the shards (``process_index`` /
+``process_count``), then shuffle (seeded per epoch), repeat, parse, batch with
+``drop_remainder`` and prefetch. The order of examples is a pure function of
+(seed, epoch), so a run resumed at step ``s`` starts at the right epoch and skips
+the rest of the way through it *before* parsing and decoding: the skipped records
+are read as bytes but never decoded, and no earlier epoch is replayed.
+
+Evaluation: a separate, non-repeating iterator, padded to a fixed number of
+full batches on every host, with a boolean ``_mask`` that marks real examples.
+
+Batches are dicts of host-local numpy arrays; the trainer turns them into global
+``jax.Array``s (``vlkg.sharding``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from vlkg.data import records
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TRAIN_FIELDS = ("image", "text")
+_EPOCH_SEED_STRIDE = 1_000_003
+
+
+def _tf():
+  import tensorflow as tf
+  # tf.data must not take the accelerator from JAX.
+  tf.config.set_visible_devices([], "GPU")
+  return tf
+
+
+def host_shards(files: list[dict], process_index: int, process_count: int,
+                directory: str, split: str) -> list[dict]:
+  if len(files) < process_count:
+    raise records.DataError(
+        f"{directory}: split {split!r} has {len(files)} shards for {process_count} "
+        "hosts; prepare with more shards (world.num_shards)")
+  return files[process_index::process_count]
+
+
+def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption: str):
+  """Parses one serialized record; picks one caption per (epoch, index) if training."""
+  tf = _tf()
+  spec = layout.feature_spec()
+  k, l = layout.captions_per_image, layout.text_len
+  m = layout.max_objects
+
+  def parse(epoch, serialized):
+    ex = tf.io.parse_single_example(serialized, spec)
+    out = {}
+    if "image" in fields:
+      image = tf.io.decode_png(ex["image"], channels=3)
+      out["image"] = tf.ensure_shape(image, [layout.image_size, layout.image_size, 3])
+    ids = tf.cast(tf.reshape(ex["text_ids"], [k, l]), tf.int32)
+    if caption == "random":
+      pick = tf.random.stateless_uniform(
+          [], seed=tf.stack([seed + epoch, ex["index"]]), maxval=k, dtype=tf.int64)
+      out["text"] = ids[pick]
+    elif caption == "all":
+      out["texts"] = ids
+    out["index"] = tf.cast(ex["index"], tf.int32)
+    if "objects" in fields:
+      out["object_attributes"] = tf.cast(tf.reshape(ex["object_attributes"], [m, 4]), tf.int32)
+      out["boxes"] = tf.reshape(ex["boxes"], [m, 4])
+      out["num_objects"] = tf.cast(ex["num_objects"], tf.int32)
+    return out
+
+  return parse
+
+
+class _Diagnosing:
+  """Wraps a numpy iterator: a TF read/parse error becomes a DataError that names the
+  shard, the record and the field."""
+
+  def __init__(self, dataset, files: list[str], spec):
+    self._it = dataset.as_numpy_iterator()
+    self._files, self._spec = files, spec
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    import tensorflow as tf
+    try:
+      return next(self._it)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      for path in self._files:
+        problem = records.find_bad_record(path, self._spec)
+        if problem:
+          raise records.DataError(problem) from e
+      raise records.DataError(f"input pipeline failed reading {self._files}: {e}") from e
+
+
+def train_iterator(directory: str, *, batch_size: int, seed: int,
+                   fields: Sequence[str] = TRAIN_FIELDS, start_step: int = 0,
+                   shuffle_buffer: int = 10_000, prefetch: int = 2,
+                   split: str = "train", process_index: int | None = None,
+                   process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite iterator of host-local training batches, starting at ``start_step``.
+
+  ``batch_size`` is the global batch; each host yields ``batch_size / process_count``.
+  """
+  tf = _tf()
+  import jax
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if batch_size % process_count:
+    raise ValueError(f"input.batch_size={batch_size} is not divisible by the "
+                     f"{process_count} hosts")
+  local_batch = batch_size // process_count
+  manifest = records.read_manifest(directory)
+  layout = records.layout_of(manifest)
+  shards = host_shards(records.split_files(directory, manifest, split),
+                       process_index, process_count, directory, split)
+  paths = [s["path"] for s in shards]
+  n_local = sum(s["num_records"] for s in shards)
+  if n_local < local_batch:
+    raise records.DataError(f"{directory}: split {split!r} has {n_local} examples on "
+                            f"this host, fewer than one batch of {local_batch}")
+  position = start_step * local_batch
+  start_epoch, offset = divmod(position, n_local)
+  host_seed = seed * 7919 + process_index
+
+  def epoch_records(epoch):
+    epoch_seed = host_seed * _EPOCH_SEED_STRIDE + epoch
+    files = tf.data.Dataset.from_tensor_slices(paths).shuffle(
+        len(paths), seed=epoch_seed, reshuffle_each_iteration=False)
+    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
+                          block_length=1, deterministic=True)
+    ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+    return ds.map(lambda r: (epoch, r))
+
+  ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_records)
+  ds = ds.skip(offset)
+  ds = ds.map(_parse_fn(layout, fields, host_seed, "random"),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(local_batch, drop_remainder=True).prefetch(prefetch)
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
+  ds = ds.with_options(options)
+  return _Diagnosing(ds, paths, layout.feature_spec())
+
+
+def eval_iterator(directory: str, split: str, *, batch_size: int,
+                  fields: Sequence[str] = ("image",), process_index: int | None = None,
+                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over ``split`` in file order, every caption of every image.
+
+  Every host yields the same number of full batches (of the global ``batch_size``
+  split over hosts); padding examples are zeros with ``_mask`` False.
+  """
+  tf = _tf()
+  import jax
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  local_batch = batch_size // process_count
+  manifest = records.read_manifest(directory)
+  layout = records.layout_of(manifest)
+  all_shards = records.split_files(directory, manifest, split)
+  per_host = [all_shards[h::process_count] for h in range(process_count)]
+  most = max(sum(s["num_records"] for s in shards) for shards in per_host)
+  num_batches = -(-most // local_batch)
+  paths = [s["path"] for s in per_host[process_index]]
+  ds = tf.data.TFRecordDataset(paths).map(lambda r: (tf.constant(0, tf.int64), r))
+  ds = ds.map(_parse_fn(layout, fields, 0, "all"), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=True)
+  ds = ds.batch(local_batch).prefetch(2)
+  batches = _Diagnosing(ds, paths, layout.feature_spec())
+  template = None
+  for _ in range(num_batches):
+    batch = next(batches, None)
+    if batch is None:
+      batch = {k: v[:0] for k, v in template.items()}
+    template = batch
+    n = len(batch["index"])
+    padded = {k: np.concatenate([v, np.zeros((local_batch - n,) + v.shape[1:], v.dtype)])
+              for k, v in batch.items()}
+    padded["_mask"] = np.arange(local_batch) < n
+    yield padded
+
+
+def num_examples(directory: str, split: str) -> int:
+  return records.read_manifest(directory)["splits"][split]["num_examples"]

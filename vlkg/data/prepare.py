@@ -1,0 +1,55 @@
+"""Finding, checking and (if needed) building the prepared dataset of a config.
+
+A dataset's directory name carries a fingerprint of everything that changes its
+bytes, so two configs that differ in the world never share (or overwrite) shards,
+and a directory without a manifest (an interrupted prepare) is rebuilt, never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+
+from vlkg.data import records
+
+# Fields of config.world that do not change the dataset's bytes.
+_NOT_FINGERPRINTED = ("workers",)
+
+
+def data_root(config) -> str:
+  root = config.get("data_dir") or os.environ.get("VLKG_DATA_DIR") or os.path.join(
+      os.path.expanduser("~"), ".cache", "vlkg", "data")
+  return os.path.abspath(os.path.expanduser(root))
+
+
+def world_fingerprint(config) -> str:
+  world = {k: v for k, v in config.world.to_dict().items() if k not in _NOT_FINGERPRINTED}
+  key = json.dumps({"world": world, "text_len": config.input.text_len,
+                    "format": records.FORMAT_VERSION}, sort_keys=True)
+  return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def dataset_dir(config) -> str:
+  data = config.input.data
+  if data == "world":
+    return os.path.join(data_root(config), f"world-{world_fingerprint(config)}")
+  raise ValueError(f"config.input.data={data!r} is not a known dataset; expected 'world'")
+
+
+def ensure_prepared(config) -> str:
+  """The dataset directory of ``config``, built first if missing or incomplete."""
+  directory = dataset_dir(config)
+  if os.path.exists(os.path.join(directory, records.MANIFEST)):
+    return directory
+  if os.path.exists(directory):
+    logging.warning("%s has no manifest (an interrupted prepare?); rebuilding it", directory)
+    shutil.rmtree(directory)
+  os.makedirs(os.path.dirname(directory), exist_ok=True)
+  logging.info("preparing %s into %s", config.input.data, directory)
+  from vlkg.data.world import build
+  info = build.build_atomically(directory, config.world, config.input.text_len)
+  logging.info("prepared %s in %.1fs", directory, info["build_seconds"])
+  return directory

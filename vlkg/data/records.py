@@ -1,0 +1,144 @@
+"""Prebuilt TFRecord shards: the example layout, the manifest, and integrity checks.
+
+A prepared dataset is a directory with ``manifest.json`` (written last, so its
+presence means the directory is complete), one set of shards per split, and the
+tokenizer they were tokenised with. Each record is one image with all its captions
+already tokenised, so nothing Python-side runs in the input pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class DataError(RuntimeError):
+  """A prepared dataset is missing, incomplete, corrupt or of the wrong layout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Fixed shapes of the per-image fields; stored in the manifest."""
+  image_size: int
+  captions_per_image: int
+  text_len: int
+  max_objects: int
+
+  def feature_spec(self):
+    import tensorflow as tf
+    k, l, m = self.captions_per_image, self.text_len, self.max_objects
+    return {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "text_ids": tf.io.FixedLenFeature([k * l], tf.int64),
+        "captions": tf.io.FixedLenFeature([k], tf.string),
+        "index": tf.io.FixedLenFeature([], tf.int64),
+        "num_objects": tf.io.FixedLenFeature([], tf.int64),
+        "object_attributes": tf.io.FixedLenFeature([m * 4], tf.int64),
+        "boxes": tf.io.FixedLenFeature([m * 4], tf.float32),
+        "scene_graph": tf.io.FixedLenFeature([], tf.string),
+    }
+
+
+def encode_example(fields: dict[str, Any]) -> bytes:
+  """One tf.train.Example from numpy/bytes fields, matching ``Layout.feature_spec``."""
+  import tensorflow as tf
+  feature = {}
+  for key, value in fields.items():
+    if isinstance(value, bytes):
+      feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+    elif isinstance(value, (list, tuple)) and value and isinstance(value[0], bytes):
+      feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=list(value)))
+    else:
+      arr = np.asarray(value).reshape(-1)
+      if arr.dtype.kind == "f":
+        feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=arr.tolist()))
+      else:
+        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=arr.tolist()))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+  return f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def write_manifest(directory: str, manifest: dict) -> None:
+  tmp = os.path.join(directory, MANIFEST + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump({"format_version": FORMAT_VERSION, **manifest}, f, indent=1, sort_keys=True)
+  os.replace(tmp, os.path.join(directory, MANIFEST))
+
+
+def read_manifest(directory: str) -> dict:
+  path = os.path.join(directory, MANIFEST)
+  if not os.path.exists(path):
+    raise DataError(f"{directory}: no {MANIFEST}; the dataset is missing or was only "
+                    "half written. Run `python -m vlkg.tools.prepare --config ...`.")
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}: malformed JSON ({e})") from e
+  for key in ("format_version", "splits", "layout", "tokenizer"):
+    if key not in manifest:
+      raise DataError(f"{path}: missing field {key!r}")
+  if manifest["format_version"] != FORMAT_VERSION:
+    raise DataError(f"{path}: format_version {manifest['format_version']} != "
+                    f"{FORMAT_VERSION}; prepare the dataset again")
+  return manifest
+
+
+def layout_of(manifest: dict) -> Layout:
+  return Layout(**manifest["layout"])
+
+
+def split_files(directory: str, manifest: dict, split: str) -> list[dict]:
+  """The split's shards as manifest entries with absolute paths, checked on disk.
+
+  A shard whose size differs from the manifest's was truncated or replaced after
+  prepare; that is reported with the file's name before any record is read.
+  """
+  if split not in manifest["splits"]:
+    raise DataError(f"{directory}: no split {split!r}; have {sorted(manifest['splits'])}")
+  out = []
+  for entry in manifest["splits"][split]["files"]:
+    path = os.path.join(directory, entry["name"])
+    if not os.path.exists(path):
+      raise DataError(f"{path}: shard listed in the manifest is missing")
+    size = os.path.getsize(path)
+    if size != entry["bytes"]:
+      raise DataError(f"{path}: {size} bytes on disk but {entry['bytes']} in the "
+                      "manifest; the shard is truncated or corrupt")
+    out.append({**entry, "path": path})
+  return out
+
+
+def find_bad_record(path: str, spec: dict) -> str:
+  """Scans one shard record by record and says what is wrong with it, if anything.
+
+  Only called after the pipeline failed, to turn TensorFlow's anonymous error into
+  one that names the file, the record and the field.
+  """
+  import tensorflow as tf
+  i = -1
+  try:
+    for i, record in enumerate(tf.data.TFRecordDataset(path)):
+      example = tf.train.Example.FromString(record.numpy())
+      present = example.features.feature
+      for key, feature_spec in spec.items():
+        if key not in present:
+          return f"{path}: record {i}: missing field {key!r}"
+        kind = present[key].WhichOneof("kind")
+        values = getattr(present[key], kind).value
+        want = int(np.prod(feature_spec.shape)) if feature_spec.shape else 1
+        if len(values) != want:
+          return f"{path}: record {i}: field {key!r} has {len(values)} values, expected {want}"
+  except tf.errors.OpError as e:
+    return f"{path}: unreadable after record {i} ({e.message.splitlines()[0]})"
+  return ""

@@ -1,0 +1,224 @@
+"""Two-tower (dual-encoder) image-text model shared by the contrastive methods.
+
+An image tower (``img``, a ViT) and a text tower (``txt``, a Transformer) map into a
+joint space where both embeddings are L2-normalised, plus the learned temperature
+``logit_scale`` and the bias ``logit_bias``:
+
+* CLIP (Radford et al. 2021, §2.5): "The learnable temperature parameter τ was
+  initialized to the equivalent of 0.07 [...] and clipped to prevent scaling the
+  logits by more than 100". The scale is stored as a log, as in CLIP, so that it
+  stays positive and its updates are multiplicative.
+* SigLIP (Zhai et al. 2023, §3): the sigmoid loss adds a learned bias, initialised
+  to t' = log 10 and b = -10 so that training starts near the prior of mostly
+  negative pairs.
+
+The same module therefore serves both methods; only the inits differ.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vlkg.models.text_transformer import TextTransformer
+from vlkg.models.vit import VisionTransformer
+
+Array = jax.Array
+
+CLIP_INIT_LOGIT_SCALE = math.log(1 / 0.07)
+SIGLIP_INIT_LOGIT_SCALE = math.log(10.0)
+SIGLIP_INIT_LOGIT_BIAS = -10.0
+
+
+def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
+  """L2-normalises the last axis in float32; eps keeps the gradient finite at 0."""
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
+
+
+class TwoTowers(nn.Module):
+  """Image and text encoders with a shared embedding space.
+
+  Attributes:
+    image: keyword arguments of ``VisionTransformer`` other than ``embed_dim``,
+      ``dtype`` and ``param_dtype``.
+    text: keyword arguments of ``TextTransformer`` other than those three.
+    embed_dim: joint embedding dimension.
+    init_logit_scale: initial value of the log-scale parameter.
+    init_logit_bias: initial value of the bias parameter (unused by CLIP).
+    max_logit_scale: the effective scale exp(logit_scale) is clipped here; None
+      disables clipping.
+    dtype: compute dtype of both towers; embeddings are returned in float32.
+    param_dtype: storage dtype of the towers' parameters.
+  """
+
+  image: Mapping[str, Any]
+  text: Mapping[str, Any]
+  embed_dim: int
+  init_logit_scale: float = CLIP_INIT_LOGIT_SCALE
+  init_logit_bias: float = 0.0
+  max_logit_scale: float | None = 100.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def setup(self):
+    common = dict(
+        embed_dim=self.embed_dim, dtype=self.dtype, param_dtype=self.param_dtype
+    )
+    self.img = VisionTransformer(**dict(self.image), **common)
+    self.txt = TextTransformer(**dict(self.text), **common)
+    # Kept in float32 whatever param_dtype is: tiny updates to a bf16 log-scale
+    # would round away.
+    self.logit_scale = self.param(
+        "logit_scale", nn.initializers.constant(self.init_logit_scale), (),
+        jnp.float32,
+    )
+    self.logit_bias = self.param(
+        "logit_bias", nn.initializers.constant(self.init_logit_bias), (),
+        jnp.float32,
+    )
+
+  def scalars(self) -> dict[str, Array]:
+    """The effective (exp'd and clipped) logit scale and the logit bias."""
+    scale = jnp.exp(self.logit_scale)
+    if self.max_logit_scale is not None:
+      scale = jnp.minimum(scale, self.max_logit_scale)
+    return {"logit_scale": scale, "logit_bias": self.logit_bias}
+
+  def embed_images(
+      self, images: Array, return_tokens: bool = False
+  ) -> Array | tuple[Array, Array]:
+    """Normalised float32 image embeddings [B, D] (and raw patch tokens [B, N, D])."""
+    out = self.img(images, return_tokens=return_tokens)
+    if return_tokens:
+      return l2_normalize(out[0]), out[1].astype(jnp.float32)
+    return l2_normalize(out)
+
+  def embed_texts(
+      self, texts: Array, return_tokens: bool = False
+  ) -> Array | tuple[Array, Array]:
+    """Normalised float32 text embeddings [B, D] (and raw token outputs [B, L, D])."""
+    out = self.txt(texts, return_tokens=return_tokens)
+    if return_tokens:
+      return l2_normalize(out[0]), out[1].astype(jnp.float32)
+    return l2_normalize(out)
+
+  def embed_text_tokens(self, ids: Array) -> Array:
+    """Input word embeddings [..., text width] from the text tower's table."""
+    return self.txt.embed_tokens(ids)
+
+  def __call__(
+      self,
+      images: Array | None,
+      texts: Array | None,
+      return_tokens: bool = False,
+  ) -> tuple[Array | None, Array | None, dict[str, Array]]:
+    """Embeds whichever inputs are given.
+
+    Args:
+      images: [B, H, W, 3] normalised float images, or None.
+      texts: [B, L] int token ids, or None.
+      return_tokens: also put the towers' per-token outputs (projected, not
+        normalised, float32) into extras as ``img_tokens`` / ``txt_tokens``.
+
+    Returns:
+      ``(zimg, ztxt, extras)``: L2-normalised float32 embeddings (None for a
+      missing input) and a dict with ``logit_scale`` (exp'd and clipped),
+      ``logit_bias`` and optionally the tokens.
+    """
+    extras = self.scalars()
+    zimg = ztxt = None
+    if images is not None:
+      zimg = self.embed_images(images, return_tokens)
+      if return_tokens:
+        zimg, extras["img_tokens"] = zimg
+    if texts is not None:
+      ztxt = self.embed_texts(texts, return_tokens)
+      if return_tokens:
+        ztxt, extras["txt_tokens"] = ztxt
+    return zimg, ztxt, extras
+
+
+def _get(cfg: ml_collections.ConfigDict, key: str, default: Any) -> Any:
+  """cfg[key], with a missing key or a None placeholder meaning "use default"."""
+  value = cfg.get(key, None)
+  return default if value is None else value
+
+
+def build_model(
+    config: ml_collections.ConfigDict,
+    *,
+    init_logit_scale: float = CLIP_INIT_LOGIT_SCALE,
+    init_logit_bias: float = 0.0,
+) -> TwoTowers:
+  """Builds ``TwoTowers`` from ``config.model``.
+
+  Fields of ``config.model`` (optional ones have the default in brackets):
+    embed_dim: joint embedding dimension.
+    image.width / image.depth / image.heads: ViT width, blocks, attention heads.
+    image.patch_size: square patch side; image sides must be multiples of it.
+    image.mlp_ratio [4.0]: MLP hidden width / width.
+    image.act ["gelu"]: "gelu" (exact) or "quick_gelu" (OpenAI checkpoints).
+    image.pool_type ["cls"]: "cls" or "gap".
+    text.width / text.depth / text.heads: text Transformer width, blocks, heads.
+    text.vocab_size: tokenizer vocabulary size.
+    text.context_length: maximum token sequence length.
+    text.mlp_ratio [4.0], text.act ["gelu"]: as for the image tower.
+    text.causal [True]: causal attention (CLIP); False = bidirectional.
+    text.pool ["eot"]: "eot" (CLIP) or "last" (last non-pad token).
+    text.pad_id [0]: padding token id.
+    text.eot_id [None]: end-of-text id; None pools at argmax(ids) as OpenAI CLIP.
+    init_logit_scale [keyword default]: initial log of the logit scale.
+    init_logit_bias [keyword default]: initial logit bias.
+    max_logit_scale [100.0]: clip of exp(logit_scale); None = no clip.
+    dtype ["float32"]: compute dtype, e.g. "bfloat16".
+    param_dtype ["float32"]: parameter storage dtype.
+
+  Args:
+    config: the experiment config; only ``config.model`` is read.
+    init_logit_scale: used when ``config.model`` has no ``init_logit_scale``
+      (methods pass their paper's value, e.g. SigLIP log 10).
+    init_logit_bias: likewise for ``init_logit_bias`` (SigLIP -10).
+
+  Returns:
+    The unbound module.
+  """
+  m = config.model
+  img, txt = m.image, m.text
+  image = dict(
+      patch_size=img.patch_size,
+      width=img.width,
+      depth=img.depth,
+      heads=img.heads,
+      mlp_ratio=img.get("mlp_ratio", 4.0),
+      act=img.get("act", "gelu"),
+      pool_type=img.get("pool_type", "cls"),
+  )
+  text = dict(
+      vocab_size=txt.vocab_size,
+      context_length=txt.context_length,
+      width=txt.width,
+      depth=txt.depth,
+      heads=txt.heads,
+      mlp_ratio=txt.get("mlp_ratio", 4.0),
+      act=txt.get("act", "gelu"),
+      causal=txt.get("causal", True),
+      pool=txt.get("pool", "eot"),
+      pad_id=txt.get("pad_id", 0),
+      eot_id=txt.get("eot_id", None),
+  )
+  return TwoTowers(
+      image=image,
+      text=text,
+      embed_dim=m.embed_dim,
+      init_logit_scale=_get(m, "init_logit_scale", init_logit_scale),
+      init_logit_bias=_get(m, "init_logit_bias", init_logit_bias),
+      max_logit_scale=m.get("max_logit_scale", 100.0),
+      dtype=jnp.dtype(m.get("dtype", "float32")),
+      param_dtype=jnp.dtype(m.get("param_dtype", "float32")),
+  )

@@ -1,0 +1,106 @@
+"""Benchmarks: measured figures, printed as lines and a final JSON line.
+
+    python -m vlkg.tools.bench input [--config configs/clip.py]
+    python -m vlkg.tools.bench step  [--config configs/clip.py] [--peer]
+
+Every figure is the median of ``--repeats`` timed runs after a warm-up, and the
+machine is described in the output. Benchmarks are scripts, never tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/clip.py", "Config file.",
+                                          lock_config=True)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
+_PEER = flags.DEFINE_bool("peer", False, "step: also time the PyTorch peers if installed.")
+
+
+def machine() -> dict:
+  cpu = platform.processor()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  import jax
+  return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+          "jax_backend": jax.default_backend(), "jax_devices": jax.device_count()}
+
+
+def median_rate(fn, items_per_call: int, repeats: int, warmup: int = 1) -> float:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return items_per_call / statistics.median(times)
+
+
+def bench_input(config, repeats: int) -> dict:
+  from vlkg.data import input_pipeline, prepare
+  from vlkg.data.world import build, render, scene as scene_lib
+  spec = build.world_spec(config.world)
+  n = 2000
+
+  def sample_and_render():
+    for i in range(n):
+      render.render(scene_lib.sample_scene(spec, "train", i))
+
+  scenes = [scene_lib.sample_scene(spec, "train", i) for i in range(n)]
+
+  def render_only():
+    for s in scenes:
+      render.render(s)
+
+  out = {"image_size": spec.image_size}
+  out["scenes_per_sec"] = median_rate(sample_and_render, n, repeats)
+  out["render_only_scenes_per_sec"] = median_rate(render_only, n, repeats)
+  print(f"world: {out['scenes_per_sec']:.0f} scenes/s sampled+rendered on one core "
+        f"({out['render_only_scenes_per_sec']:.0f}/s render only) at "
+        f"{spec.image_size}x{spec.image_size}")
+
+  directory = prepare.ensure_prepared(config)
+  batch_size, num_batches = 256, 40
+  it = input_pipeline.train_iterator(directory, batch_size=batch_size, seed=0,
+                                     shuffle_buffer=config.input.shuffle_buffer)
+  for _ in range(10):
+    next(it)
+
+  def pull():
+    for _ in range(num_batches):
+      next(it)
+
+  out["batch_size"] = batch_size
+  out["examples_per_sec"] = median_rate(pull, batch_size * num_batches, repeats, warmup=0)
+  print(f"input pipeline: {out['examples_per_sec']:.0f} examples/s at batch {batch_size} "
+        "from prepared shards")
+  return out
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in ("input", "step"):
+    raise app.UsageError("usage: python -m vlkg.tools.bench {input|step} [--config ...]")
+  config = _CONFIG.value
+  info = machine()
+  print("machine:", ", ".join(f"{k}={v}" for k, v in info.items()))
+  if argv[1] == "input":
+    result = bench_input(config, _REPEATS.value)
+  else:
+    from vlkg.tools import bench_step
+    result = bench_step.run(config, _REPEATS.value, _PEER.value)
+  print(json.dumps({"what": argv[1], "machine": info, **result}))
+
+
+if __name__ == "__main__":
+  app.run(main)
