@@ -116,6 +116,10 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.resume = ""
   c.model_init = ""
 
+  # Evaluators by module path: {"name": {"type": <vlkg.evaluators module>, **kwargs}}.
+  c.evals = ml_collections.ConfigDict({
+      "world": {"type": "world", "splits": ("test", "test_comp"), "max_items": 0}})
+
   c.mesh = [("data", -1)]
   c.sharding_rules = []  # [(regex over param path, PartitionSpec tuple)]
 

@@ -133,7 +133,8 @@ def train_iterator(directory: str, *, batch_size: int, seed: int,
     files = tf.data.Dataset.from_tensor_slices(paths).shuffle(
         len(paths), seed=epoch_seed, reshuffle_each_iteration=False)
     ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
-                          block_length=1, deterministic=True)
+                          block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
     ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
     return ds.map(lambda r: (epoch, r))
 

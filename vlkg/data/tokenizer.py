@@ -66,6 +66,11 @@ class Tokenizer(typing.Protocol):
     ...
 
 
+def _threads(texts: Sequence[str]) -> int:
+  """sentencepiece's thread pool costs more than it saves on a few captions."""
+  return 1 if len(texts) < 512 else -1
+
+
 class SentencePieceTokenizer:
   """A ``Tokenizer`` backed by a SentencePiece model.
 
@@ -170,7 +175,8 @@ class SentencePieceTokenizer:
       return out
     prefix = [BOS_ID] if self._add_bos else []
     room = self.max_len - len(prefix) - 1
-    for row, pieces in enumerate(self._sp.encode(texts, out_type=int)):
+    for row, pieces in enumerate(self._sp.encode(texts, out_type=int,
+                                                  num_threads=_threads(texts))):
       ids = prefix + list(pieces[:room]) + [self.eos_id]
       out[row, :len(ids)] = ids
     return out
@@ -178,7 +184,9 @@ class SentencePieceTokenizer:
   def unpadded_lengths(self, texts: Sequence[str]) -> list[int]:
     """Token counts before padding or truncation (BOS and EOS included)."""
     extra = 1 + int(self._add_bos)
-    return [len(p) + extra for p in self._sp.encode(list(texts), out_type=int)]
+    texts = list(texts)
+    pieces = self._sp.encode(texts, out_type=int, num_threads=_threads(texts))
+    return [len(p) + extra for p in pieces]
 
   def decode(self, ids: Any) -> list[str]:
     """Decodes rows of ids back to strings.

@@ -53,7 +53,7 @@ def scene_captions(spec, world_cfg, scene) -> list[str]:
 def _png(image: np.ndarray) -> bytes:
   from PIL import Image
   buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+  Image.fromarray(image).save(buf, format="PNG")
   return buf.getvalue()
 
 

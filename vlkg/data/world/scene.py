@@ -10,6 +10,7 @@ TRUE relations and negatives use only FALSE ones, so no benchmark item is ambigu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -102,8 +103,8 @@ class Scene:
   def relation_value(self, i: int, predicate: str, j: int) -> int:
     return relation_value(self.objects[i], predicate, self.objects[j], self.image_size)
 
-  def true_relations(self) -> list[tuple[int, str, int]]:
-    """Every TRUE (subject, predicate, object) over ordered pairs of objects."""
+  @functools.cached_property
+  def _true_relations(self) -> tuple[tuple[int, str, int], ...]:
     out = []
     for i in range(len(self.objects)):
       for j in range(len(self.objects)):
@@ -111,7 +112,11 @@ class Scene:
           for pred in ontology.RELATIONS:
             if self.relation_value(i, pred, j) == TRUE:
               out.append((i, pred, j))
-    return out
+    return tuple(out)
+
+  def true_relations(self) -> list[tuple[int, str, int]]:
+    """Every TRUE (subject, predicate, object) over ordered pairs of objects."""
+    return list(self._true_relations)
 
   def graph_json(self) -> dict:
     """The ground-truth scene graph in the DESIGN.md parse format, plus boxes.
@@ -185,7 +190,7 @@ def sample_scene(spec: WorldSpec, split: str, index: int) -> Scene:
     if placed is None:
       continue  # no room left: the scene keeps the objects placed so far
     jitter = rng.integers(-12, 13, size=3)
-    rgb = tuple(int(np.clip(c + d, 0, 255))
+    rgb = tuple(min(255, max(0, c + int(d)))
                 for c, d in zip(ontology.COLOR_BY_NAME[color].rgb, jitter))
     objects.append(WorldObject(
         shape=shape, color=color, size=size, texture=texture, cx=placed[0],

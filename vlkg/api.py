@@ -1,0 +1,120 @@
+"""The Python face of a trained model, for Colab and for evaluation elsewhere.
+
+    from vlkg import api
+    model = api.load("/tmp/vlkg_clip")          # a workdir, or a params.npz
+    zi = model.encode_images(uint8_images)       # [B, D], L2-normalised numpy
+    zt = model.encode_texts(["a red circle"])    # [N, D]
+    s = model.score(uint8_images, texts)         # [B, N] cosine similarities
+
+``load`` needs only ``params.npz`` and the ``config.json`` beside it (the run's
+config, with the tokenizer's description and the dataset it was trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# CLIP's preprocessing constants (Radford et al. 2021, released code).
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+def normalize_images(images: jax.Array) -> jax.Array:
+  """uint8 [B,H,W,3] -> float32 normalised with CLIP's mean/std (jittable)."""
+  x = images.astype(jnp.float32) / 255.0
+  return (x - CLIP_MEAN) / CLIP_STD
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+  """Bicubic resize of the shorter side and a center crop, as CLIP's transform."""
+  if images.shape[1:3] == (size, size):
+    return images
+  from PIL import Image
+  out = []
+  for im in images:
+    pil = Image.fromarray(im)
+    w, h = pil.size
+    scale = size / min(w, h)
+    pil = pil.resize((max(size, round(w * scale)), max(size, round(h * scale))),
+                     Image.BICUBIC)
+    w, h = pil.size
+    left, top = (w - size) // 2, (h - size) // 2
+    out.append(np.asarray(pil.crop((left, top, left + size, top + size))))
+  return np.stack(out)
+
+
+class Model:
+  """A two-tower model with its params, tokenizer and preprocessing.
+
+  Inputs are encoded in fixed-size batches (padded), so each tower compiles once.
+  """
+
+  def __init__(self, module, params, tokenizer, image_size: int, batch_size: int = 256):
+    self.module, self.params, self.tokenizer = module, params, tokenizer
+    self.image_size, self.batch_size = image_size, batch_size
+    self._embed_images = jax.jit(lambda p, x: module.apply(
+        {"params": p}, normalize_images(x), method=type(module).embed_images))
+    self._embed_texts = jax.jit(lambda p, t: module.apply(
+        {"params": p}, t, method=type(module).embed_texts))
+
+  def _batched(self, fn, x: np.ndarray) -> np.ndarray:
+    n = len(x)
+    if n == 0:
+      raise ValueError("nothing to encode: got an empty batch")
+    b = min(self.batch_size, n)
+    out = []
+    for start in range(0, n, b):
+      chunk = x[start:start + b]
+      pad = b - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+      out.append(np.asarray(fn(self.params, chunk))[:b - pad])
+    return np.concatenate(out)
+
+  def encode_images(self, images) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"encode_images takes uint8 [B,H,W,3]; got {images.dtype} "
+                       f"{images.shape}")
+    return self._batched(self._embed_images, _resize(images, self.image_size))
+
+  def encode_token_ids(self, ids) -> np.ndarray:
+    return self._batched(self._embed_texts, np.asarray(ids, np.int32))
+
+  def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    if isinstance(texts, str):
+      raise TypeError("encode_texts takes a list of strings")
+    return self.encode_token_ids(self.tokenizer.encode(list(texts)))
+
+  def score(self, images, texts: Sequence[str]) -> np.ndarray:
+    return self.encode_images(images) @ self.encode_texts(texts).T
+
+
+def load(path: str, batch_size: int = 256) -> Model:
+  """Loads ``params.npz`` (a file, or a workdir holding one) with its ``config.json``."""
+  import ml_collections
+
+  from vlkg import checkpoint, methods
+  from vlkg.data import tokenizer as tok_lib
+  params_path = os.path.join(path, "params.npz") if os.path.isdir(path) else path
+  workdir = os.path.dirname(os.path.abspath(params_path))
+  config_path = os.path.join(workdir, "config.json")
+  for p in (params_path, config_path):
+    if not os.path.exists(p):
+      raise FileNotFoundError(f"{p} not found: api.load needs params.npz and "
+                              "config.json side by side")
+  with open(config_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  module = methods.build_model(config)
+  abstract = methods.abstract_params(module, config)
+  params = checkpoint.unflatten_params(
+      checkpoint.load_params_npz(params_path, expected=abstract))
+  tokenizer = tok_lib.from_description(config.tokenizer.to_dict(), base_dir=workdir)
+  return Model(module, jax.device_put(params), tokenizer, config.world.image_size,
+               batch_size)

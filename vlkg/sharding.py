@@ -1,0 +1,99 @@
+"""Device meshes, rule-based parameter sharding, and global batches.
+
+The same code runs on 1 CPU, 8 fake CPU devices, a GPU or a TPU pod slice:
+
+  * ``config.mesh`` is a list of (axis name, size); one size may be -1 ("the rest").
+    The default ``[("data", -1)]`` is pure data parallelism.
+  * ``config.sharding_rules`` maps regexes over '/'-joined parameter paths to
+    partition specs; the first match wins and unmatched parameters are replicated.
+    A spec is a tuple of mesh axis names / None per dimension, or the string
+    ``"fsdp"``: shard the largest dimension that the ``fsdp`` axis divides.
+  * The batch dimension is split over every mesh axis, so each device gets a distinct
+    slice of the global batch whatever the parameter layout.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def make_mesh(axes, devices=None) -> Mesh:
+  devices = list(jax.devices() if devices is None else devices)
+  names = tuple(name for name, _ in axes)
+  sizes = [int(size) for _, size in axes]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"config.mesh={axes}: at most one axis may have size -1")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"config.mesh={axes} does not divide {len(devices)} devices")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if int(np.prod(sizes)) != len(devices):
+    raise ValueError(f"config.mesh={axes} has {int(np.prod(sizes))} devices but "
+                     f"{len(devices)} are available")
+  return Mesh(np.asarray(devices).reshape(sizes), names)
+
+
+def path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                  for k in path)
+
+
+def _spec_for(name: str, shape, rules, mesh: Mesh) -> P:
+  for pattern, spec in rules:
+    if re.fullmatch(pattern, name) or re.search(pattern, name):
+      if spec == "fsdp":
+        return _fsdp_spec(shape, mesh)
+      spec = tuple(spec or ())
+      if len(spec) > len(shape):
+        raise ValueError(f"sharding rule {pattern!r} -> {spec} has more dimensions than "
+                         f"parameter {name} {tuple(shape)}")
+      return P(*spec)
+  return P()
+
+
+def _fsdp_spec(shape, mesh: Mesh) -> P:
+  size = mesh.shape.get("fsdp", 1)
+  for dim in np.argsort(shape)[::-1]:
+    if shape[dim] % size == 0 and size > 1:
+      spec = [None] * len(shape)
+      spec[dim] = "fsdp"
+      return P(*spec)
+  return P()
+
+
+def tree_shardings(abstract_tree, rules, mesh: Mesh):
+  """NamedShardings for a pytree of arrays/ShapeDtypeStructs, by path rules."""
+  def one(path, leaf):
+    shape = getattr(leaf, "shape", ())
+    return NamedSharding(mesh, _spec_for(path_str(path), shape, rules, mesh))
+  return jax.tree_util.tree_map_with_path(one, abstract_tree)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(mesh.axis_names))
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Host-local numpy batch -> global arrays split over all devices of the mesh."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def init_sharded(init_fn, rng, rules, mesh: Mesh) -> tuple[Any, Any]:
+  """Runs ``init_fn(rng)`` directly into its shardings: nothing is built whole first.
+
+  Returns (tree, shardings).
+  """
+  abstract = jax.eval_shape(init_fn, rng)
+  shardings = tree_shardings(abstract, rules, mesh)
+  return jax.jit(init_fn, out_shardings=shardings)(rng), shardings

@@ -1,0 +1,244 @@
+"""THE trainer: one loop for every method; the method supplies the model and the loss.
+
+    state = {"step", "params", "opt_state", "nonfinite_step"}
+
+``update_step`` is a single jitted function with the state donated and explicit
+shardings in and out. It reads nothing from the host: randomness is
+``fold_in(rng, step)``, and a non-finite loss or gradient norm leaves the state
+untouched and records the step in ``nonfinite_step``, which the host checks at each
+log step and turns into an error that names the step and the metric. The last good
+checkpoint is therefore never overwritten by a diverged state.
+
+Resume precedence (DESIGN.md): the workdir's latest checkpoint, then
+``config.resume``, then ``config.model_init``, then scratch. The data stream
+continues at the restored step (``input_pipeline.train_iterator(start_step=...)``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from vlkg import api, checkpoint, methods, metrics as metrics_lib, optim, sharding
+from vlkg.data import input_pipeline, prepare, records
+from vlkg.data import tokenizer as tok_lib
+
+CONFIG_FILE = "config.json"
+# Config keys whose change alters parameter shapes or the data a run was trained on;
+# a workdir with different values is refused rather than silently reused.
+SHAPE_KEYS = ("method", "model", "world", "input.data", "input.text_len")
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+def resolve_config(config, directory: str) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with what the dataset decides filled in."""
+  manifest = records.read_manifest(directory)
+  resolved = ml_collections.ConfigDict(config.to_dict())
+  if not resolved.model.text.vocab_size:
+    resolved.model.text.vocab_size = manifest["tokenizer"]["vocab_size"]
+  if resolved.model.text.context_length != records.layout_of(manifest).text_len:
+    raise ValueError(f"config.model.text.context_length="
+                     f"{resolved.model.text.context_length} != input.text_len "
+                     f"{records.layout_of(manifest).text_len}")
+  return resolved
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flat(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def check_workdir_config(workdir: str, config) -> None:
+  """Refuses a workdir trained with different shapes; warns about other changes."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = _flat({k: v for k, v in json.load(f).items() if k != "tokenizer"})
+  new = _flat(json.loads(config.to_json()))
+  changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  fatal = [k for k in changed if any(k == s or k.startswith(s + ".") for s in SHAPE_KEYS)]
+  if fatal:
+    raise ValueError(
+        f"{path} was written by a run with a different model or data: "
+        + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in fatal)
+        + ". Use a new --workdir, or restore the old values.")
+  if changed:
+    logging.warning("resuming %s with changed config keys: %s", workdir, changed)
+
+
+def write_run_files(workdir: str, config, directory: str) -> None:
+  """config.json (with the tokenizer's description) and the tokenizer model itself,
+  so that params.npz + config.json + tokenizer.model are a self-contained run."""
+  manifest = records.read_manifest(directory)
+  desc = dict(manifest["tokenizer"])
+  src = os.path.join(directory, desc["model_path"])
+  shutil.copyfile(src, os.path.join(workdir, "tokenizer.model"))
+  desc["model_path"] = "tokenizer.model"
+  data = json.loads(config.to_json())
+  data["tokenizer"] = desc
+  tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=1, sort_keys=True)
+  os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
+
+
+def make_update_step(loss_fn, tx, train_rng):
+  """(state, batch) -> (state, metrics): one optimizer step, fully on device."""
+
+  def update_step(state, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(train_rng, step)
+    batch = dict(batch, image=api.normalize_images(batch["image"]))
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, rng, step)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    first_bad = jnp.where((state["nonfinite_step"] < 0) & ~finite, step,
+                          state["nonfinite_step"])
+    new_state = {"step": step + 1, "params": keep(params, state["params"]),
+                 "opt_state": keep(opt_state, state["opt_state"]),
+                 "nonfinite_step": first_bad}
+    return new_state, {"loss": loss, "grad_norm": grad_norm, **aux}
+
+  return update_step
+
+
+def _run_evals(config, encoder, directory) -> dict:
+  out = {}
+  for name, spec in config.evals.items():
+    spec = spec.to_dict()
+    module = importlib.import_module(f"vlkg.evaluators.{spec.pop('type')}")
+    t = time.perf_counter()
+    out.update(module.evaluate(encoder, directory, **spec))
+    logging.info("eval %s: %.1fs", name, time.perf_counter() - t)
+  return out
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  directory = prepare.ensure_prepared(config)
+  config = resolve_config(config, directory)
+  check_workdir_config(workdir, config)
+  is_main = jax.process_index() == 0
+  if is_main:
+    write_run_files(workdir, config, directory)
+  manifest = records.read_manifest(directory)
+  tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=directory)
+
+  method = methods.load(config.method)
+  model = method.build_model(config)
+  loss_fn = method.make_loss_fn(model, config)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = [tuple(r) for r in config.sharding_rules]
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+
+  abstract_params = methods.abstract_params(model, config)
+  tx = optim.make_optimizer(config, abstract_params)
+
+  def init_state(rng):
+    params = methods.init_params(model, config, rng)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": tx.init(params), "nonfinite_step": jnp.full((), -1, jnp.int32)}
+
+  abstract_state = jax.eval_shape(init_state, init_rng)
+  state_sharding = sharding.tree_shardings(abstract_state, rules, mesh)
+  abstract_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract_state, state_sharding)
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep,
+                                 keep_every=config.keep_every)
+  kind, path = checkpoint.resolve_init(workdir, config.resume, config.model_init)
+  if kind == "workdir":
+    state = ckpt.restore(ckpt.latest_step(), abstract_state)
+  elif kind == "resume":
+    other = checkpoint.Checkpointer(path, keep=1)
+    state = other.restore(other.latest_step(), abstract_state)
+    other.close()
+  else:
+    state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
+    if kind == "model_init":
+      loaded = checkpoint.unflatten_params(
+          checkpoint.load_params_npz(path, expected=abstract_params))
+      params = jax.device_put(loaded, state_sharding["params"])
+      state = dict(state, params=params,
+                   opt_state=jax.jit(tx.init, out_shardings=state_sharding["opt_state"])(params))
+  start_step = int(state["step"])
+  logging.info("starting at step %d (%s%s)", start_step, kind, f": {path}" if path else "")
+
+  batch_sharding = sharding.batch_sharding(mesh)
+  update_step = jax.jit(make_update_step(loss_fn, tx, train_rng),
+                        in_shardings=(state_sharding, batch_sharding),
+                        out_shardings=(state_sharding, sharding.replicated(mesh)),
+                        donate_argnums=(0,))
+  batches = input_pipeline.train_iterator(
+      directory, batch_size=config.input.batch_size, seed=config.seed,
+      fields=method.FIELDS, start_step=start_step,
+      shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
+  progress = metrics_lib.Progress(config.total_steps, config.input.batch_size, start_step)
+
+  def evaluate(step):
+    progress.pause()
+    encoder = api.Model(model, state["params"], tokenizer, config.world.image_size)
+    results = _run_evals(config, encoder, directory)
+    writer.write(step, results)
+    progress.resume()
+    return results
+
+  last = {}
+  if start_step == 0 and config.evals:
+    last.update(evaluate(0))
+  step = start_step
+  pending = None
+  while step < config.total_steps:
+    batch = sharding.global_batch(
+        {k: v for k, v in next(batches).items() if k in method.FIELDS}, mesh)
+    state, step_metrics = update_step(state, batch)
+    step += 1
+    if step % config.log_every == 0 or step == config.total_steps:
+      pending = jax.device_get(step_metrics)
+      bad = int(state["nonfinite_step"])
+      if bad >= 0:
+        name = "loss" if not np.isfinite(pending["loss"]) else "grad_norm"
+        raise NonFiniteError(
+            f"non-finite {name} at step {bad + 1}; the update was skipped and the last "
+            f"good checkpoint kept (step {ckpt.latest_step()})")
+      rates = progress.tick(step)
+      lr = float(optim.schedule(config)(step - 1))
+      last = {**{k: float(v) for k, v in pending.items()}, **rates, "lr": lr}
+      writer.write(step, last)
+    if step % config.checkpoint_every == 0 or step == config.total_steps:
+      ckpt.save(step, state)
+    if config.evals and (step % config.eval_every == 0 or step == config.total_steps):
+      last.update(evaluate(step))
+  ckpt.wait()
+  if is_main:
+    checkpoint.save_params_npz(os.path.join(workdir, "params.npz"), state["params"])
+  ckpt.close()
+  writer.close()
+  return last
