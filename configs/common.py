@@ -72,7 +72,10 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
       captions_per_image=3,
       max_clauses=3,
       num_shards=16,
-      vocab_size=256,
+      vocab_size=512,
+      # BPE learns the world's words whole; unigram at this corpus size splits
+      # common words into characters ("there" -> "the" "re").
+      tokenizer_type="bpe",
       workers=2,  # processes used by prepare
   )
 
@@ -125,7 +128,7 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
 
   if preset == "smoke":
     c.world.update(num_train=512, num_val=64, num_test=64, num_test_comp=64,
-                   num_shards=2, vocab_size=128)
+                   num_shards=2, vocab_size=256)
     c.input.update(batch_size=32, shuffle_buffer=512)
     c.model.image.update(width=32, depth=1, heads=2)
     c.model.text.update(width=32, depth=1, heads=2)

@@ -36,7 +36,7 @@ def tiny_config(**model_overrides) -> ml_collections.ConfigDict:
 
 
 def txt_params(tiny) -> dict:
-  """The text sub-tree of the shared init; every TextTransformer variant fits it."""
+  """The text sub-tree of the shared parameters; every text-tower variant fits it."""
   return {"params": tiny[1]["params"]["txt"]}
 
 
@@ -119,8 +119,8 @@ def test_attention_matches_numpy_reference():
   out = jax.jit(attn.apply)({"params": params}, x, mask)
 
   xn = np.asarray(x, np.float64)
-  wi, bi = np.asarray(params["in_proj"]["kernel"]), np.asarray(params["in_proj"]["bias"])
-  wo, bo = np.asarray(params["out_proj"]["kernel"]), np.asarray(params["out_proj"]["bias"])
+  wi, bi = params["in_proj"]["kernel"], params["in_proj"]["bias"]
+  wo, bo = params["out_proj"]["kernel"], params["out_proj"]["bias"]
   q, k, v = np.split(xn @ wi + bi, 3, axis=-1)
   split = lambda t: t.reshape(b, l, h, w // h).transpose(0, 2, 1, 3)
   q, k, v = split(q), split(k), split(v)

@@ -134,13 +134,17 @@ class TwoTowers(nn.Module):
     extras = self.scalars()
     zimg = ztxt = None
     if images is not None:
-      zimg = self.embed_images(images, return_tokens)
+      out = self.embed_images(images, return_tokens)
       if return_tokens:
-        zimg, extras["img_tokens"] = zimg
+        zimg, extras["img_tokens"] = out
+      else:
+        zimg = out
     if texts is not None:
-      ztxt = self.embed_texts(texts, return_tokens)
+      out = self.embed_texts(texts, return_tokens)
       if return_tokens:
-        ztxt, extras["txt_tokens"] = ztxt
+        ztxt, extras["txt_tokens"] = out
+      else:
+        ztxt = out
     return zimg, ztxt, extras
 
 

@@ -121,7 +121,8 @@ def _train_tokenizer(out_dir, spec, world_cfg, kg_text: list[str]) -> str:
   # The knowledge graph's words join the corpus so that aliases get pieces of their
   # own; they still never occur in a training caption.
   return tok_lib.train_sentencepiece(texts + kg_text, os.path.join(out_dir, "tokenizer"),
-                                     world_cfg.vocab_size, seed=world_cfg.seed)
+                                     world_cfg.vocab_size, seed=world_cfg.seed,
+                                     model_type=world_cfg.tokenizer_type)
 
 
 def _write_suites(out_dir, split, items_by_suite, image_size) -> dict[str, int]:
