@@ -6,6 +6,7 @@
 """
 
 import json
+import logging as py_logging
 import os
 
 from absl import app, flags, logging
@@ -17,7 +18,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "export"], "What to do.")
 
 
+class _QuietLibraries(py_logging.Filter):
+  """orbax logs every save phase at INFO; keep its warnings, drop its chatter."""
+
+  def filter(self, record):
+    return record.levelno >= 30 or "/orbax/" not in record.pathname
+
+
 def main(argv):
+  py_logging.getLogger("absl").addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

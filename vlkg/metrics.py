@@ -45,12 +45,21 @@ class MetricWriter:
       with self._tb.as_default(step=int(step)):
         for k, v in clean.items():
           if isinstance(v, (int, float)) and math.isfinite(v):
-            tf.summary.scalar(k, v)
+            # The low-level op with the "scalars" plugin tag is what
+            # tf.summary.scalar writes, without needing the tensorboard package.
+            tf.summary.write(k, tf.constant(float(v), tf.float32), metadata=_scalar_metadata())
       self._tb.flush()
 
   def close(self):
     if self._tb is not None:
       self._tb.close()
+
+
+def _scalar_metadata():
+  from tensorflow.core.framework import summary_pb2
+  meta = summary_pb2.SummaryMetadata()
+  meta.plugin_data.plugin_name = "scalars"
+  return meta
 
 
 def _plain(v):

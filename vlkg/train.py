@@ -137,6 +137,43 @@ def _run_evals(config, encoder, directory) -> dict:
   return out
 
 
+class Trainer:
+  """The pieces of a run that do not depend on the workdir: model, loss, optimizer,
+  mesh, state shardings and the jitted update step. Also used by the benchmarks."""
+
+  def __init__(self, config):
+    self.config = config
+    self.method = methods.load(config.method)
+    self.model = self.method.build_model(config)
+    self.loss_fn = self.method.make_loss_fn(self.model, config)
+    self.mesh = sharding.make_mesh(config.mesh)
+    rules = [tuple(r) for r in config.sharding_rules]
+    self.init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+    self.abstract_params = methods.abstract_params(self.model, config)
+    self.tx = optim.make_optimizer(config, self.abstract_params)
+    abstract = jax.eval_shape(self._init_state, self.init_rng)
+    self.state_sharding = sharding.tree_shardings(abstract, rules, self.mesh)
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract, self.state_sharding)
+    self.batch_sharding = sharding.batch_sharding(self.mesh)
+    self.update_step = jax.jit(
+        make_update_step(self.loss_fn, self.tx, train_rng),
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
+        donate_argnums=(0,))
+
+  def _init_state(self, rng):
+    params = methods.init_params(self.model, self.config, rng)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": self.tx.init(params),
+            "nonfinite_step": jnp.full((), -1, jnp.int32)}
+
+  def init_state(self):
+    """A fresh state, created directly in its shardings."""
+    return jax.jit(self._init_state, out_shardings=self.state_sharding)(self.init_rng)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics."""
   os.makedirs(workdir, exist_ok=True)
@@ -149,26 +186,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   manifest = records.read_manifest(directory)
   tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=directory)
 
-  method = methods.load(config.method)
-  model = method.build_model(config)
-  loss_fn = method.make_loss_fn(model, config)
-  mesh = sharding.make_mesh(config.mesh)
-  rules = [tuple(r) for r in config.sharding_rules]
-  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-
-  abstract_params = methods.abstract_params(model, config)
-  tx = optim.make_optimizer(config, abstract_params)
-
-  def init_state(rng):
-    params = methods.init_params(model, config, rng)
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(params), "nonfinite_step": jnp.full((), -1, jnp.int32)}
-
-  abstract_state = jax.eval_shape(init_state, init_rng)
-  state_sharding = sharding.tree_shardings(abstract_state, rules, mesh)
-  abstract_state = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract_state, state_sharding)
+  trainer = Trainer(config)
+  method, model, tx, mesh = trainer.method, trainer.model, trainer.tx, trainer.mesh
+  abstract_params, abstract_state = trainer.abstract_params, trainer.abstract_state
+  state_sharding, init_rng = trainer.state_sharding, trainer.init_rng
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep,
                                  keep_every=config.keep_every)
@@ -176,11 +197,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if kind == "workdir":
     state = ckpt.restore(ckpt.latest_step(), abstract_state)
   elif kind == "resume":
-    other = checkpoint.Checkpointer(path, keep=1)
+    other = checkpoint.Checkpointer(path, read_only=True)
     state = other.restore(other.latest_step(), abstract_state)
     other.close()
   else:
-    state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
+    state = trainer.init_state()
     if kind == "model_init":
       loaded = checkpoint.unflatten_params(
           checkpoint.load_params_npz(path, expected=abstract_params))
@@ -190,11 +211,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   start_step = int(state["step"])
   logging.info("starting at step %d (%s%s)", start_step, kind, f": {path}" if path else "")
 
-  batch_sharding = sharding.batch_sharding(mesh)
-  update_step = jax.jit(make_update_step(loss_fn, tx, train_rng),
-                        in_shardings=(state_sharding, batch_sharding),
-                        out_shardings=(state_sharding, sharding.replicated(mesh)),
-                        donate_argnums=(0,))
+  update_step = trainer.update_step
   batches = input_pipeline.train_iterator(
       directory, batch_size=config.input.batch_size, seed=config.seed,
       fields=method.FIELDS, start_step=start_step,

@@ -1,0 +1,78 @@
+"""The model interface that every evaluator talks to.
+
+Evaluators never see parameters, a mesh or a jit: they get an object with the
+methods below. The trainer wraps its current train state in one, and ``vlkg.api``
+returns one from ``api.load``; tests use small numpy fakes. Keeping the interface
+this narrow lets one evaluator score a model in training, an exported
+``params.npz`` and a hand-made oracle the same way.
+
+Both encoders return L2-normalised rows, so a dot product is the cosine similarity
+that CLIP (Radford et al. 2021, §2.3) and every benchmark here rank by.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Sequence
+
+import numpy as np
+
+
+@typing.runtime_checkable
+class Encoder(typing.Protocol):
+  """Embeds images and texts into one space with unit-length rows.
+
+  Calls come in batches of at most the evaluator's ``batch_size``; the last batch
+  of a pass is smaller, so an implementation that jits should pad to a fixed
+  batch shape itself rather than compile once per size.
+  """
+
+  def encode_images(self, images: np.ndarray) -> np.ndarray:
+    """Embeds images.
+
+    Args:
+      images: uint8 ``[B, H, W, 3]``, raw pixels; the encoder applies its own
+        preprocessing (resize, normalisation).
+
+    Returns:
+      float32 ``[B, D]``, each row of unit L2 norm.
+    """
+    ...
+
+  def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    """Embeds captions with the model's own tokenizer.
+
+    Args:
+      texts: N strings.
+
+    Returns:
+      float32 ``[N, D]``, each row of unit L2 norm.
+    """
+    ...
+
+
+@typing.runtime_checkable
+class TokenIdEncoder(Encoder, typing.Protocol):
+  """An `Encoder` that can also embed captions given as token ids.
+
+  Prepared datasets store every caption already tokenised; an encoder whose
+  tokenizer IS the dataset's skips a decode/re-encode round trip with this. An
+  encoder with any other tokenizer (e.g. imported CLIP weights with their BPE) must
+  not offer it, because the ids would mean different words to it.
+  """
+
+  def encode_token_ids(self, ids: np.ndarray) -> np.ndarray:
+    """Embeds tokenised captions.
+
+    Args:
+      ids: int32 ``[N, L]`` ids from the dataset's tokenizer, right-padded.
+
+    Returns:
+      float32 ``[N, D]``, each row of unit L2 norm.
+    """
+    ...
+
+
+def has_token_ids(encoder: object) -> bool:
+  """Whether ``encoder`` offers `TokenIdEncoder.encode_token_ids`."""
+  return callable(getattr(encoder, "encode_token_ids", None))

@@ -1,0 +1,138 @@
+"""``bench step``: the training step's time, FLOPs, MFU, and a PyTorch peer.
+
+FLOPs come from XLA's cost analysis of the compiled update step (forward, backward
+and optimizer). MFU is achieved FLOP/s over this machine's *measured* f32 matmul
+peak (a large jnp.dot timed the same way), not a datasheet number.
+
+The peer (``--peer``) is Hugging Face transformers' ``CLIPModel`` in PyTorch with
+the same widths, depths, heads, patch size, sequence length, vocabulary, batch and
+AdamW, timed on the same machine; it runs only when torch and transformers import.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+  """Measured f32 matmul FLOP/s of this machine's default JAX device."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  seconds = _median_seconds(lambda: f(a).block_until_ready(), repeats)
+  return 2 * n**3 / seconds
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get("flops", 0.0))
+
+
+def synthetic_batch(config, vocab_size: int) -> dict[str, np.ndarray]:
+  rng = np.random.default_rng(0)
+  b, s, l = config.input.batch_size, config.world.image_size, config.input.text_len
+  text = rng.integers(4, vocab_size, size=(b, l)).astype(np.int32)
+  text[:, -1] = 3
+  return {"image": rng.integers(0, 256, size=(b, s, s, 3)).astype(np.uint8), "text": text}
+
+
+def run(config, repeats: int, peer: bool) -> dict:
+  from vlkg import sharding, train
+  from vlkg.data import prepare
+  config = train.resolve_config(config, prepare.ensure_prepared(config))
+  trainer = train.Trainer(config)
+  state = trainer.init_state()
+  batch = sharding.global_batch(synthetic_batch(config, config.model.text.vocab_size),
+                                trainer.mesh)
+  compiled = trainer.update_step.lower(state, batch).compile()
+  flops = _flops(compiled)
+  holder = {"state": state}
+
+  def step():
+    holder["state"], m = compiled(holder["state"], batch)
+    jax.block_until_ready(m["loss"])
+
+  seconds = _median_seconds(step, repeats * 4)
+  peak = matmul_peak_flops()
+  out = {
+      "batch_size": config.input.batch_size,
+      "step_seconds": seconds,
+      "examples_per_sec": config.input.batch_size / seconds,
+      "flops_per_step": flops,
+      "achieved_flops_per_sec": flops / seconds,
+      "matmul_peak_flops_per_sec": peak,
+      "mfu": flops / seconds / peak,
+      "peer": None,
+      "peer_speedup": None,
+  }
+  print(f"vlkg step: {seconds * 1e3:.1f} ms, {out['examples_per_sec']:.0f} examples/s, "
+        f"{flops / 1e9:.2f} GFLOP/step, {flops / seconds / 1e9:.1f} GFLOP/s achieved, "
+        f"measured f32 matmul peak {peak / 1e9:.1f} GFLOP/s, MFU {out['mfu']:.1%}")
+  if peer:
+    result = peer_step_seconds(config, repeats)
+    if result is not None:
+      name, peer_seconds = result
+      out["peer"] = {"name": name, "step_seconds": peer_seconds}
+      out["peer_speedup"] = peer_seconds / seconds
+      print(f"peer {name}: {peer_seconds * 1e3:.1f} ms/step; vlkg is "
+            f"{out['peer_speedup']:.2f}x faster")
+  return out
+
+
+def peer_step_seconds(config, repeats: int):
+  """(name, median seconds) of the same training step in HF transformers, or None."""
+  try:
+    import torch
+    import transformers
+  except ImportError as e:
+    print(f"peer skipped: {e}")
+    return None
+  m, img, txt = config.model, config.model.image, config.model.text
+  act = "quick_gelu" if img.act == "quick_gelu" else "gelu"
+  cfg = transformers.CLIPConfig(
+      text_config=dict(vocab_size=txt.vocab_size, hidden_size=txt.width,
+                       intermediate_size=int(txt.width * txt.mlp_ratio),
+                       num_hidden_layers=txt.depth, num_attention_heads=txt.heads,
+                       max_position_embeddings=txt.context_length, hidden_act=act,
+                       eos_token_id=3, pad_token_id=0, bos_token_id=2),
+      vision_config=dict(hidden_size=img.width, intermediate_size=int(img.width * img.mlp_ratio),
+                         num_hidden_layers=img.depth, num_attention_heads=img.heads,
+                         image_size=config.world.image_size, patch_size=img.patch_size,
+                         hidden_act=act),
+      projection_dim=m.embed_dim)
+  torch.manual_seed(0)
+  model = transformers.CLIPModel(cfg)
+  model.train()
+  o = config.optim
+  opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.b1, o.b2), eps=o.eps,
+                          weight_decay=o.weight_decay)
+  b = synthetic_batch(config, txt.vocab_size)
+  pixels = torch.tensor(b["image"], dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
+  ids = torch.tensor(b["text"], dtype=torch.long)
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = model(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip_norm)
+    opt.step()
+
+  return f"transformers {transformers.__version__} CLIPModel (torch {torch.__version__}, " \
+         f"{torch.get_num_threads()} threads)", _median_seconds(step, repeats * 2)
