@@ -23,7 +23,7 @@ PRESETS = ("default", "smoke", "vit_b32")
 def parse_arg(arg: str | None) -> tuple[str, dict]:
   """``"smoke,total_steps=10"`` -> ("smoke", {"total_steps": 10})."""
   preset, overrides = "default", {}
-  for part in filter(None, (arg or "").split(",")):
+  for part in filter(None, _split_top_level(arg or "")):
     if "=" in part:
       key, value = part.split("=", 1)
       try:
@@ -36,6 +36,27 @@ def parse_arg(arg: str | None) -> tuple[str, dict]:
     raise ValueError(f"unknown preset {preset!r} in config arg {arg!r}; "
                      f"expected one of {PRESETS}")
   return preset, overrides
+
+
+def _split_top_level(text: str) -> list[str]:
+  """Splits on commas outside brackets and quotes: ``"a=(1,2),b=3"`` -> 2 parts."""
+  parts, depth, quote, current = [], 0, None, []
+  for ch in text:
+    if quote:
+      quote = None if ch == quote else quote
+    elif ch in "'\"":
+      quote = ch
+    elif ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif ch == "," and depth == 0:
+      parts.append("".join(current))
+      current = []
+      continue
+    current.append(ch)
+  parts.append("".join(current))
+  return parts
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:

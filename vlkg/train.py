@@ -141,12 +141,12 @@ class Trainer:
   """The pieces of a run that do not depend on the workdir: model, loss, optimizer,
   mesh, state shardings and the jitted update step. Also used by the benchmarks."""
 
-  def __init__(self, config):
+  def __init__(self, config, devices=None):
     self.config = config
     self.method = methods.load(config.method)
     self.model = self.method.build_model(config)
     self.loss_fn = self.method.make_loss_fn(self.model, config)
-    self.mesh = sharding.make_mesh(config.mesh)
+    self.mesh = sharding.make_mesh(config.mesh, devices)
     rules = [tuple(r) for r in config.sharding_rules]
     self.init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
     self.abstract_params = methods.abstract_params(self.model, config)

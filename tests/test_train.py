@@ -1,0 +1,168 @@
+"""The trainer end to end at smoke size: resume after SIGKILL, 1 vs 8 devices,
+workdir/config checks, optimizer masks, sharding rules and non-finite aborts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import clip
+from vlkg import checkpoint, optim, sharding, train
+from vlkg.data import prepare
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ("smoke,world.num_train=256,world.num_val=16,world.num_test=16,"
+         "world.num_test_comp=16,world.workers=1,input.batch_size=16,total_steps=12,"
+         "log_every=2,checkpoint_every=4,eval_every=1000")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("data"))
+  prepare.ensure_prepared(clip.get_config(SMOKE + f",data_dir='{root}'"))
+  return root
+
+
+def config(data_dir, extra=""):
+  return clip.get_config(SMOKE + f",data_dir='{data_dir}'" + extra)
+
+
+def _main(workdir, data_dir, extra=()):
+  cmd = [sys.executable, "-m", "vlkg.main", "--config", f"configs/clip.py:{SMOKE}",
+         "--workdir", workdir, f"--config.data_dir={data_dir}", "--config.evals={}",
+         *extra]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return cmd, env
+
+
+def test_killed_run_resumes_to_the_same_params(data_dir, tmp_path):
+  """SIGKILL after the first checkpoint, restart with the same command: same params."""
+  straight = str(tmp_path / "straight")
+  cmd, env = _main(straight, data_dir)
+  subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+
+  killed = str(tmp_path / "killed")
+  cmd, env = _main(killed, data_dir)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpts = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    done = [d for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
+    if done:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not os.path.exists(os.path.join(killed, "params.npz"))
+  subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+
+  a = np.load(os.path.join(straight, "params.npz"))
+  b = np.load(os.path.join(killed, "params.npz"))
+  assert sorted(a) == sorted(b)
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], atol=1e-6, rtol=0, err_msg=k)
+  steps = [json.loads(l)["step"] for l in open(os.path.join(killed, "metrics.jsonl"))]
+  assert steps == sorted(steps) and steps[-1] == 12  # no duplicated steps after resume
+
+
+def test_same_global_batch_same_loss_on_1_and_8_devices(data_dir):
+  cfg = train.resolve_config(config(data_dir), prepare.ensure_prepared(config(data_dir)))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8),
+           "text": rng.integers(4, 50, (16, 32)).astype(np.int32)}
+  losses, params = [], []
+  for n in (1, 8):
+    cfg_n = train.resolve_config(config(data_dir), prepare.ensure_prepared(config(data_dir)))
+    t = train.Trainer(cfg_n, devices=jax.devices()[:n])
+    state = t.init_state()
+    state, metrics = t.update_step(state, sharding.global_batch(batch, t.mesh))
+    losses.append(float(metrics["loss"]))
+    params.append(jax.device_get(state["params"]))
+  np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), *params)
+  del cfg
+
+
+def test_workdir_with_other_shapes_is_refused(data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config(data_dir, ",total_steps=2,evals={}"), workdir)
+  before = open(os.path.join(workdir, "config.json")).read()
+  with pytest.raises(ValueError, match="model.image.width: 32 -> 48"):
+    train.train_and_evaluate(config(data_dir, ",total_steps=2,evals={},model.image.width=48"),
+                             workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == before
+  # A change that keeps shapes (more steps) resumes.
+  train.train_and_evaluate(config(data_dir, ",total_steps=4,evals={}"), workdir)
+  assert checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 read_only=True).latest_step() == 4
+
+
+def test_unknown_config_key_is_an_error():
+  with pytest.raises(KeyError, match="model.image.no_such_key"):
+    clip.get_config("smoke,model.image.no_such_key=1")
+
+
+def test_schedule_warmup_and_cosine_by_hand(data_dir):
+  cfg = config(data_dir, ",total_steps=100,optim.warmup_steps=10,optim.lr=0.5,"
+                         "optim.end_lr_factor=0.1")
+  s = optim.schedule(cfg)
+  assert float(s(0)) == 0.0
+  assert float(s(5)) == pytest.approx(0.25)
+  assert float(s(10)) == pytest.approx(0.5)
+  # Halfway through the decay, cosine is at the mean of peak and end.
+  assert float(s(55)) == pytest.approx(0.5 * (0.5 + 0.05), rel=1e-5)
+  assert float(s(100)) == pytest.approx(0.05)
+
+
+def test_weight_decay_mask_and_frozen_params(data_dir):
+  cfg = config(data_dir, ",optim.frozen=('^img/',),optim.grad_clip_norm=0.0,"
+                         "optim.warmup_steps=0,optim.lr=0.01,optim.weight_decay=0.1")
+  params = {"img": {"w": jnp.ones((2, 2))}, "txt": {"kernel": jnp.ones((2, 2)),
+                                                     "bias": jnp.ones((2,))}}
+  tx = optim.make_optimizer(cfg, params)
+  grads = jax.tree.map(jnp.zeros_like, params)  # zero gradients: only decay moves
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert float(jnp.abs(updates["img"]["w"]).max()) == 0.0  # frozen
+  assert float(jnp.abs(updates["txt"]["bias"]).max()) == 0.0  # no decay on biases
+  # AdamW with zero gradients moves only by the decoupled decay: -lr * wd * w.
+  np.testing.assert_allclose(updates["txt"]["kernel"], -0.01 * 0.1, rtol=1e-6)
+
+
+def test_sharding_rules_and_fsdp():
+  mesh = sharding.make_mesh([("data", 2), ("fsdp", 4)])
+  tree = {"a": {"kernel": jax.ShapeDtypeStruct((6, 8), jnp.float32)},
+          "b": jax.ShapeDtypeStruct((3,), jnp.float32)}
+  sh = sharding.tree_shardings(tree, [(r"a/kernel", "fsdp")], mesh)
+  assert sh["a"]["kernel"].spec == jax.sharding.PartitionSpec(None, "fsdp")
+  assert sh["b"].spec == jax.sharding.PartitionSpec()
+  sh = sharding.tree_shardings(tree, [(r"kernel$", (None, "data"))], mesh)
+  assert sh["a"]["kernel"].spec == jax.sharding.PartitionSpec(None, "data")
+  with pytest.raises(ValueError, match="does not divide"):
+    sharding.make_mesh([("data", 3), ("fsdp", -1)])
+
+
+def test_non_finite_loss_skips_the_update_and_aborts(data_dir, tmp_path, monkeypatch):
+  from vlkg.methods import clip as clip_method
+  real = clip_method.make_loss_fn
+
+  def poisoned(model, cfg):
+    loss_fn = real(model, cfg)
+
+    def f(params, batch, rng, step):
+      loss, m = loss_fn(params, batch, rng, step)
+      return jnp.where(step >= 3, jnp.nan, loss), m
+    return f
+
+  monkeypatch.setattr(clip_method, "make_loss_fn", poisoned)
+  with pytest.raises(train.NonFiniteError, match="non-finite loss at step 4"):
+    train.train_and_evaluate(config(data_dir, ",total_steps=8,evals={}"),
+                             str(tmp_path / "nan"))
