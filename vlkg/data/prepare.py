@@ -27,8 +27,10 @@ def data_root(config) -> str:
 
 def world_fingerprint(config) -> str:
   world = {k: v for k, v in config.world.to_dict().items() if k not in _NOT_FINGERPRINTED}
+  from vlkg.data.world import build
   key = json.dumps({"world": world, "text_len": config.input.text_len,
-                    "format": records.FORMAT_VERSION}, sort_keys=True)
+                    "format": records.FORMAT_VERSION,
+                    "generator": build.GENERATOR_VERSION}, sort_keys=True)
   return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

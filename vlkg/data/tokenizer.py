@@ -66,9 +66,12 @@ class Tokenizer(typing.Protocol):
     ...
 
 
-def _threads(texts: Sequence[str]) -> int:
-  """sentencepiece's thread pool costs more than it saves on a few captions."""
-  return 1 if len(texts) < 512 else -1
+def _encode_pieces(sp, texts: list[str]) -> list[list[int]]:
+  """Token ids of each text. sentencepiece's batch call starts a thread pool, which
+  costs ~10x a caption's encoding; a few captions are encoded one by one."""
+  if len(texts) < 64:
+    return [sp.encode(t, out_type=int) for t in texts]
+  return sp.encode(texts, out_type=int, num_threads=-1)
 
 
 class SentencePieceTokenizer:
@@ -175,8 +178,7 @@ class SentencePieceTokenizer:
       return out
     prefix = [BOS_ID] if self._add_bos else []
     room = self.max_len - len(prefix) - 1
-    for row, pieces in enumerate(self._sp.encode(texts, out_type=int,
-                                                  num_threads=_threads(texts))):
+    for row, pieces in enumerate(_encode_pieces(self._sp, texts)):
       ids = prefix + list(pieces[:room]) + [self.eos_id]
       out[row, :len(ids)] = ids
     return out
@@ -185,8 +187,7 @@ class SentencePieceTokenizer:
     """Token counts before padding or truncation (BOS and EOS included)."""
     extra = 1 + int(self._add_bos)
     texts = list(texts)
-    pieces = self._sp.encode(texts, out_type=int, num_threads=_threads(texts))
-    return [len(p) + extra for p in pieces]
+    return [len(p) + extra for p in _encode_pieces(self._sp, texts)]
 
   def decode(self, ids: Any) -> list[str]:
     """Decodes rows of ids back to strings.
