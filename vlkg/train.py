@@ -215,7 +215,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   batches = input_pipeline.train_iterator(
       directory, batch_size=config.input.batch_size, seed=config.seed,
       fields=method.FIELDS, start_step=start_step,
-      shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch)
+      shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
+      threads=config.input.threads)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
   progress = metrics_lib.Progress(config.total_steps, config.input.batch_size, start_step)
 

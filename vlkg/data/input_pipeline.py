@@ -101,11 +101,14 @@ class _Diagnosing:
 def train_iterator(directory: str, *, batch_size: int, seed: int,
                    fields: Sequence[str] = TRAIN_FIELDS, start_step: int = 0,
                    shuffle_buffer: int = 10_000, prefetch: int = 2,
-                   split: str = "train", process_index: int | None = None,
+                   split: str = "train", threads: int = 0,
+                   process_index: int | None = None,
                    process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator of host-local training batches, starting at ``start_step``.
 
   ``batch_size`` is the global batch; each host yields ``batch_size / process_count``.
+  ``threads`` bounds tf.data's thread pool (0: one per core). On a small CPU host the
+  training step needs the cores more than the pipeline does.
   """
   tf = _tf()
   import jax
@@ -127,13 +130,14 @@ def train_iterator(directory: str, *, batch_size: int, seed: int,
   position = start_step * local_batch
   start_epoch, offset = divmod(position, n_local)
   host_seed = seed * 7919 + process_index
+  threads = threads or os.cpu_count() or 1
 
   def epoch_records(epoch):
     epoch_seed = host_seed * _EPOCH_SEED_STRIDE + epoch
     files = tf.data.Dataset.from_tensor_slices(paths).shuffle(
         len(paths), seed=epoch_seed, reshuffle_each_iteration=False)
     ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
-                          block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                          block_length=1, num_parallel_calls=min(threads, len(paths)),
                           deterministic=True)
     ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
     return ds.map(lambda r: (epoch, r))
@@ -141,11 +145,11 @@ def train_iterator(directory: str, *, batch_size: int, seed: int,
   ds = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_records)
   ds = ds.skip(offset)
   ds = ds.map(_parse_fn(layout, fields, host_seed, "random"),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+              num_parallel_calls=threads, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(prefetch)
   options = tf.data.Options()
   options.deterministic = True
-  options.threading.private_threadpool_size = max(2, os.cpu_count() or 2)
+  options.threading.private_threadpool_size = threads
   ds = ds.with_options(options)
   return _Diagnosing(ds, paths, layout.feature_spec())
 
