@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from vlkg.tools import timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/clip.py", "Config file.",
                                           lock_config=True)
@@ -37,14 +37,7 @@ def machine() -> dict:
 
 
 def median_rate(fn, items_per_call: int, repeats: int, warmup: int = 1) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return items_per_call / statistics.median(times)
+  return items_per_call / timing.median_seconds(fn, repeats, warmup)
 
 
 def bench_input(config, repeats: int) -> dict:

@@ -11,30 +11,18 @@ AdamW, timed on the same machine; it runs only when torch and transformers impor
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+from vlkg.tools.timing import median_seconds
 
 
 def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
   """Measured f32 matmul FLOP/s of this machine's default JAX device."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
-  seconds = _median_seconds(lambda: f(a).block_until_ready(), repeats)
+  seconds = median_seconds(lambda: f(a).block_until_ready(), repeats, warmup=2)
   return 2 * n**3 / seconds
 
 
@@ -69,7 +57,7 @@ def run(config, repeats: int, peer: bool) -> dict:
     holder["state"], m = compiled(holder["state"], batch)
     jax.block_until_ready(m["loss"])
 
-  seconds = _median_seconds(step, repeats * 4)
+  seconds = median_seconds(step, repeats * 4, warmup=2)
   peak = matmul_peak_flops()
   out = {
       "batch_size": config.input.batch_size,
@@ -135,4 +123,4 @@ def peer_step_seconds(config, repeats: int):
     opt.step()
 
   return f"transformers {transformers.__version__} CLIPModel (torch {torch.__version__}, " \
-         f"{torch.get_num_threads()} threads)", _median_seconds(step, repeats * 2)
+         f"{torch.get_num_threads()} threads)", median_seconds(step, repeats * 2)
