@@ -147,6 +147,16 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.evals = ml_collections.ConfigDict({
       "world": {"type": "world", "splits": ("test", "test_comp"), "max_items": 0}})
 
+  # Scene-graph fields prebuilt into the records for methods that read them.
+  c.graph = dict(
+      max_triples=6,  # T: triples per caption (Structure-CLIP KEE)
+      triple_tokens=5,  # S: tokens per head / relation / tail
+      negatives=("swap_attributes", "swap_relation"),  # hard-negative kinds, tried in turn
+  )
+  # Keep params_best.npz at the best value of this eval metric ("" = off). Use a
+  # val metric (world_val/...): selecting on test is selecting on the answer.
+  c.select_metric = ""
+
   c.mesh = [("data", -1)]
   c.sharding_rules = []  # [(regex over param path, PartitionSpec tuple)]
 

@@ -36,7 +36,7 @@ from vlkg.data import tokenizer as tok_lib
 CONFIG_FILE = "config.json"
 # Config keys whose change alters parameter shapes or the data a run was trained on;
 # a workdir with different values is refused rather than silently reused.
-SHAPE_KEYS = ("method", "model", "world", "input.data", "input.text_len")
+SHAPE_KEYS = ("method", "model", "world", "graph", "input.data", "input.text_len")
 
 
 class NonFiniteError(FloatingPointError):
@@ -76,7 +76,9 @@ def check_workdir_config(workdir: str, config) -> None:
     old = _flat({k: v for k, v in json.load(f).items() if k != "tokenizer"})
   new = _flat(json.loads(config.to_json()))
   changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-  fatal = [k for k in changed if any(k == s or k.startswith(s + ".") for s in SHAPE_KEYS)]
+  # A method's own section (e.g. structure_clip.kee_depth) may change shapes too.
+  sections = SHAPE_KEYS + (config.method,)
+  fatal = [k for k in changed if any(k == s or k.startswith(s + ".") for s in sections)]
   if fatal:
     raise ValueError(
         f"{path} was written by a run with a different model or data: "
@@ -220,10 +222,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
   progress = metrics_lib.Progress(config.total_steps, config.input.batch_size, start_step)
 
+  best_path = os.path.join(workdir, "params_best.json")
+  best = {"value": -np.inf, "step": None}
+  if os.path.exists(best_path):  # a resumed run keeps the best it had found
+    with open(best_path) as f:
+      best.update(json.load(f))
+
   def evaluate(step):
     progress.pause()
     encoder = api.Model(model, state["params"], tokenizer, config.world.image_size)
     results = _run_evals(config, encoder, directory)
+    if config.select_metric:
+      value = results.get(config.select_metric)
+      if value is None:
+        raise KeyError(f"config.select_metric={config.select_metric!r} is not among the "
+                       f"eval metrics: {sorted(results)}")
+      if value > best["value"]:
+        best.update(value=value, step=step)
+        if is_main:
+          checkpoint.save_params_npz(os.path.join(workdir, "params_best.npz"), state["params"])
+          with open(best_path, "w") as f:
+            json.dump({"metric": config.select_metric, **best}, f)
+      results["selected_step"] = best["step"]
     writer.write(step, results)
     progress.resume()
     return results

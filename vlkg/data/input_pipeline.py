@@ -63,6 +63,14 @@ def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption:
       pick = tf.random.stateless_uniform(
           [], seed=tf.stack([seed + epoch, ex["index"]]), maxval=k, dtype=tf.int64)
       out["text"] = ids[pick]
+      # A caption's negative and triples travel with the caption that was picked.
+      if "neg_text" in fields:
+        out["neg_text"] = tf.cast(tf.reshape(ex["neg_text_ids"], [k, l]), tf.int32)[pick]
+        out["neg_mask"] = ex["neg_valid"][pick] > 0
+      if "triples" in fields:
+        t, s = layout.max_triples, layout.triple_tokens
+        out["triples"] = tf.cast(tf.reshape(ex["triple_ids"], [k, t, 3, s]), tf.int32)[pick]
+        out["triples_mask"] = tf.reshape(ex["triple_valid"], [k, t])[pick] > 0
     elif caption == "all":
       out["texts"] = ids
     out["index"] = tf.cast(ex["index"], tf.int32)

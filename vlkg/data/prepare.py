@@ -25,12 +25,28 @@ def data_root(config) -> str:
   return os.path.abspath(os.path.expanduser(root))
 
 
+def graph_config(config) -> dict | None:
+  """The scene-graph fields the method reads (its FIELDS), with their sizes; None if
+  it reads none. Only these are built, so CLIP's data carries no graph tensors."""
+  from vlkg import methods
+  fields = set(methods.load(config.method).FIELDS)
+  if not fields & {"neg_text", "triples"}:
+    return None
+  g = config.graph
+  return {"negatives": tuple(g.negatives) if "neg_text" in fields else (),
+          "max_triples": g.max_triples if "triples" in fields else 0,
+          "triple_tokens": g.triple_tokens if "triples" in fields else 0}
+
+
 def world_fingerprint(config) -> str:
   world = {k: v for k, v in config.world.to_dict().items() if k not in _NOT_FINGERPRINTED}
   from vlkg.data.world import build
-  key = json.dumps({"world": world, "text_len": config.input.text_len,
-                    "format": records.FORMAT_VERSION,
-                    "generator": build.GENERATOR_VERSION}, sort_keys=True)
+  parts = {"world": world, "text_len": config.input.text_len,
+           "format": records.FORMAT_VERSION, "generator": build.GENERATOR_VERSION}
+  graph = graph_config(config)
+  if graph:
+    parts["graph"] = graph
+  key = json.dumps(parts, sort_keys=True)
   return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -52,6 +68,7 @@ def ensure_prepared(config) -> str:
   os.makedirs(os.path.dirname(directory), exist_ok=True)
   logging.info("preparing %s into %s", config.input.data, directory)
   from vlkg.data.world import build
-  info = build.build_atomically(directory, config.world, config.input.text_len)
+  info = build.build_atomically(directory, config.world, config.input.text_len,
+                                graph_config(config))
   logging.info("prepared %s in %.1fs", directory, info["build_seconds"])
   return directory

@@ -25,11 +25,19 @@ class DataError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """Fixed shapes of the per-image fields; stored in the manifest."""
+  """Fixed shapes of the per-image fields; stored in the manifest.
+
+  Scene-graph fields exist only in datasets prepared for a method that reads them
+  (its ``FIELDS``): ``negatives`` adds one hard-negative caption per caption,
+  ``max_triples > 0`` adds each caption's triples as token ids [T, 3, S].
+  """
   image_size: int
   captions_per_image: int
   text_len: int
   max_objects: int
+  negatives: bool = False
+  max_triples: int = 0
+  triple_tokens: int = 0
 
   def feature_spec(self):
     import tensorflow as tf
@@ -43,7 +51,21 @@ class Layout:
         "object_attributes": tf.io.FixedLenFeature([m * 4], tf.int64),
         "boxes": tf.io.FixedLenFeature([m * 4], tf.float32),
         "scene_graph": tf.io.FixedLenFeature([], tf.string),
+        **self.graph_feature_spec(),
     }
+
+  def graph_feature_spec(self):
+    import tensorflow as tf
+    k, l = self.captions_per_image, self.text_len
+    spec = {}
+    if self.negatives:
+      spec["neg_text_ids"] = tf.io.FixedLenFeature([k * l], tf.int64)
+      spec["neg_valid"] = tf.io.FixedLenFeature([k], tf.int64)
+    if self.max_triples:
+      t, s = self.max_triples, self.triple_tokens
+      spec["triple_ids"] = tf.io.FixedLenFeature([k * t * 3 * s], tf.int64)
+      spec["triple_valid"] = tf.io.FixedLenFeature([k * t], tf.int64)
+    return spec
 
 
 def encode_example(fields: dict[str, Any]) -> bytes:

@@ -183,6 +183,10 @@ class SentencePieceTokenizer:
       out[row, :len(ids)] = ids
     return out
 
+  def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's token ids alone: no BOS, no EOS, no padding, no truncation."""
+    return _encode_pieces(self._sp, list(texts))
+
   def unpadded_lengths(self, texts: Sequence[str]) -> list[int]:
     """Token counts before padding or truncation (BOS and EOS included)."""
     extra = 1 + int(self._add_bos)
