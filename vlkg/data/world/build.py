@@ -91,9 +91,8 @@ def graph_fields(texts, scene, spec, layout, negative_kinds, tokenizer, stats) -
         stats)
     out.update(triple_ids=ids, triple_valid=mask.astype(np.int64))
   if layout.negatives:
-    heldout = set(spec.heldout_pairs) if scene.split == "train" else set()
-    reject = lambda g: any((a, o) in heldout for i, o in enumerate(g.objects)
-                           for a in g.attributes_of(i))
+    reject = (neg_lib.world_heldout_reject(spec.heldout_pairs)
+              if scene.split == "train" else None)
     rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
                                  scene.index, _NEGATIVE_STREAM])
     neg_texts, valid = [], []
