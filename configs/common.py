@@ -151,7 +151,10 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.graph = dict(
       max_triples=6,  # T: triples per caption (Structure-CLIP KEE)
       triple_tokens=5,  # S: tokens per head / relation / tail
-      negatives=("swap_attributes", "swap_relation"),  # hard-negative kinds, tried in turn
+      negatives=("swap_attributes", "swap_relation"),  # hard-negative kinds (paper)
+      # Tried only when no kind above exists for a caption (one object, no
+      # attributes to swap): without them half the world's captions have no negative.
+      fallback_negatives=("replace_attribute", "replace_object", "replace_relation"),
   )
   # Keep params_best.npz at the best value of this eval metric ("" = off). Use a
   # val metric (world_val/...): selecting on test is selecting on the answer.

@@ -34,6 +34,7 @@ def graph_config(config) -> dict | None:
     return None
   g = config.graph
   return {"negatives": tuple(g.negatives) if "neg_text" in fields else (),
+          "fallback_negatives": tuple(g.fallback_negatives) if "neg_text" in fields else (),
           "max_triples": g.max_triples if "triples" in fields else 0,
           "triple_tokens": g.triple_tokens if "triples" in fields else 0}
 

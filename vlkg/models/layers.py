@@ -103,12 +103,18 @@ class MultiHeadAttention(nn.Module):
   param_dtype: DType = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None) -> Array:
+  def __call__(
+      self, x: Array, mask: Array | None = None, bias: Array | None = None
+  ) -> Array:
     """Attends x to itself.
 
     Args:
       x: [B, L, W] inputs.
       mask: boolean attention mask (see ``broadcast_mask``); True = attend.
+      bias: optional additive attention bias, [B, H or 1, L, L] (anything that
+        broadcasts against the [B, H, L, L] logits), added to the scaled float32
+        logits before the mask is applied, as Graphormer's spatial and edge
+        encodings (Ying et al. 2021, §3.1).
 
     Returns:
       [B, L, W] outputs.
@@ -137,6 +143,13 @@ class MultiHeadAttention(nn.Module):
     # exponentials lose most of their mantissa.
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
     logits = logits * head_dim**-0.5
+    if bias is not None:
+      if bias.ndim != 4:
+        raise ValueError(
+            f"Attention bias must be 4-D [B, H|1, L, L], got {bias.shape}.")
+      # Added in float32 for the same reason the softmax is: a bf16 bias would
+      # quantise the small per-edge offsets it is meant to learn.
+      logits = logits + bias.astype(jnp.float32)
     mask = broadcast_mask(mask)
     if mask is not None:
       # `where`, not `+ mask_bias`: adding finfo.min to a negative logit overflows
@@ -213,13 +226,16 @@ class ResidualAttentionBlock(nn.Module):
   param_dtype: DType = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None) -> Array:
+  def __call__(
+      self, x: Array, mask: Array | None = None, bias: Array | None = None
+  ) -> Array:
+    """Applies the block; ``mask`` and ``bias`` as in ``MultiHeadAttention``."""
     w = x.shape[-1]
     out_std = w**-0.5 * (2 * self.depth) ** -0.5
     y = layer_norm(self.dtype, self.param_dtype, "ln_1")(x)
     x = x + MultiHeadAttention(
         self.num_heads, out_std, self.dtype, self.param_dtype, name="attn"
-    )(y, mask)
+    )(y, mask, bias)
     y = layer_norm(self.dtype, self.param_dtype, "ln_2")(x)
     x = x + MlpBlock(
         int(w * self.mlp_ratio), self.act, out_std, self.dtype, self.param_dtype,
@@ -250,12 +266,16 @@ class Transformer(nn.Module):
   param_dtype: DType = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None) -> Array:
+  def __call__(
+      self, x: Array, mask: Array | None = None, bias: Array | None = None
+  ) -> Array:
     """Runs the stack.
 
     Args:
       x: [B, L, W] inputs.
       mask: boolean attention mask, [B, L] key padding or [B, 1|H, L, L].
+      bias: optional additive float attention bias [B, H|1, L, L], the same for
+        every block (see ``MultiHeadAttention``).
 
     Returns:
       [B, L, W] outputs.
@@ -270,5 +290,5 @@ class Transformer(nn.Module):
           dtype=self.dtype,
           param_dtype=self.param_dtype,
           name=f"resblocks_{i}",
-      )(x, mask)
+      )(x, mask, bias)
     return x

@@ -97,8 +97,10 @@ def graph_fields(texts, scene, spec, layout, negative_kinds, tokenizer, stats) -
                                  scene.index, _NEGATIVE_STREAM])
     neg_texts, valid = [], []
     for graph in graphs:
-      negative = neg_lib.make_negative(graph, negative_kinds, rng, _world_vocabulary(),
-                                       reject=reject)
+      negative = None
+      for kinds in negative_kinds:  # the paper's kinds first, then the fallbacks
+        negative = negative or (kinds and neg_lib.make_negative(
+            graph, kinds, rng, _world_vocabulary(), reject=reject))
       if negative is None:
         stats["captions_without_negative"] += 1
         neg_texts.append("")
@@ -228,7 +230,8 @@ def build(out_dir: str, world_cfg, text_len: int, graph_cfg=None) -> dict:
                           world_cfg.max_objects, negatives=bool(graph_cfg.get("negatives")),
                           max_triples=graph_cfg.get("max_triples", 0),
                           triple_tokens=graph_cfg.get("triple_tokens", 0))
-  negative_kinds = tuple(graph_cfg.get("negatives") or ())
+  negative_kinds = (tuple(graph_cfg.get("negatives") or ()),
+                    tuple(graph_cfg.get("fallback_negatives") or ()))
   os.makedirs(out_dir)
   for split in EVAL_SPLITS:
     os.makedirs(os.path.join(out_dir, "benchmarks", "images", split))
