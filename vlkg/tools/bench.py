@@ -2,6 +2,7 @@
 
     python -m vlkg.tools.bench input [--config configs/clip.py]
     python -m vlkg.tools.bench step  [--config configs/clip.py] [--peer]
+    python -m vlkg.tools.bench parse
 
 Every figure is the median of ``--repeats`` timed runs after a warm-up, and the
 machine is described in the output. Benchmarks are scripts, never tests.
@@ -82,13 +83,17 @@ def bench_input(config, repeats: int) -> dict:
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in ("input", "step"):
-    raise app.UsageError("usage: python -m vlkg.tools.bench {input|step} [--config ...]")
+  if len(argv) != 2 or argv[1] not in ("input", "step", "parse"):
+    raise app.UsageError("usage: python -m vlkg.tools.bench {input|step|parse} [--config ...]")
   config = _CONFIG.value
   info = machine()
   print("machine:", ", ".join(f"{k}={v}" for k, v in info.items()))
   if argv[1] == "input":
     result = bench_input(config, _REPEATS.value)
+  elif argv[1] == "parse":
+    from vlkg.graphs import general_parser
+    result = general_parser.benchmark_parse()
+    print(f"general parser: {result['captions_per_sec']:.0f} captions/s on one core")
   else:
     from vlkg.tools import bench_step
     result = bench_step.run(config, _REPEATS.value, _PEER.value)

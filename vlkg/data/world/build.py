@@ -266,6 +266,11 @@ def build(out_dir: str, world_cfg, text_len: int, graph_cfg=None) -> dict:
     stats[r["split"]].update(r["stats"])
     for suite, its in r["items"].items():
       items[r["split"]][suite] += its
+  truncated = {k: sum(stats[s][k] for s in sizes)
+               for k in ("truncated_captions", "graphs_truncated", "elements_truncated",
+                         "empty_graphs")}
+  logging.info("prepare: %s (over config.input.text_len / config.graph sizes; "
+               "counted, not silently cut)", truncated)
   suite_counts = {s: _write_suites(out_dir, s, items[s], world_cfg.image_size)
                   for s in EVAL_SPLITS}
 
