@@ -26,6 +26,7 @@ def get_config(arg=None):
       hinge_mean_steps=100,  # VSE++: mean over negatives before this step, then the hardest
       rank_margin=0.1,
       neg_weight=5.0,
+      eval_text="fused",  # evaluate with parsed triples fused in, as the paper does
   )
   config.evals.world.splits = ("val", "test", "test_comp")
   config.select_metric = "world_val/attribute_swap"

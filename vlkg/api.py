@@ -63,18 +63,20 @@ class Model:
     self._embed_texts = jax.jit(lambda p, t: module.apply(
         {"params": p}, t, method=type(module).embed_texts))
 
-  def _batched(self, fn, x: np.ndarray) -> np.ndarray:
-    n = len(x)
+  def _batched(self, fn, *arrays: np.ndarray) -> np.ndarray:
+    """fn(params, *chunks) over fixed-size, zero-padded chunks of the arrays."""
+    n = len(arrays[0])
     if n == 0:
       raise ValueError("nothing to encode: got an empty batch")
     b = min(self.batch_size, n)
     out = []
     for start in range(0, n, b):
-      chunk = x[start:start + b]
-      pad = b - len(chunk)
+      chunks = [x[start:start + b] for x in arrays]
+      pad = b - len(chunks[0])
       if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      out.append(np.asarray(fn(self.params, chunk))[:b - pad])
+        chunks = [np.concatenate([c, np.zeros((pad,) + c.shape[1:], c.dtype)])
+                  for c in chunks]
+      out.append(np.asarray(fn(self.params, *chunks))[:b - pad])
     return np.concatenate(out)
 
   def encode_images(self, images) -> np.ndarray:
@@ -94,6 +96,46 @@ class Model:
 
   def score(self, images, texts: Sequence[str]) -> np.ndarray:
     return self.encode_images(images) @ self.encode_texts(texts).T
+
+
+class FusedTextModel(Model):
+  """Structure-CLIP's text side (PAPERS.md §1): each caption is parsed into a scene
+  graph, its triples are encoded by the KEE and fused with the text embedding, as
+  the paper's evaluation does. Token ids alone carry no graph, so this encoder only
+  takes text (``encode_token_ids`` is None)."""
+
+  encode_token_ids = None
+
+  def __init__(self, module, params, tokenizer, image_size: int, graph_shape, parse,
+               batch_size: int = 256):
+    super().__init__(module, params, tokenizer, image_size, batch_size)
+    self.graph_shape, self.parse = graph_shape, parse
+    self._fused = jax.jit(lambda p, t, tr, m: module.apply(
+        {"params": p}, t, tr, m, method=type(module).fused_text))
+
+  def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    from vlkg.graphs import tensorize
+    if isinstance(texts, str):
+      raise TypeError("encode_texts takes a list of strings")
+    texts = list(texts)
+    triples, mask = tensorize.triple_arrays([self.parse(t) for t in texts],
+                                            self.tokenizer, self.graph_shape)
+    return self._batched(self._fused, self.tokenizer.encode(texts), triples, mask)
+
+
+def make_encoder(module, params, tokenizer, config, batch_size: int = 256) -> Model:
+  """The evaluation encoder of a run: fused text features for methods that have a
+  knowledge encoder (unless ``config.<method>.eval_text == "plain"``)."""
+  image_size = config.world.image_size
+  section = config.get(config.method) or {}
+  if hasattr(module, "fused_text") and section.get("eval_text", "fused") == "fused":
+    from vlkg import graphs
+    from vlkg.graphs import tensorize
+    backend = "world" if config.input.data == "world" else "general"
+    shape = tensorize.GraphShape(config.graph.max_triples, config.graph.triple_tokens)
+    return FusedTextModel(module, params, tokenizer, image_size, shape,
+                          lambda text: graphs.parse(text, backend), batch_size)
+  return Model(module, params, tokenizer, image_size, batch_size)
 
 
 def load(path: str, batch_size: int = 256) -> Model:
@@ -116,5 +158,4 @@ def load(path: str, batch_size: int = 256) -> Model:
   params = checkpoint.unflatten_params(
       checkpoint.load_params_npz(params_path, expected=abstract))
   tokenizer = tok_lib.from_description(config.tokenizer.to_dict(), base_dir=workdir)
-  return Model(module, jax.device_put(params), tokenizer, config.world.image_size,
-               batch_size)
+  return make_encoder(module, jax.device_put(params), tokenizer, config, batch_size)

@@ -230,7 +230,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   def evaluate(step):
     progress.pause()
-    encoder = api.Model(model, state["params"], tokenizer, config.world.image_size)
+    encoder = api.make_encoder(model, state["params"], tokenizer, config)
     results = _run_evals(config, encoder, directory)
     if config.select_metric:
       value = results.get(config.select_metric)

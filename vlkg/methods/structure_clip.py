@@ -85,6 +85,9 @@ def structure_clip_config() -> dict:
       rank_margin=0.1,
       neg_weight=5.0,
       negclip_text="fused",  # "fused" or "plain"
+      # Text features at evaluation: "fused" parses each caption and adds its KEE
+      # vector, as the paper evaluates; "plain" uses the text tower alone.
+      eval_text="fused",
   )
 
 
