@@ -141,7 +141,10 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.keep = 2
   c.keep_every = 0
   c.resume = ""
-  c.model_init = ""
+  c.model_init = ""  # params.npz (or a run dir) to start from, e.g. imported CLIP
+  # Regex of parameter paths that model_init does not have and that keep their fresh
+  # init (e.g. "^kee/" for Structure-CLIP from CLIP weights); "" = all must match.
+  c.model_init_new = ""
 
   # Evaluators by module path: {"name": {"type": <vlkg.evaluators module>, **kwargs}}.
   c.evals = ml_collections.ConfigDict({

@@ -34,6 +34,7 @@ def get_config(arg=None):
   )
   config.evals.world.splits = ("val", "test", "test_comp")
   config.select_metric = "world_val/attribute_swap"
+  config.model_init_new = "^kee/"  # starting from CLIP weights, only the KEE is new
   if preset == "vit_b32":
     config.structure_clip.loss = "hinge"
     config.input.batch_size = 64

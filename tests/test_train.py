@@ -190,3 +190,25 @@ def test_model_init_and_resume_precedence(data_dir, tmp_path):
   assert steps[0] == 6  # continued from the other run's step 4, logged at 6
   # Its own checkpoint now wins over `resume`.
   assert checkpoint.resolve_init(resumed, os.path.join(base, "checkpoints"), "")[0] == "workdir"
+
+
+def test_structure_clip_starts_from_clip_params(data_dir, tmp_path):
+  """model_init from a CLIP run: the shared towers are loaded, the KEE is new."""
+  from configs import structure_clip
+  clip_run = str(tmp_path / "clip")
+  train.train_and_evaluate(config(data_dir, ",total_steps=2,evals={}"), clip_run)
+  clip_params = dict(np.load(os.path.join(clip_run, "params.npz")))
+  sc = structure_clip.get_config(
+      SMOKE + f",data_dir='{data_dir}',total_steps=1,evals={{}},optim.lr=0.0,"
+      f"model_init='{os.path.join(clip_run, 'params.npz')}'")
+  sc_run = str(tmp_path / "sc")
+  train.train_and_evaluate(sc, sc_run)
+  got = np.load(os.path.join(sc_run, "params.npz"))
+  assert any(k.startswith("kee/") for k in got.files)
+  for k, v in clip_params.items():
+    np.testing.assert_allclose(got[k], v, atol=1e-7, err_msg=k)
+  with pytest.raises(checkpoint.ParamsMismatchError, match="kee/"):
+    train.train_and_evaluate(
+        structure_clip.get_config(
+            SMOKE + f",data_dir='{data_dir}',total_steps=1,evals={{}},model_init_new='',"
+            f"model_init='{os.path.join(clip_run, 'params.npz')}'"), str(tmp_path / "sc2"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import time
 
@@ -176,6 +177,19 @@ class Trainer:
     return jax.jit(self._init_state, out_shardings=self.state_sharding)(self.init_rng)
 
 
+def _init_from_npz(path: str, fresh_params, new_pattern: str):
+  """Params from ``path``; those whose path matches ``new_pattern`` (a method's own
+  modules, e.g. "^kee/" when Structure-CLIP starts from CLIP weights) keep their
+  fresh init. Every other key and shape must match exactly."""
+  flat_fresh = checkpoint.flatten_params(jax.device_get(fresh_params))
+  is_new = lambda k: bool(new_pattern) and re.search(new_pattern, k) is not None
+  expected = {k: v for k, v in flat_fresh.items() if not is_new(k)}
+  loaded = checkpoint.load_params_npz(path, expected=checkpoint.unflatten_params(expected))
+  logging.info("model_init %s: %d arrays loaded, %d new (%s)", path, len(loaded),
+               len(flat_fresh) - len(expected), new_pattern or "none")
+  return checkpoint.unflatten_params({**flat_fresh, **loaded})
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics."""
   os.makedirs(workdir, exist_ok=True)
@@ -205,9 +219,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   else:
     state = trainer.init_state()
     if kind == "model_init":
-      loaded = checkpoint.unflatten_params(
-          checkpoint.load_params_npz(path, expected=abstract_params))
-      params = jax.device_put(loaded, state_sharding["params"])
+      params = _init_from_npz(path, state["params"], config.model_init_new)
+      params = jax.device_put(params, state_sharding["params"])
       state = dict(state, params=params,
                    opt_state=jax.jit(tx.init, out_shardings=state_sharding["opt_state"])(params))
   start_step = int(state["step"])
