@@ -11,7 +11,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from configs import clip
@@ -75,7 +74,6 @@ def test_killed_run_resumes_to_the_same_params(data_dir, tmp_path):
 
 
 def test_same_global_batch_same_loss_on_1_and_8_devices(data_dir):
-  cfg = train.resolve_config(config(data_dir), prepare.ensure_prepared(config(data_dir)))
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8),
            "text": rng.integers(4, 50, (16, 32)).astype(np.int32)}
@@ -89,7 +87,6 @@ def test_same_global_batch_same_loss_on_1_and_8_devices(data_dir):
     params.append(jax.device_get(state["params"]))
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5, atol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), *params)
-  del cfg
 
 
 def test_workdir_with_other_shapes_is_refused(data_dir, tmp_path):

@@ -204,8 +204,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   trainer = Trainer(config)
   method, model, tx, mesh = trainer.method, trainer.model, trainer.tx, trainer.mesh
-  abstract_params, abstract_state = trainer.abstract_params, trainer.abstract_state
-  state_sharding, init_rng = trainer.state_sharding, trainer.init_rng
+  abstract_state, state_sharding = trainer.abstract_state, trainer.state_sharding
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep,
                                  keep_every=config.keep_every)

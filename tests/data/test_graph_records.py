@@ -2,11 +2,9 @@
 counts, and no held-out color-shape pair in any training negative."""
 
 import collections
-import glob
 import json
 import os
 
-import numpy as np
 import pytest
 
 from configs import structure_clip

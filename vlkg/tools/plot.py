@@ -23,7 +23,7 @@ _SCALE = flags.DEFINE_integer("scale", 3, "Pixel upscaling of each image.")
 
 
 def caption_grid(images: list[np.ndarray], texts: list[list[str]], cols: int,
-                 scale: int) -> "PIL.Image.Image":
+                 scale: int):
   """Images (upscaled, nearest) above their wrapped captions, in a grid."""
   from PIL import Image, ImageDraw, ImageFont
   font = ImageFont.load_default()
