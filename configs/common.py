@@ -111,7 +111,8 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
 
   c.model = dict(
       embed_dim=128,
-      image=dict(width=128, depth=3, heads=4, patch_size=8, mlp_ratio=4, act="gelu"),
+      image=dict(width=128, depth=3, heads=4, patch_size=8, mlp_ratio=4, act="gelu",
+                 stem="patch", pool_type="cls"),
       text=dict(width=128, depth=2, heads=4, vocab_size=0, context_length=32,
                 mlp_ratio=4, act="gelu", causal=True, pool="eot", pad_id=0, eot_id=3),
       init_logit_scale=math.log(1 / 0.07),

@@ -342,3 +342,39 @@ def test_eot_pool_positions(tiny, texts):
     emb, tokens = txt.apply(params, ids, return_tokens=True)
     np.testing.assert_allclose(emb, np.asarray(tokens)[np.arange(3), expected],
                                rtol=1e-6, atol=1e-6)
+
+
+def test_conv_stem_params_grid_and_shift_equivariance():
+  """The convolutional stem (Xiao et al. 2021) keeps the ViT's token grid: 3 stride-2
+  3x3 convs for p = 8 with channels doubling up to width, then a 1x1 ``conv1``; and
+  shifting the image by p pixels shifts the token grid by one cell (interior)."""
+  vit = VisionTransformer(patch_size=8, width=128, depth=1, heads=2, embed_dim=16,
+                          stem="conv")
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 64, 3))
+  params = vit.init(jax.random.PRNGKey(1), images)["params"]
+  shapes = {k: v["kernel"].shape for k, v in params.items() if "conv" in k}
+  assert shapes == {"stem_conv0": (3, 3, 3, 16), "stem_conv1": (3, 3, 16, 32),
+                    "stem_conv2": (3, 3, 32, 64), "conv1": (1, 1, 64, 128)}
+  assert vit.apply({"params": params}, images).shape == (2, 16)
+
+  def grid(x):
+    _, state = vit.apply({"params": params}, x,
+                         capture_intermediates=lambda m, _: m.name == "conv1")
+    return state["intermediates"]["conv1"]["__call__"][0]
+
+  tokens = grid(images)
+  assert tokens.shape == (2, 8, 8, 128)
+  shifted = grid(jnp.roll(images, 8, axis=1))
+  # Away from the borders (where SAME padding differs), row r of the shifted image's
+  # grid is row r - 1 of the original's.
+  np.testing.assert_allclose(shifted[:, 3:7, 2:6], tokens[:, 2:6, 2:6], atol=1e-5)
+
+
+def test_conv_stem_needs_power_of_two_patches():
+  vit = VisionTransformer(patch_size=6, width=32, depth=1, heads=2, embed_dim=8,
+                          stem="conv")
+  with pytest.raises(ValueError, match="power-of-two"):
+    vit.init(jax.random.PRNGKey(0), jnp.zeros((1, 36, 36, 3)))
+  with pytest.raises(ValueError, match="stem must be"):
+    VisionTransformer(patch_size=8, width=32, depth=1, heads=2, embed_dim=8,
+                      stem="resnet").init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))

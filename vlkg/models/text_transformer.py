@@ -103,9 +103,19 @@ class TextTransformer(nn.Module):
     """
     return self.token_embedding(ids)
 
-  def attention_mask(self, ids: Array) -> Array:
-    """The boolean [B, 1, L, L] mask: pad keys masked, plus future keys if causal."""
+  def attention_mask(self, ids: Array, token_mask: Array | None = None) -> Array:
+    """The boolean [B, 1, L, L] mask: pad keys masked, plus future keys if causal.
+
+    ``token_mask`` ([B, L] bool, True = keep) also masks the removed tokens as keys;
+    the pooled position (``pool_index``) stays a key whatever it says.
+    """
     keep = ids != self.pad_id
+    if token_mask is not None:
+      if token_mask.shape != ids.shape:
+        raise ValueError(
+            f"token_mask must have the ids' shape {ids.shape}, got {token_mask.shape}.")
+      pooled = jnp.arange(ids.shape[-1])[None, :] == self.pool_index(ids)[:, None]
+      keep = keep & (token_mask.astype(bool) | pooled)
     mask = keep[:, None, None, :]
     if self.causal:
       length = ids.shape[-1]
@@ -128,13 +138,24 @@ class TextTransformer(nn.Module):
     return jnp.where(is_eot.any(-1), jnp.argmax(is_eot, axis=-1), last)
 
   def __call__(
-      self, ids: Array, return_tokens: bool = False
+      self,
+      ids: Array,
+      return_tokens: bool = False,
+      token_mask: Array | None = None,
   ) -> Array | tuple[Array, Array]:
     """Encodes token ids.
 
     Args:
       ids: [B, L] int token ids, L <= context_length.
       return_tokens: also return all projected token outputs.
+      token_mask: optional [B, L] bool, True = keep the token. Removed tokens are
+        masked as attention keys for every query, on top of the pad (and causal)
+        mask, so the kept tokens compute exactly what they would on the kept
+        subsequence alone with its positional embeddings. The pooled token (EOT, or
+        the last non-pad one) is always kept and the pooling position is still
+        ``pool_index(ids)``. This is how LOUPE removes text players (PAPERS.md §4
+        "Game"). Outputs at removed positions are meaningless. None (default)
+        leaves the computation unchanged.
 
     Returns:
       The [B, embed_dim] embedding (not L2-normalised) or, with ``return_tokens``,
@@ -147,7 +168,7 @@ class TextTransformer(nn.Module):
       raise ValueError(f"Sequence length {length} > context {self.context_length}.")
     x = self.token_embedding(ids)
     x = x + self.positional_embedding[:length].astype(x.dtype)[None]
-    x = self.transformer(x, self.attention_mask(ids))
+    x = self.transformer(x, self.attention_mask(ids, token_mask))
     x = self.ln_final(x)
     proj = self.text_projection.astype(self.dtype)
     pooled = jnp.take_along_axis(x, self.pool_index(ids)[:, None, None], axis=1)[:, 0]

@@ -91,19 +91,33 @@ class TwoTowers(nn.Module):
     return {"logit_scale": scale, "logit_bias": self.logit_bias}
 
   def embed_images(
-      self, images: Array, return_tokens: bool = False
+      self,
+      images: Array,
+      return_tokens: bool = False,
+      patch_mask: Array | None = None,
   ) -> Array | tuple[Array, Array]:
-    """Normalised float32 image embeddings [B, D] (and raw patch tokens [B, N, D])."""
-    out = self.img(images, return_tokens=return_tokens)
+    """Normalised float32 image embeddings [B, D] (and raw patch tokens [B, N, D]).
+
+    ``patch_mask`` ([B, N] bool, True = keep) removes patches through the attention
+    mask; see ``VisionTransformer``.
+    """
+    out = self.img(images, return_tokens=return_tokens, patch_mask=patch_mask)
     if return_tokens:
       return l2_normalize(out[0]), out[1].astype(jnp.float32)
     return l2_normalize(out)
 
   def embed_texts(
-      self, texts: Array, return_tokens: bool = False
+      self,
+      texts: Array,
+      return_tokens: bool = False,
+      token_mask: Array | None = None,
   ) -> Array | tuple[Array, Array]:
-    """Normalised float32 text embeddings [B, D] (and raw token outputs [B, L, D])."""
-    out = self.txt(texts, return_tokens=return_tokens)
+    """Normalised float32 text embeddings [B, D] (and raw token outputs [B, L, D]).
+
+    ``token_mask`` ([B, L] bool, True = keep) removes tokens through the attention
+    mask; the pooled (EOT) token is always kept. See ``TextTransformer``.
+    """
+    out = self.txt(texts, return_tokens=return_tokens, token_mask=token_mask)
     if return_tokens:
       return l2_normalize(out[0]), out[1].astype(jnp.float32)
     return l2_normalize(out)
@@ -117,6 +131,8 @@ class TwoTowers(nn.Module):
       images: Array | None,
       texts: Array | None,
       return_tokens: bool = False,
+      patch_mask: Array | None = None,
+      token_mask: Array | None = None,
   ) -> tuple[Array | None, Array | None, dict[str, Array]]:
     """Embeds whichever inputs are given.
 
@@ -125,6 +141,8 @@ class TwoTowers(nn.Module):
       texts: [B, L] int token ids, or None.
       return_tokens: also put the towers' per-token outputs (projected, not
         normalised, float32) into extras as ``img_tokens`` / ``txt_tokens``.
+      patch_mask: optional [B, N] keep-mask over the image patches.
+      token_mask: optional [B, L] keep-mask over the text tokens.
 
     Returns:
       ``(zimg, ztxt, extras)``: L2-normalised float32 embeddings (None for a
@@ -134,13 +152,13 @@ class TwoTowers(nn.Module):
     extras = self.scalars()
     zimg = ztxt = None
     if images is not None:
-      out = self.embed_images(images, return_tokens)
+      out = self.embed_images(images, return_tokens, patch_mask)
       if return_tokens:
         zimg, extras["img_tokens"] = out
       else:
         zimg = out
     if texts is not None:
-      out = self.embed_texts(texts, return_tokens)
+      out = self.embed_texts(texts, return_tokens, token_mask)
       if return_tokens:
         ztxt, extras["txt_tokens"] = out
       else:
@@ -169,6 +187,7 @@ def build_model(
     image.mlp_ratio [4.0]: MLP hidden width / width.
     image.act ["gelu"]: "gelu" (exact) or "quick_gelu" (OpenAI checkpoints).
     image.pool_type ["cls"]: "cls" or "gap".
+    image.stem ["patch"]: "patch" (CLIP) or "conv" (Xiao et al. 2021).
     text.width / text.depth / text.heads: text Transformer width, blocks, heads.
     text.vocab_size: tokenizer vocabulary size.
     text.context_length: maximum token sequence length.
@@ -202,6 +221,7 @@ def build_model(
       mlp_ratio=img.get("mlp_ratio", 4.0),
       act=img.get("act", "gelu"),
       pool_type=img.get("pool_type", "cls"),
+      stem=img.get("stem", "patch"),
   )
   text = dict(
       vocab_size=txt.vocab_size,

@@ -3,6 +3,7 @@
     python -m vlkg.tools.bench input [--config configs/clip.py]
     python -m vlkg.tools.bench step  [--config configs/clip.py] [--peer]
     python -m vlkg.tools.bench parse
+    python -m vlkg.tools.bench shapley
 
 Every figure is the median of ``--repeats`` timed runs after a warm-up, and the
 machine is described in the output. Benchmarks are scripts, never tests.
@@ -83,8 +84,9 @@ def bench_input(config, repeats: int) -> dict:
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in ("input", "step", "parse"):
-    raise app.UsageError("usage: python -m vlkg.tools.bench {input|step|parse} [--config ...]")
+  if len(argv) != 2 or argv[1] not in ("input", "step", "parse", "shapley"):
+    raise app.UsageError(
+        "usage: python -m vlkg.tools.bench {input|step|parse|shapley} [--config ...]")
   config = _CONFIG.value
   info = machine()
   print("machine:", ", ".join(f"{k}={v}" for k, v in info.items()))
@@ -94,6 +96,9 @@ def main(argv):
     from vlkg.graphs import general_parser
     result = general_parser.benchmark_parse()
     print(f"general parser: {result['captions_per_sec']:.0f} captions/s on one core")
+  elif argv[1] == "shapley":
+    from vlkg.tools import bench_shapley
+    result = bench_shapley.run(_REPEATS.value)
   else:
     from vlkg.tools import bench_step
     result = bench_step.run(config, _REPEATS.value, _PEER.value)

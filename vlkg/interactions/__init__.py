@@ -1,0 +1,6 @@
+"""Game-theoretic interactions of image and text units (LOUPE, PAPERS.md §4).
+
+``games``: cooperative games (a two-tower model's pair, synthetic polynomials);
+``shapley``: exact and Monte Carlo Shapley values and coalition interactions;
+``neural``: the uncertainty-aware neural estimator and its sampling fallback.
+"""
