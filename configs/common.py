@@ -159,6 +159,11 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
       # Tried only when no kind above exists for a caption (one object, no
       # attributes to swap): without them half the world's captions have no negative.
       fallback_negatives=("replace_attribute", "replace_object", "replace_relation"),
+      # MosaiCLIP (PAPERS.md §3): sub-caption positives and sub-graph negatives per
+      # caption, and the probability of the object category among the negatives.
+      max_pos=3,
+      max_neg=6,
+      p1=0.15,
   )
   # Keep params_best.npz at the best value of this eval metric ("" = off). Use a
   # val metric (world_val/...): selecting on test is selecting on the answer.

@@ -71,6 +71,11 @@ def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption:
         t, s = layout.max_triples, layout.triple_tokens
         out["triples"] = tf.cast(tf.reshape(ex["triple_ids"], [k, t, 3, s]), tf.int32)[pick]
         out["triples_mask"] = tf.reshape(ex["triple_valid"], [k, t])[pick] > 0
+      if "mosaic_texts" in fields:
+        slots = layout.mosaic_slots
+        out["mosaic_texts"] = tf.cast(
+            tf.reshape(ex["mosaic_ids"], [k, slots, l]), tf.int32)[pick]
+        out["mosaic_valid"] = tf.reshape(ex["mosaic_valid"], [k, slots])[pick] > 0
     elif caption == "all":
       out["texts"] = ids
     out["index"] = tf.cast(ex["index"], tf.int32)

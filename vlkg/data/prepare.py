@@ -30,13 +30,18 @@ def graph_config(config) -> dict | None:
   it reads none. Only these are built, so CLIP's data carries no graph tensors."""
   from vlkg import methods
   fields = set(methods.load(config.method).FIELDS)
-  if not fields & {"neg_text", "triples"}:
+  if not fields & {"neg_text", "triples", "mosaic_texts"}:
     return None
   g = config.graph
-  return {"negatives": tuple(g.negatives) if "neg_text" in fields else (),
-          "fallback_negatives": tuple(g.fallback_negatives) if "neg_text" in fields else (),
-          "max_triples": g.max_triples if "triples" in fields else 0,
-          "triple_tokens": g.triple_tokens if "triples" in fields else 0}
+  out = {"negatives": tuple(g.negatives) if "neg_text" in fields else (),
+         "fallback_negatives": tuple(g.fallback_negatives) if "neg_text" in fields else (),
+         "max_triples": g.max_triples if "triples" in fields else 0,
+         "triple_tokens": g.triple_tokens if "triples" in fields else 0}
+  if "mosaic_texts" in fields:
+    # Only present for MosaiCLIP, so the fingerprints of the other methods' datasets
+    # (and the datasets themselves) stay what they were.
+    out.update(max_pos=g.max_pos, max_neg=g.max_neg, p1=g.p1)
+  return out
 
 
 def world_fingerprint(config) -> str:

@@ -29,7 +29,10 @@ class Layout:
 
   Scene-graph fields exist only in datasets prepared for a method that reads them
   (its ``FIELDS``): ``negatives`` adds one hard-negative caption per caption,
-  ``max_triples > 0`` adds each caption's triples as token ids [T, 3, S].
+  ``max_triples > 0`` adds each caption's triples as token ids [T, 3, S];
+  ``mosaic_slots > 0`` adds MosaiCLIP's texts of each caption (sub-captions,
+  sub-graph negatives, the whole-caption negative) as token ids [mosaic_slots, L]
+  with a validity flag per slot (``vlkg.methods.mosaiclip_loss.slot_layout``).
   """
   image_size: int
   captions_per_image: int
@@ -38,6 +41,7 @@ class Layout:
   negatives: bool = False
   max_triples: int = 0
   triple_tokens: int = 0
+  mosaic_slots: int = 0
 
   def feature_spec(self):
     import tensorflow as tf
@@ -65,6 +69,9 @@ class Layout:
       t, s = self.max_triples, self.triple_tokens
       spec["triple_ids"] = tf.io.FixedLenFeature([k * t * 3 * s], tf.int64)
       spec["triple_valid"] = tf.io.FixedLenFeature([k * t], tf.int64)
+    if self.mosaic_slots:
+      spec["mosaic_ids"] = tf.io.FixedLenFeature([k * self.mosaic_slots * l], tf.int64)
+      spec["mosaic_valid"] = tf.io.FixedLenFeature([k * self.mosaic_slots], tf.int64)
     return spec
 
 

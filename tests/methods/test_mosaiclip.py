@@ -1,0 +1,105 @@
+"""MosaiCLIP end to end on a tiny prepared world: the prebuilt texts in the records,
+the pipeline's fields, and the loss function against the loss on its own inputs."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import mosaiclip as mosaic_config
+from vlkg import api, methods
+from vlkg.data import input_pipeline, prepare, records
+from vlkg.data import tokenizer as tok_lib
+from vlkg.graphs import negatives, world_parser
+from vlkg.methods import mosaiclip, mosaiclip_loss
+
+TINY = ("smoke,world.num_train=64,world.num_val=16,world.num_test=16,"
+        "world.num_test_comp=16,world.num_shards=2,world.workers=1")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  root = tmp_path_factory.mktemp("data")
+  config = mosaic_config.get_config(TINY + f",data_dir='{root}',total_steps=10")
+  directory = prepare.ensure_prepared(config)
+  config.unlock()
+  config.model.text.vocab_size = records.read_manifest(directory)["tokenizer"]["vocab_size"]
+  return config, directory
+
+
+def test_fields_and_fingerprint(setup):
+  config, directory = setup
+  assert mosaiclip.FIELDS == ("image", "text", "mosaic_texts", "mosaic_valid")
+  layout = records.layout_of(records.read_manifest(directory))
+  assert layout.mosaic_slots == 3 + 6 + 1 and not layout.negatives
+  assert layout.max_triples == 0
+  # CLIP's dataset is not MosaiCLIP's: its fingerprint ignores the mosaic sizes.
+  from configs import clip
+  assert prepare.dataset_dir(clip.get_config(TINY)) != prepare.dataset_dir(config)
+
+
+def test_records_hold_valid_mosaic_texts(setup):
+  config, directory = setup
+  tok = tok_lib.SentencePieceTokenizer(f"{directory}/tokenizer.model", config.input.text_len)
+  it = input_pipeline.train_iterator(directory, batch_size=16, seed=0,
+                                     fields=mosaiclip.FIELDS, shuffle_buffer=64)
+  batch = next(it)
+  texts, valid = batch["mosaic_texts"], batch["mosaic_valid"]
+  assert texts.shape == (16, 10, config.input.text_len) and valid.shape == (16, 10)
+  layout = mosaiclip_loss.slot_layout(3, 6)
+  vocab = negatives.world_vocabulary()
+  n_checked = 0
+  for i in range(16):
+    caption = world_parser.parse(tok.decode(batch["text"][i:i + 1])[0])
+    for k in range(10):
+      decoded = tok.decode(texts[i, k:k + 1])[0]
+      assert bool(decoded) == bool(valid[i, k]), (i, k, decoded)
+      if not valid[i, k]:
+        continue
+      graph = world_parser.parse(decoded, strict=True)
+      slot = k + 1  # slot 0 of the loss layout is the caption
+      if layout["positives"].start <= slot < layout["positives"].stop:
+        # A sub-caption is true of the caption: the caption entails it.
+        assert not negatives.is_negative_of(graph, caption, synonyms=vocab.synonyms)
+      else:
+        assert negatives.is_negative_of(graph, caption, synonyms=vocab.synonyms)
+      n_checked += 1
+  assert n_checked > 16
+
+
+def test_loss_fn_equals_the_loss_on_its_inputs(setup):
+  config, directory = setup
+  model = methods.build_model(config)
+  params = jax.jit(lambda r: methods.init_params(model, config, r))(jax.random.key(0))
+  loss_fn = mosaiclip.make_loss_fn(model, config)
+  batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=1,
+                                             fields=mosaiclip.FIELDS, shuffle_buffer=64))
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  batch["image"] = api.normalize_images(batch["image"])
+  boundary = mosaiclip.stage1_steps(config)
+  assert boundary == 3  # 0.3 of 10 steps
+
+  texts = jnp.concatenate([batch["text"][:, None], batch["mosaic_texts"]], axis=1)
+  zimg, ztxt, extras = model.apply({"params": params}, batch["image"],
+                                   texts.reshape(-1, texts.shape[-1]))
+  valid = np.concatenate([np.ones((8, 1), bool), np.asarray(batch["mosaic_valid"])], 1)
+  jitted = jax.jit(loss_fn)
+  for step, stage in ((0, 1.0), (5, 2.0)):
+    loss, metrics = jitted(params, batch, jax.random.key(0), jnp.asarray(step))
+    mask = mosaiclip_loss.curriculum_valid(jnp.asarray(valid), step, boundary, 3, 6)
+    expected, _ = mosaiclip_loss.mosaic_loss(
+        zimg, ztxt.reshape(8, 11, -1), mosaiclip_loss.positive_slots(3, 6), mask,
+        extras["logit_scale"])
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert float(metrics["stage"]) == stage
+  assert jitted._cache_size() == 1
+  # Stage 1 sees fewer texts than stage 2 whenever an image has extras to drop.
+  stage1 = mosaiclip_loss.curriculum_valid(jnp.asarray(valid), 0, boundary, 3, 6)
+  assert int(stage1.sum()) <= int(valid.sum())
+
+
+def test_unknown_mosaiclip_key_is_named():
+  with pytest.raises(KeyError, match="no_such"):
+    mosaic_config.get_config("smoke,mosaiclip.no_such=1")

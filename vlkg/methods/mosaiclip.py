@@ -1,0 +1,98 @@
+"""MosaiCLIP: coarse-to-fine contrastive learning in image-text-graph space.
+
+Singh et al., EMNLP 2023; ``../shared/PAPERS.md`` §3. The model is CLIP's two towers
+(``vlkg.models.two_towers``); what MosaiCLIP adds lives in the data and the loss:
+
+* Decomposition and graph-space negatives (``vlkg.graphs.decompose``) run at
+  prepare time: each caption's record carries up to ``graph.max_pos`` sub-captions,
+  ``graph.max_neg`` sub-graph negatives and one whole-caption negative, as token
+  ids in fixed slots with validity flags (``mosaic_texts`` [B, S, L],
+  ``mosaic_valid`` [B, S], S = max_pos + max_neg + 1).
+* The loss (``mosaiclip_loss.mosaic_loss``): a multi-positive softmax from each
+  image over every valid text of the global batch, and a softmax over images for
+  the positive texts.
+* The curriculum (``mosaiclip_loss.curriculum_valid``): stage 1 keeps one
+  sub-caption and one sub-graph negative per image, stage 2 all of them; the
+  switch is a mask on the traced step, so the step compiles once.
+
+Config (``config.mosaiclip``): ``stage1_steps`` (an int; if negative,
+``stage1_fraction`` of ``total_steps`` is used), ``stage1_fraction``,
+``stage1_pos``, ``stage1_neg``. Slot counts come from ``config.graph``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vlkg.methods import mosaiclip_loss
+from vlkg.models import two_towers
+
+Array = jax.Array
+LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, dict[str, Array]]]
+
+FIELDS = ("image", "text", "mosaic_texts", "mosaic_valid")
+
+
+def mosaiclip_config() -> dict:
+  """Defaults of ``config.mosaiclip``."""
+  return dict(stage1_steps=-1, stage1_fraction=0.3, stage1_pos=1, stage1_neg=1)
+
+
+def stage1_steps(config: ml_collections.ConfigDict) -> int:
+  """Steps in curriculum stage 1: ``stage1_steps`` if >= 0, else a fraction of training."""
+  m = {**mosaiclip_config(), **dict(config.get("mosaiclip", {}) or {})}
+  unknown = set(m) - set(mosaiclip_config())
+  if unknown:
+    raise KeyError(f"unknown config.mosaiclip keys {sorted(unknown)}")
+  if m["stage1_steps"] >= 0:
+    return int(m["stage1_steps"])
+  return int(round(m["stage1_fraction"] * config.total_steps))
+
+
+def build_model(config: ml_collections.ConfigDict) -> nn.Module:
+  """CLIP's two towers with CLIP's inits where not configured."""
+  return two_towers.build_model(
+      config, init_logit_scale=two_towers.CLIP_INIT_LOGIT_SCALE, init_logit_bias=0.0)
+
+
+def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
+  """Returns ``loss_fn(params, batch, rng, step) -> (loss, metrics)``.
+
+  ``batch`` holds ``image`` (normalised float32 [B, H, W, 3]), ``text`` [B, L] (the
+  caption), ``mosaic_texts`` [B, S, L] and ``mosaic_valid`` [B, S]. All B * (S + 1)
+  texts go through the text tower in one call. Metrics: those of ``mosaic_loss``
+  plus ``stage`` (1 or 2).
+  """
+  max_pos, max_neg = config.graph.max_pos, config.graph.max_neg
+  boundary = stage1_steps(config)
+  extra = dict(config.get("mosaiclip", {}) or {})
+  stage1_pos = extra.get("stage1_pos", 1)
+  stage1_neg = extra.get("stage1_neg", 1)
+  positive = mosaiclip_loss.positive_slots(max_pos, max_neg)
+
+  def loss_fn(params, batch, rng, step):
+    del rng
+    b, length = batch["text"].shape
+    texts = jnp.concatenate([batch["text"][:, None], batch["mosaic_texts"]], axis=1)
+    k = texts.shape[1]
+    if k != 2 + max_pos + max_neg:
+      raise ValueError(f"mosaic_texts has {k - 1} slots; config.graph gives "
+                       f"{1 + max_pos + max_neg}: the dataset was prepared with "
+                       "other max_pos/max_neg")
+    valid = jnp.concatenate(
+        [jnp.ones((b, 1), bool), batch["mosaic_valid"].astype(bool)], axis=1)
+    valid = mosaiclip_loss.curriculum_valid(valid, step, boundary, max_pos, max_neg,
+                                            stage1_pos, stage1_neg)
+    zimg, ztxt, extras = model.apply(
+        {"params": params}, batch["image"], texts.reshape(b * k, length))
+    loss, metrics = mosaiclip_loss.mosaic_loss(
+        zimg, ztxt.reshape(b, k, -1), positive, valid, extras["logit_scale"])
+    metrics["stage"] = jnp.where(jnp.asarray(step) < boundary, 1.0, 2.0)
+    return loss, metrics
+
+  return loss_fn
