@@ -66,7 +66,8 @@ def test_evaluate_tool_reproduces_the_final_eval_from_params_alone(run, tmp_path
                  capture_output=True)
   metrics = json.loads(out.read_text())
   for k in ("world/attribute_swap", "world_comp/relation_swap", "world/knowledge",
-            "retrieval/test/image_to_text_R@1", "world/n_items", "world/missing_images"):
+            "retrieval/test/image_to_text_R@1", "world/n_items", "world/missing_images",
+            "grounding/pointing_acc", "grounding/iou50_acc", "grounding/n_items"):
     assert metrics[k] == pytest.approx(last[k], abs=1e-6), k
 
 

@@ -4,6 +4,7 @@
     model = api.load("/tmp/vlkg_clip")          # a workdir, or a params.npz
     zi = model.encode_images(uint8_images)       # [B, D], L2-normalised numpy
     zt = model.encode_texts(["a red circle"])    # [N, D]
+    zp = model.encode_image_tokens(uint8_images) # [B, P, D] patch tokens, each unit
     s = model.score(uint8_images, texts)         # [B, N] cosine similarities
 
 ``load`` needs only ``params.npz`` and the ``config.json`` beside it (the run's
@@ -29,6 +30,11 @@ def normalize_images(images: jax.Array) -> jax.Array:
   """uint8 [B,H,W,3] -> float32 normalised with CLIP's mean/std (jittable)."""
   x = images.astype(jnp.float32) / 255.0
   return (x - CLIP_MEAN) / CLIP_STD
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+  from vlkg.models.two_towers import l2_normalize
+  return l2_normalize(x)
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -62,6 +68,9 @@ class Model:
         {"params": p}, normalize_images(x), method=type(module).embed_images))
     self._embed_texts = jax.jit(lambda p, t: module.apply(
         {"params": p}, t, method=type(module).embed_texts))
+    self._embed_image_tokens = jax.jit(lambda p, x: _l2_normalize(module.apply(
+        {"params": p}, normalize_images(x), return_tokens=True,
+        method=type(module).embed_images)[1]))
 
   def _batched(self, fn, *arrays: np.ndarray) -> np.ndarray:
     """fn(params, *chunks) over fixed-size, zero-padded chunks of the arrays."""
@@ -79,12 +88,24 @@ class Model:
       out.append(np.asarray(fn(self.params, *chunks))[:b - pad])
     return np.concatenate(out)
 
-  def encode_images(self, images) -> np.ndarray:
+  def _images(self, images) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"encode_images takes uint8 [B,H,W,3]; got {images.dtype} "
                        f"{images.shape}")
-    return self._batched(self._embed_images, _resize(images, self.image_size))
+    return _resize(images, self.image_size)
+
+  def encode_images(self, images) -> np.ndarray:
+    return self._batched(self._embed_images, self._images(images))
+
+  def encode_image_tokens(self, images) -> np.ndarray:
+    """Patch tokens in the joint space, float32 [B, P, D], each L2-normalised.
+
+    The image tower's tokens after ``ln_post`` and ``proj`` (the projection of the
+    pooled embedding), row-major over the patch grid; the images are preprocessed
+    as in `encode_images`. For patch-text similarity maps (grounding, LOUPE).
+    """
+    return self._batched(self._embed_image_tokens, self._images(images))
 
   def encode_token_ids(self, ids) -> np.ndarray:
     return self._batched(self._embed_texts, np.asarray(ids, np.int32))

@@ -8,6 +8,12 @@ this narrow lets one evaluator score a model in training, an exported
 
 Both encoders return L2-normalised rows, so a dot product is the cosine similarity
 that CLIP (Radford et al. 2021, §2.3) and every benchmark here rank by.
+
+Two capabilities are optional, each with a check: ``encode_token_ids``
+(`TokenIdEncoder`, `has_token_ids`) and ``encode_image_tokens``
+(`ImageTokenEncoder`, `has_image_tokens`), the patch tokens that the grounding
+evaluator (`vlkg.evaluators.grounding`) reads. An evaluator that needs one skips
+its metrics for an encoder without it.
 """
 
 from __future__ import annotations
@@ -76,3 +82,34 @@ class TokenIdEncoder(Encoder, typing.Protocol):
 def has_token_ids(encoder: object) -> bool:
   """Whether ``encoder`` offers `TokenIdEncoder.encode_token_ids`."""
   return callable(getattr(encoder, "encode_token_ids", None))
+
+
+@typing.runtime_checkable
+class ImageTokenEncoder(Encoder, typing.Protocol):
+  """An `Encoder` that can also give its patch tokens in the joint space.
+
+  Fine-grained evaluations (phrase grounding, LOUPE, PAPERS.md §4) compare each
+  patch with a text embedding, so the tokens must live where ``encode_texts``
+  does: projected like the pooled image embedding, each of unit norm.
+  """
+
+  def encode_image_tokens(self, images: np.ndarray) -> np.ndarray:
+    """Embeds every patch of the images.
+
+    Args:
+      images: uint8 ``[B, H, W, 3]`` as for `Encoder.encode_images`. Patch
+        positions map back to pixels only if the grid covers the whole image: the
+        encoder may rescale but not crop (`vlkg.api.Model` center-crops a
+        non-square image, so its maps are exact for square images, as the
+        world's).
+
+    Returns:
+      float32 ``[B, P, D]``: ``P = g * g`` patch tokens, row-major over the patch
+      grid, each of unit L2 norm, ``D`` the width of ``encode_texts``.
+    """
+    ...
+
+
+def has_image_tokens(encoder: object) -> bool:
+  """Whether ``encoder`` offers `ImageTokenEncoder.encode_image_tokens`."""
+  return callable(getattr(encoder, "encode_image_tokens", None))

@@ -18,6 +18,9 @@ The world's suites are written in the real benchmarks' file formats (see
   format): correct iff the positive scores strictly higher.
 * Retrieval on one split's records with open_clip's metrics
   (`vlkg.evaluators.retrieval`), every caption of every image.
+* Phrase grounding on ``test`` (`vlkg.evaluators.grounding`, LOUPE, PAPERS.md
+  §4): pointing game and accuracy at IoU >= 0.5 of each object phrase's
+  patch-phrase similarity map, for encoders with ``encode_image_tokens``.
 
 Metric names (DESIGN contract): ``world/<suite>`` on ``test``, ``world_comp/<suite>``
 on ``test_comp``, ``world_val/<suite>`` on ``val``; ``<prefix>/n_items`` (items scored
@@ -25,7 +28,9 @@ over all suites) and ``<prefix>/missing_images`` (distinct image files not on di
 their items are left out rather than crash the run); and
 ``retrieval/<split>/image_to_text_R@1`` etc. with ``retrieval/<split>/n_items``
 (images) and ``retrieval/<split>/missing_images`` (always 0: records hold the
-pixels). A suite with no items has no accuracy, and its metric is left out.
+pixels); ``grounding/pointing_acc``, ``grounding/iou50_acc`` and the rest of
+`vlkg.evaluators.grounding`'s metrics. A suite with no items has no accuracy, and
+its metric is left out.
 
 Cost: every distinct image and caption of an evaluation is encoded once (test
 images serve retrieval and all ten suites), in full batches; the rest is numpy.
@@ -48,6 +53,7 @@ from vlkg.data.benchmarks import aro, order, sugarcrepe
 from vlkg.data.benchmarks.errors import BenchmarkFormatError, load_json, type_name
 from vlkg.data.world import suites as suites_lib
 from vlkg.evaluators import binary_choice, common, encoder as encoder_lib
+from vlkg.evaluators import grounding as grounding_lib
 from vlkg.evaluators import retrieval
 
 SPLIT_PREFIX = {"test": "world", "test_comp": "world_comp", "val": "world_val"}
@@ -283,7 +289,8 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
              splits: Sequence[str] = ("test", "test_comp"),
              retrieval_split: str | None = "test", batch_size: int = 256,
              max_items: int | None = None,
-             use_token_ids: bool | None = None) -> dict[str, float]:
+             use_token_ids: bool | None = None,
+             grounding: bool = True) -> dict[str, float]:
   """Evaluates ``encoder`` on a prepared world dataset.
 
   Args:
@@ -300,6 +307,9 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
       its metrics depend on the gallery size, so a cut one would not be comparable
       with a full one; pass ``retrieval_split=None`` to skip it instead.
     use_token_ids: See `evaluate_retrieval`.
+    grounding: Also ground the object phrases of ``test``
+      (`vlkg.evaluators.grounding`, ``grounding/*``); skipped for an encoder
+      without ``encode_image_tokens``. ``max_items`` caps it at that many images.
 
   Returns:
     Metric name -> value, names as in the module docstring.
@@ -326,6 +336,12 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
                                       use_token_ids=use_token_ids))
   for split in dict.fromkeys(splits):
     metrics.update(evaluate_suites(cache, dataset_dir, split, max_items=max_items))
+  if grounding and encoder_lib.has_image_tokens(encoder):
+    metrics.update(grounding_lib.evaluate(encoder, dataset_dir, split="test",
+                                          batch_size=batch_size, max_images=max_items,
+                                          cache=cache))
+  elif grounding:
+    logging.info("world eval: the encoder has no encode_image_tokens; no grounding")
   logging.info("world eval: %d images and %d captions encoded in %.1fs",
                cache.images_encoded, cache.texts_encoded, time.time() - start)
   return metrics

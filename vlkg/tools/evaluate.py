@@ -4,7 +4,8 @@
 
 Prints one JSON object with the metrics (DESIGN.md metric names) and writes it to
 ``--out`` if given. For ``world`` the dataset defaults to the one the run was
-trained on (from ``DIR/config.json``).
+trained on (from ``DIR/config.json``), and the metrics include phrase grounding on
+its test split (``grounding/*``, `vlkg.evaluators.grounding`).
 """
 
 import json
