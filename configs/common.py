@@ -164,6 +164,8 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
       max_pos=3,
       max_neg=6,
       p1=0.15,
+      # LOUPE (PAPERS.md §4): object phrases per caption kept as phrase players.
+      max_phrases=4,
   )
   # Keep params_best.npz at the best value of this eval metric ("" = off). Use a
   # val metric (world_val/...): selecting on test is selecting on the answer.

@@ -71,6 +71,9 @@ def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption:
         t, s = layout.max_triples, layout.triple_tokens
         out["triples"] = tf.cast(tf.reshape(ex["triple_ids"], [k, t, 3, s]), tf.int32)[pick]
         out["triples_mask"] = tf.reshape(ex["triple_valid"], [k, t])[pick] > 0
+      if "phrase_spans" in fields:
+        out["phrase_spans"] = tf.cast(
+            tf.reshape(ex["phrase_spans"], [k, layout.max_phrases, 2]), tf.int32)[pick]
       if "mosaic_texts" in fields:
         slots = layout.mosaic_slots
         out["mosaic_texts"] = tf.cast(

@@ -30,7 +30,7 @@ def graph_config(config) -> dict | None:
   it reads none. Only these are built, so CLIP's data carries no graph tensors."""
   from vlkg import methods
   fields = set(methods.load(config.method).FIELDS)
-  if not fields & {"neg_text", "triples", "mosaic_texts"}:
+  if not fields & {"neg_text", "triples", "mosaic_texts", "phrase_spans"}:
     return None
   g = config.graph
   out = {"negatives": tuple(g.negatives) if "neg_text" in fields else (),
@@ -41,6 +41,8 @@ def graph_config(config) -> dict | None:
     # Only present for MosaiCLIP, so the fingerprints of the other methods' datasets
     # (and the datasets themselves) stay what they were.
     out.update(max_pos=g.max_pos, max_neg=g.max_neg, p1=g.p1)
+  if "phrase_spans" in fields:
+    out.update(max_phrases=g.max_phrases)
   return out
 
 

@@ -32,7 +32,9 @@ class Layout:
   ``max_triples > 0`` adds each caption's triples as token ids [T, 3, S];
   ``mosaic_slots > 0`` adds MosaiCLIP's texts of each caption (sub-captions,
   sub-graph negatives, the whole-caption negative) as token ids [mosaic_slots, L]
-  with a validity flag per slot (``vlkg.methods.mosaiclip_loss.slot_layout``).
+  with a validity flag per slot (``vlkg.methods.mosaiclip_loss.slot_layout``);
+  ``max_phrases > 0`` adds the token spans of each caption's object phrases
+  [P, 2] (LOUPE's phrase players, ``vlkg.data.world.phrases``).
   """
   image_size: int
   captions_per_image: int
@@ -42,6 +44,7 @@ class Layout:
   max_triples: int = 0
   triple_tokens: int = 0
   mosaic_slots: int = 0
+  max_phrases: int = 0
 
   def feature_spec(self):
     import tensorflow as tf
@@ -72,6 +75,8 @@ class Layout:
     if self.mosaic_slots:
       spec["mosaic_ids"] = tf.io.FixedLenFeature([k * self.mosaic_slots * l], tf.int64)
       spec["mosaic_valid"] = tf.io.FixedLenFeature([k * self.mosaic_slots], tf.int64)
+    if self.max_phrases:
+      spec["phrase_spans"] = tf.io.FixedLenFeature([k * self.max_phrases * 2], tf.int64)
     return spec
 
 

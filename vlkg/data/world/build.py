@@ -196,6 +196,10 @@ def _write_shard(task) -> dict:
       if layout.negatives or layout.max_triples:
         fields.update(graph_fields(texts, scene, spec, layout, negative_kinds, tokenizer,
                                    stats))
+      if layout.max_phrases:
+        from vlkg.data.world import phrases
+        fields["phrase_spans"] = np.stack(
+            [phrases.token_spans(tokenizer, t, layout.max_phrases, stats) for t in texts])
       if layout.mosaic_slots:
         fields.update(mosaic_fields(texts, scene, spec, layout, mosaic_cfg, tokenizer,
                                     stats))
@@ -277,7 +281,8 @@ def build(out_dir: str, world_cfg, text_len: int, graph_cfg=None) -> dict:
                           world_cfg.max_objects, negatives=bool(graph_cfg.get("negatives")),
                           max_triples=graph_cfg.get("max_triples", 0),
                           triple_tokens=graph_cfg.get("triple_tokens", 0),
-                          mosaic_slots=_mosaic_slots(graph_cfg))
+                          mosaic_slots=_mosaic_slots(graph_cfg),
+                          max_phrases=graph_cfg.get("max_phrases", 0))
   negative_kinds = (tuple(graph_cfg.get("negatives") or ()),
                     tuple(graph_cfg.get("fallback_negatives") or ()))
   mosaic_cfg = (graph_cfg.get("max_pos"), graph_cfg.get("max_neg"), graph_cfg.get("p1"))

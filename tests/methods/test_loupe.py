@@ -1,0 +1,169 @@
+"""LOUPE: the factorised exact game against the generic exact estimator, the SSIM
+loss against numpy, the phrase spans against the captions, and the training step."""
+
+from __future__ import annotations
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import loupe as loupe_config
+from vlkg import api, methods
+from vlkg.data import input_pipeline, prepare, records
+from vlkg.data import tokenizer as tok_lib
+from vlkg.data.world import phrases
+from vlkg.interactions import games, shapley
+from vlkg.methods import loupe
+
+TINY = ("smoke,world.num_train=64,world.num_val=16,world.num_test=16,"
+        "world.num_test_comp=16,world.num_shards=2,world.workers=1")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  root = tmp_path_factory.mktemp("data")
+  config = loupe_config.get_config(TINY + f",data_dir='{root}',total_steps=10")
+  directory = prepare.ensure_prepared(config)
+  config.unlock()
+  config.model.text.vocab_size = records.read_manifest(directory)["tokenizer"]["vocab_size"]
+  model = methods.build_model(config)
+  params = jax.jit(lambda r: methods.init_params(model, config, r))(jax.random.key(0))
+  batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,
+                                             fields=loupe.FIELDS, shuffle_buffer=64))
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  batch["image"] = api.normalize_images(batch["image"])
+  return config, directory, model, params, batch
+
+
+def test_subset_masks_and_pair_coalitions_by_hand():
+  members = np.array([[1, 1, 0, 0], [0, 0, 0, 1]], bool)
+  np.testing.assert_array_equal(
+      loupe.subset_masks(members),
+      [[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1], [1, 1, 0, 1]])
+  pairs = loupe.pair_coalitions(2, 3)
+  assert pairs.shape == (6, 5)
+  np.testing.assert_array_equal(pairs[4], [0, 1, 0, 1, 0])  # region 1, phrase 1
+  assert (pairs.sum(1) == 2).all()
+
+
+def test_factorised_game_equals_the_generic_exact_estimator(setup):
+  """Each pair's I([{r, p}]) from 2^R + 2^P tower passes equals the generic
+  ``shapley.exact`` on ``games.towers_game`` (2^(R+P) coalitions, each evaluated
+  with both towers)."""
+  config, _, model, params, batch = setup
+  grid = config.world.image_size // config.model.image.patch_size
+  regions = games.grid_regions(grid, grid, 2, 2)
+  length = batch["text"].shape[1]
+  members = np.asarray(phrases.span_mask(batch["phrase_spans"], length))
+  fast = np.asarray(loupe.exact_pair_interactions(
+      model, params, batch["image"][:2], batch["text"][:2], regions,
+      jnp.asarray(members[:2])))
+  coalitions = loupe.pair_coalitions(4, members.shape[1])
+  checked = 0
+  for i in range(2):
+    if not members[i].any():
+      continue
+    game = games.towers_game(model, {"params": params}, batch["image"][i],
+                             batch["text"][i],
+                             games.regions_and_phrases(regions, members[i]))
+    valid = members[i].any(-1)
+    keep = np.repeat(valid[None], 4, 0).reshape(-1)
+    slow = np.asarray(shapley.exact(game, coalitions).interaction).reshape(4, -1)
+    # Empty phrase slots are dummy players: zero interactions either way.
+    np.testing.assert_allclose(fast[i], slow, atol=2e-6)
+    assert np.abs(slow.reshape(-1)[keep]).max() > 0
+    checked += 1
+  assert checked
+
+
+def test_ssim_loss_matches_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 4, 2))
+  inter = rng.normal(size=(3, 4, 2)) * 0.02
+  valid = np.array([[1, 1], [1, 0], [0, 0]], bool)
+  got = loupe.ssim_loss(jnp.asarray(logits), jnp.asarray(inter), jnp.asarray(valid), 0.01)
+  kls = []
+  for b in range(3):
+    for p in range(2):
+      if not valid[b, p]:
+        continue
+      t = np.exp(inter[b, :, p] / 0.01 - (inter[b, :, p] / 0.01).max())
+      t /= t.sum()
+      q = np.exp(logits[b, :, p] - logits[b, :, p].max())
+      q /= q.sum()
+      kls.append(np.sum(t * (np.log(t) - np.log(q))))
+  np.testing.assert_allclose(got, np.mean(kls), rtol=1e-5)
+
+
+def test_phrase_spans_are_the_object_phrases(setup):
+  config, directory, *_ = setup
+  tok = tok_lib.SentencePieceTokenizer(f"{directory}/tokenizer.model", config.input.text_len)
+  text = ("an image of a pink rhombus to the left of a yellow filled triangle, "
+          "a big purple ellipse and a small yellow hexagon")
+  stats = collections.Counter()
+  spans = phrases.token_spans(tok, text, 3, stats)
+  ids = tok.encode([text])[0]
+  assert [tok.decode([ids[a:b]])[0] for a, b in spans] == [
+      "a pink rhombus", "a yellow filled triangle", "a big purple ellipse"]
+  assert stats["phrases_truncated"] == 1  # the fourth phrase did not fit in 3
+  assert phrases.object_phrase_words("there is a picture of nothing") == []
+  assert not phrases.token_spans(tok, "", 3).any()
+
+
+def test_records_spans_match_their_captions(setup):
+  config, directory, _, _, batch = setup
+  tok = tok_lib.SentencePieceTokenizer(f"{directory}/tokenizer.model", config.input.text_len)
+  texts = np.asarray(batch["text"])
+  for i, spans in enumerate(np.asarray(batch["phrase_spans"])):
+    caption = tok.decode(texts[i:i + 1])[0]
+    expected = [" ".join(caption.split()[a:b]).rstrip(",")
+                for a, b in phrases.object_phrase_words(caption)]
+    got = [tok.decode([texts[i, a:b]])[0] for a, b in spans if b > a]
+    assert got == expected[:len(got)] and len(got) == min(len(expected), 4)
+
+
+def test_loss_fn_trains_the_estimator_and_reports(setup):
+  config, _, model, params, batch = setup
+  import optax
+  loss_fn = loupe.make_loss_fn(model, config)
+  opt = optax.adam(3e-3)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(p, s):
+    (loss, m), g = jax.value_and_grad(loss_fn, has_aux=True)(
+        p, batch, jax.random.key(0), jnp.asarray(0))
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s, m, g
+
+  nll = []
+  for _ in range(6):
+    params, state, m, g = step(params, state)
+    nll.append(float(m["shapley_nll"]))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(g))
+  assert nll[-1] < nll[0]
+  for key in ("ssim", "clip_loss", "fallback_rate", "uncovered_rate", "estimator_corr"):
+    assert np.isfinite(float(m[key])), key
+  assert 0.0 <= float(m["fallback_rate"]) <= 1.0
+
+
+def test_threshold_zero_makes_every_pair_uncertain(setup):
+  config, _, model, params, batch = setup
+  config.unlock()
+  config.loupe.uncertainty_threshold = 0.0
+  _, m = jax.jit(loupe.make_loss_fn(model, config))(
+      params, batch, jax.random.key(0), jnp.asarray(0))
+  config.loupe.uncertainty_threshold = 1.0
+  assert float(m["fallback_rate"]) == 1.0
+  # 4 of the pairs get the exact game; the rest are left out this step.
+  has_phrase = np.asarray(batch["phrase_spans"])[..., 1].max(-1) > 0
+  np.testing.assert_allclose(float(m["uncovered_rate"]),
+                             (has_phrase.sum() - 4) / has_phrase.sum(), rtol=1e-6)
+
+
+def test_unknown_loupe_key_is_named():
+  with pytest.raises(KeyError, match="no_such"):
+    loupe.build_model(loupe_config.get_config("smoke,loupe.no_such=1"))
