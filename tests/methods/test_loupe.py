@@ -12,23 +12,19 @@ import pytest
 
 from configs import loupe as loupe_config
 from vlkg import api, methods
-from vlkg.data import input_pipeline, prepare, records
+from vlkg.data import input_pipeline
 from vlkg.data import tokenizer as tok_lib
 from vlkg.data.world import phrases
 from vlkg.interactions import games, shapley
+import tiny_world
 from vlkg.methods import loupe
 
-TINY = ("smoke,world.num_train=64,world.num_val=16,world.num_test=16,"
-        "world.num_test_comp=16,world.num_shards=2,world.workers=1")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("data")
-  config = loupe_config.get_config(TINY + f",data_dir='{root}',total_steps=10")
-  directory = prepare.ensure_prepared(config)
-  config.unlock()
-  config.model.text.vocab_size = records.read_manifest(directory)["tokenizer"]["vocab_size"]
+  config, directory = tiny_world.prepared(loupe_config, root, ",total_steps=10")
   model = methods.build_model(config)
   params = jax.jit(lambda r: methods.init_params(model, config, r))(jax.random.key(0))
   batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,

@@ -13,19 +13,15 @@ from vlkg import api, methods
 from vlkg.data import input_pipeline, prepare, records
 from vlkg.data import tokenizer as tok_lib
 from vlkg.graphs import negatives, world_parser
+import tiny_world
 from vlkg.methods import mosaiclip, mosaiclip_loss
 
-TINY = ("smoke,world.num_train=64,world.num_val=16,world.num_test=16,"
-        "world.num_test_comp=16,world.num_shards=2,world.workers=1")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("data")
-  config = mosaic_config.get_config(TINY + f",data_dir='{root}',total_steps=10")
-  directory = prepare.ensure_prepared(config)
-  config.unlock()
-  config.model.text.vocab_size = records.read_manifest(directory)["tokenizer"]["vocab_size"]
+  config, directory = tiny_world.prepared(mosaic_config, root, ",total_steps=10")
   return config, directory
 
 
@@ -37,7 +33,7 @@ def test_fields_and_fingerprint(setup):
   assert layout.max_triples == 0
   # CLIP's dataset is not MosaiCLIP's: its fingerprint ignores the mosaic sizes.
   from configs import clip
-  assert prepare.dataset_dir(clip.get_config(TINY)) != prepare.dataset_dir(config)
+  assert prepare.dataset_dir(clip.get_config(tiny_world.TINY)) != prepare.dataset_dir(config)
 
 
 def test_records_hold_valid_mosaic_texts(setup):

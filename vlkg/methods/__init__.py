@@ -21,6 +21,20 @@ def load(name: str):
     raise
 
 
+def method_config(config, key: str, defaults: dict) -> dict:
+  """``config.<key>`` over ``defaults``; a key the method does not know is an error
+  that names it (a typo must not silently fall back to the default)."""
+  out = dict(defaults)
+  given = config.get(key, None)
+  if given is not None:
+    given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
+    unknown = set(given) - set(out)
+    if unknown:
+      raise KeyError(f"unknown config.{key} keys {sorted(unknown)}")
+    out.update(given)
+  return out
+
+
 def build_model(config):
   return load(config.method).build_model(config)
 

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vlkg import methods
 from vlkg.data.world.phrases import span_mask
 from vlkg.interactions import games, shapley
 from vlkg.interactions.neural import gaussian_nll
@@ -82,15 +83,7 @@ def loupe_config() -> dict:
 
 
 def _cfg(config: ml_collections.ConfigDict) -> dict:
-  out = loupe_config()
-  given = config.get("loupe", None)
-  if given is not None:
-    given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
-    unknown = set(given) - set(out)
-    if unknown:
-      raise KeyError(f"unknown config.loupe keys {sorted(unknown)}")
-    out.update(given)
-  return out
+  return methods.method_config(config, "loupe", loupe_config())
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vlkg import methods
 from vlkg.methods import mosaiclip_loss
 from vlkg.models import two_towers
 
@@ -45,10 +46,7 @@ def mosaiclip_config() -> dict:
 
 def stage1_steps(config: ml_collections.ConfigDict) -> int:
   """Steps in curriculum stage 1: ``stage1_steps`` if >= 0, else a fraction of training."""
-  m = {**mosaiclip_config(), **dict(config.get("mosaiclip", {}) or {})}
-  unknown = set(m) - set(mosaiclip_config())
-  if unknown:
-    raise KeyError(f"unknown config.mosaiclip keys {sorted(unknown)}")
+  m = methods.method_config(config, "mosaiclip", mosaiclip_config())
   if m["stage1_steps"] >= 0:
     return int(m["stage1_steps"])
   return int(round(m["stage1_fraction"] * config.total_steps))
@@ -70,9 +68,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
   """
   max_pos, max_neg = config.graph.max_pos, config.graph.max_neg
   boundary = stage1_steps(config)
-  extra = dict(config.get("mosaiclip", {}) or {})
-  stage1_pos = extra.get("stage1_pos", 1)
-  stage1_neg = extra.get("stage1_neg", 1)
+  m = methods.method_config(config, "mosaiclip", mosaiclip_config())
+  stage1_pos, stage1_neg = m["stage1_pos"], m["stage1_neg"]
   positive = mosaiclip_loss.positive_slots(max_pos, max_neg)
 
   def loss_fn(params, batch, rng, step):

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vlkg import methods
 from vlkg.models import two_towers
 from vlkg.models.kee import StructureCLIPModel
 
@@ -93,14 +94,10 @@ def structure_clip_config() -> dict:
 
 def _cfg(config: ml_collections.ConfigDict) -> dict:
   """``config.structure_clip`` over the defaults; None means "use the default"."""
-  out = structure_clip_config()
-  given = config.get("structure_clip", None)
-  if given is not None:
-    given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
-    unknown = set(given) - set(out)
-    if unknown:
-      raise KeyError(f"unknown config.structure_clip keys {sorted(unknown)}")
-    out.update({k: v for k, v in given.items() if v is not None or k == "kee_heads"})
+  defaults = structure_clip_config()
+  out = methods.method_config(config, "structure_clip", defaults)
+  # None means "use the default", except for kee_heads where None is a value.
+  out.update({k: defaults[k] for k, v in out.items() if v is None and k != "kee_heads"})
   if out["loss"] not in LOSSES:
     raise ValueError(f"structure_clip.loss={out['loss']!r}; expected one of {LOSSES}")
   if out["negclip_text"] not in NEGCLIP_TEXTS:

@@ -310,11 +310,6 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise app.UsageError("interactions needs --workdir\n" + usage)
-  if _SHAPLEY.value:
-    try:
-      import vlkg.interactions  # noqa: F401
-    except ImportError as e:
-      raise app.UsageError(f"--shapley needs vlkg.interactions: {e}")
   print(plot_interactions(_WORKDIR.value, _OUT.value, _NUM.value, _DATA.value,
                           _SCALE.value, _REGIONS.value if _SHAPLEY.value else None,
                           _SAMPLES.value))
