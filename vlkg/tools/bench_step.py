@@ -42,13 +42,18 @@ def synthetic_batch(config, vocab_size: int) -> dict[str, np.ndarray]:
 
 
 def run(config, repeats: int, peer: bool) -> dict:
-  from vlkg import sharding, train
-  from vlkg.data import prepare
-  config = train.resolve_config(config, prepare.ensure_prepared(config))
+  from vlkg import methods, sharding, train
+  from vlkg.data import input_pipeline, prepare
+  directory = prepare.ensure_prepared(config)
+  config = train.resolve_config(config, directory)
   trainer = train.Trainer(config)
   state = trainer.init_state()
-  batch = sharding.global_batch(synthetic_batch(config, config.model.text.vocab_size),
-                                trainer.mesh)
+  # A real batch of every field the method reads (scene-graph negatives, phrase
+  # spans, MosaiCLIP's texts), so each method's step is timed on what it trains on.
+  host_batch = next(input_pipeline.train_iterator(
+      directory, batch_size=config.input.batch_size, seed=0,
+      fields=methods.load(config.method).FIELDS, shuffle_buffer=1000))
+  batch = sharding.global_batch(host_batch, trainer.mesh)
   compiled = trainer.update_step.lower(state, batch).compile()
   flops = _flops(compiled)
   holder = {"state": state}
