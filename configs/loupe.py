@@ -21,9 +21,14 @@ def get_config(arg=None):
       ssim_weight=1.0,
       target_temperature=0.01,
       target_scale=100.0,
-      uncertainty_threshold=1.0,
+      uncertainty_threshold=0.5,  # relative to the variance of the exact targets
       shapley_width=64,
       shapley_depth=0,
+      tsim_weight=1.0,  # token-level objective (region head over cell rectangles)
+      tsim_grid=3,  # 3x3 cells: 2^9 image passes per exact token-level game
+      tsim_images=1,
+      tsim_temperature=0.01,
   )
-  config.model_init_new = "^shapley/"  # starting from CLIP weights, only it is new
+  # Starting from CLIP weights, only the estimator and the region head are new.
+  config.model_init_new = "^(shapley|region_head)/"
   return common.finalize(config, overrides)

@@ -75,6 +75,40 @@ def test_factorised_game_equals_the_generic_exact_estimator(setup):
   assert checked
 
 
+def test_cell_rectangles_count_and_shape_by_hand():
+  # A rows x cols grid has C(rows + 1, 2) * C(cols + 1, 2) rectangles.
+  assert games.cell_rectangles(3, 3, min_cells=1).shape == (36, 9)
+  rects = games.cell_rectangles(3, 3)
+  assert rects.shape == (27, 9) and (rects.sum(1) >= 2).all()
+  assert len({r.tobytes() for r in rects}) == 27
+  # Each is a filled rectangle: its cells span rows x cols of its bounding box.
+  for r in rects.reshape(-1, 3, 3):
+    rows, cols = np.nonzero(r.any(1))[0], np.nonzero(r.any(0))[0]
+    assert r.sum() == len(rows) * len(cols)
+    assert r[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all()
+  np.testing.assert_array_equal(games.cell_rectangles(1, 3),
+                                [[1, 1, 0], [1, 1, 1], [0, 1, 1]])
+
+
+def test_token_level_game_equals_the_generic_exact_estimator(setup):
+  """TSIM's I([S]) of cell rectangles from 2^C image passes equals ``shapley.exact``
+  on ``games.towers_game`` whose players are the cells (the caption kept whole)."""
+  config, _, model, params, batch = setup
+  grid = config.world.image_size // config.model.image.patch_size
+  cells = games.grid_regions(grid, grid, 2, 3)
+  candidates = games.cell_rectangles(2, 3)
+  fast = np.asarray(loupe.exact_region_interactions(
+      model, params, batch["image"][:2], batch["text"][:2], cells, candidates))
+  length = batch["text"].shape[1]
+  membership = np.concatenate([cells, np.zeros((6, length), bool)], axis=1)
+  for i in range(2):
+    game = games.towers_game(model, {"params": params}, batch["image"][i],
+                             batch["text"][i], membership)
+    slow = np.asarray(shapley.exact(game, candidates).interaction)
+    np.testing.assert_allclose(fast[i], slow, atol=2e-6)
+    assert np.abs(slow).max() > 0
+
+
 def test_ssim_loss_matches_numpy():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(3, 4, 2))
@@ -141,9 +175,12 @@ def test_loss_fn_trains_the_estimator_and_reports(setup):
     nll.append(float(m["shapley_nll"]))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(g))
   assert nll[-1] < nll[0]
-  for key in ("ssim", "clip_loss", "fallback_rate", "uncovered_rate", "estimator_corr"):
+  for key in ("ssim", "clip_loss", "fallback_rate", "uncovered_rate", "estimator_corr",
+              "tsim_interaction_abs"):
     assert np.isfinite(float(m[key])), key
   assert 0.0 <= float(m["fallback_rate"]) <= 1.0
+  assert float(m["tsim_top1"]) in (0.0, 1.0)  # one TSIM pair per step by default
+  assert "region_head" in params and "shapley" in params
 
 
 def test_threshold_zero_makes_every_pair_uncertain(setup):
@@ -152,12 +189,79 @@ def test_threshold_zero_makes_every_pair_uncertain(setup):
   config.loupe.uncertainty_threshold = 0.0
   _, m = jax.jit(loupe.make_loss_fn(model, config))(
       params, batch, jax.random.key(0), jnp.asarray(0))
-  config.loupe.uncertainty_threshold = 1.0
+  config.loupe.uncertainty_threshold = 0.5
   assert float(m["fallback_rate"]) == 1.0
   # 4 of the pairs get the exact game; the rest are left out this step.
   has_phrase = np.asarray(batch["phrase_spans"])[..., 1].max(-1) > 0
   np.testing.assert_allclose(float(m["uncovered_rate"]),
                              (has_phrase.sum() - 4) / has_phrase.sum(), rtol=1e-6)
+
+
+def test_threshold_is_relative_to_the_spread_of_the_exact_interactions(setup):
+  """A pair is uncertain when its predicted variance exceeds threshold x the variance
+  of the step's exact targets: a huge threshold flags none, and the flagged share
+  falls as the threshold grows."""
+  config, _, model, params, batch = setup
+  config.unlock()
+  rates = []
+  for threshold in (0.0, 1e-3, 1e12):
+    config.loupe.uncertainty_threshold = threshold
+    _, m = jax.jit(loupe.make_loss_fn(model, config))(
+        params, batch, jax.random.key(0), jnp.asarray(0))
+    rates.append(float(m["fallback_rate"]))
+  config.loupe.uncertainty_threshold = 0.5
+  assert rates[0] == 1.0 and rates[2] == 0.0 and rates[0] >= rates[1] >= rates[2]
+
+
+def test_tsim_trains_the_region_head_towards_the_interactions(setup):
+  """With the encoders fixed (so the candidates' features and interactions are
+  too), training the region head on TSIM's KL lowers it and finds each pair's
+  highest-interaction candidate."""
+  config, _, model, params, batch = setup
+  import optax
+  from vlkg.models.loupe import LoupeModel
+  grid = config.world.image_size // config.model.image.patch_size
+  cells = games.grid_regions(grid, grid, 3, 3)
+  candidates = games.cell_rectangles(3, 3)
+  members = jnp.asarray((candidates.astype(int) @ cells.astype(int)) > 0)
+  inter = loupe.exact_region_interactions(model, params, batch["image"], batch["text"],
+                                          cells, candidates)
+  _, ztxt, extras = model.apply({"params": params}, batch["image"], batch["text"],
+                                return_tokens=True)
+  feats = loupe.candidate_features(extras["img_tokens"], members)
+  np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), 1.0, rtol=1e-5)
+  opt = optax.adam(3e-2)
+  head = params["region_head"]
+  state = opt.init(head)
+  valid = jnp.ones((inter.shape[0],), bool)
+
+  @jax.jit
+  def step(head, state):
+    def tsim(h):
+      logits = model.apply({"params": {**params, "region_head": h}}, feats, ztxt,
+                           method=LoupeModel.score_regions)
+      return loupe.soft_target_kl(logits, inter, valid, 0.01, axis=1), logits
+    (value, logits), g = jax.value_and_grad(tsim, has_aux=True)(head)
+    u, state = opt.update(g, state, head)
+    return optax.apply_updates(head, u), state, value, logits
+
+  values = []
+  for _ in range(200):
+    head, state, value, logits = step(head, state)
+    values.append(float(value))
+  assert values[-1] < 0.5 * values[0]
+  top1 = np.mean(np.argmax(logits, 1) == np.argmax(inter, 1))
+  assert top1 >= 0.75
+
+
+def test_tsim_weight_zero_drops_its_games(setup):
+  config, _, model, params, batch = setup
+  config.unlock()
+  config.loupe.tsim_weight = 0.0
+  _, m = jax.jit(loupe.make_loss_fn(model, config))(
+      params, batch, jax.random.key(0), jnp.asarray(0))
+  config.loupe.tsim_weight = 1.0
+  assert "tsim" not in m and np.isfinite(float(m["ssim"]))
 
 
 def test_unknown_loupe_key_is_named():

@@ -258,6 +258,26 @@ def grid_regions(grid_h: int, grid_w: int, rows: int, cols: int) -> np.ndarray:
   return block[None, :] == np.arange(rows * cols)[:, None]
 
 
+def cell_rectangles(rows: int, cols: int, min_cells: int = 2) -> np.ndarray:
+  """[K, rows * cols] bool: every axis-aligned rectangle of a rows x cols cell grid
+  with at least ``min_cells`` cells (cells row-major), ordered by top-left corner
+  then size. These are LOUPE's candidate regions at the token level (TSIM): a
+  3 x 3 grid has 36 rectangles, 27 of them with two cells or more."""
+  out = []
+  for top in range(rows):
+    for left in range(cols):
+      for bottom in range(top + 1, rows + 1):
+        for right in range(left + 1, cols + 1):
+          if (bottom - top) * (right - left) < min_cells:
+            continue
+          cell = np.zeros((rows, cols), bool)
+          cell[top:bottom, left:right] = True
+          out.append(cell.reshape(-1))
+  if not out:
+    raise ValueError(f"a {rows}x{cols} grid has no rectangle of {min_cells} cells")
+  return np.stack(out)
+
+
 def span_phrases(positions: Sequence[int], num_phrases: int, length: int) -> np.ndarray:
   """[num_phrases, length] bool: the given text positions cut into contiguous spans.
 

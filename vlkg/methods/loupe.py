@@ -40,8 +40,25 @@ region and phrase features are the L2-normalised means of their projected tokens
 and its target is softmax_r(I([{r, p}]) / ``target_temperature``); the loss is
 KL(target ‖ alignment), averaged over valid phrases, weighted ``ssim_weight``.
 
-Not implemented here: the token-level objective (TSIM, a region head trained on
-the interactions of candidate patch sets); ``docs/methods.md`` says why.
+TSIM (§4 "Objectives", token level). The players are the C cells of a
+``tsim_grid`` x ``tsim_grid`` cut of the patch grid (single patches would need
+sampling in every step; cells keep the game exact), the caption is kept whole,
+and v(S) is the cosine of the image embedding from the cells of S with the
+caption's embedding. The candidate regions are every rectangle of at least two
+cells (``games.cell_rectangles``: 27 for a 3 x 3 grid); their interactions
+I([S]) say which patch sets act together as one region for this caption. The
+exact game (2^C image passes and one text pass) runs for ``tsim_images`` pairs
+per step, and ``region_head`` (``LoupeModel.score_regions``) is trained with
+KL(softmax_k(I_k / ``tsim_temperature``) ‖ softmax_k(head_k)), weighted
+``tsim_weight``. The head reads the encoders' tokens with gradient, so TSIM also
+shapes them.
+
+Which pairs count as uncertain: a pair's mean predicted variance above
+``uncertainty_threshold`` times the variance of this step's exact interactions
+(both in ``target_scale`` units). The threshold is thus relative to the spread
+of the interactions themselves: at 1.0 a pair is flagged when the estimator's
+predicted error is as large as the interactions' own spread, i.e. it knows no
+more about the pair than their mean.
 """
 
 from __future__ import annotations
@@ -76,9 +93,13 @@ def loupe_config() -> dict:
       ssim_weight=1.0,
       target_temperature=0.01,  # interactions are O(0.01) cosines
       target_scale=100.0,  # the estimator works in these units (I * scale)
-      uncertainty_threshold=1.0,  # predicted variance, in target_scale units
+      uncertainty_threshold=0.5,  # predicted variance / variance of the exact targets
       shapley_width=64,
       shapley_depth=0,
+      tsim_weight=1.0,  # token-level objective; 0 switches it off (and its games)
+      tsim_grid=3,  # TSIM players: tsim_grid**2 cells of the patch grid
+      tsim_images=1,  # pairs per step whose token-level game is computed exactly
+      tsim_temperature=0.01,
   )
 
 
@@ -153,6 +174,55 @@ def exact_pair_interactions(model, params, images: Array, texts: Array,
   return inter.reshape(m, r, p)
 
 
+def exact_region_interactions(model, params, images: Array, texts: Array,
+                               cell_members: np.ndarray, candidates: np.ndarray) -> Array:
+  """Exact I([S]) [M, K] of K candidate regions in M token-level games (TSIM).
+
+  The players are cells (``cell_members`` [C, N] bool patches); the caption is
+  kept whole. v(S) = <f(patches of the cells in S), g(caption)>, so the game
+  costs 2^C image passes and one text pass per pair.
+
+  Args:
+    model: a ``TwoTowers`` (or subclass).
+    params: its params.
+    images: [M, H, W, 3] normalised images.
+    texts: [M, L] token ids.
+    cell_members: [C, N] bool.
+    candidates: [K, C] bool candidate regions, each with at least one cell.
+  """
+  m = images.shape[0]
+  patch_masks = jnp.asarray(subset_masks(cell_members))  # [2^C, N]
+  n_img = patch_masks.shape[0]
+  zimg = model.apply(
+      {"params": params}, jnp.repeat(images, n_img, axis=0),
+      patch_mask=jnp.tile(patch_masks, (m, 1)),
+      method=type(model).embed_images).reshape(m, n_img, -1)
+  ztxt = model.apply({"params": params}, texts, method=type(model).embed_texts)
+  table = jnp.einsum("mid,md->mi", zimg, ztxt)  # [M, 2^C], index = cell bits
+  _, inter = jax.vmap(shapley.exact_from_table, in_axes=(0, None))(
+      table, jnp.asarray(candidates))
+  return inter
+
+
+def candidate_features(img_tokens: Array, candidate_members: Array) -> Array:
+  """L2-normalised mean patch-token features [B, K, D] of K candidate regions."""
+  cm = candidate_members.astype(jnp.float32)
+  feats = jnp.einsum("kn,bnd->bkd", cm, img_tokens) / jnp.sum(cm, 1)[None, :, None]
+  return _normalise(feats)
+
+
+def soft_target_kl(logits: Array, targets: Array, valid: Array, temperature: float,
+                   axis: int) -> Array:
+  """Mean over valid rows of KL(softmax(targets / T) ‖ softmax(logits)) along
+  ``axis``; no gradient is taken through the targets. ``valid`` has the shape of
+  ``logits`` without ``axis``."""
+  target = jax.nn.softmax(jax.lax.stop_gradient(targets) / temperature, axis)
+  logq = jax.nn.log_softmax(logits, axis=axis)
+  kl = jnp.sum(target * (jnp.log(jnp.maximum(target, 1e-30)) - logq), axis=axis)
+  w = valid.astype(jnp.float32)
+  return jnp.sum(kl * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
 def _normalise(x: Array, axis: int = -1) -> Array:
   """x / |x|, and 0 (with a finite gradient) for an all-zero x (an empty phrase)."""
   return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), 1e-12))
@@ -179,11 +249,8 @@ def ssim_loss(align_logits: Array, target_interactions: Array, phrase_valid: Arr
     phrase_valid: [B, P] bool.
     temperature: the targets' softmax temperature.
   """
-  target = jax.nn.softmax(jax.lax.stop_gradient(target_interactions) / temperature, 1)
-  logq = jax.nn.log_softmax(align_logits, axis=1)
-  kl = jnp.sum(target * (jnp.log(jnp.maximum(target, 1e-30)) - logq), axis=1)
-  valid = phrase_valid.astype(jnp.float32)
-  return jnp.sum(kl * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+  return soft_target_kl(align_logits, target_interactions, phrase_valid, temperature,
+                        axis=1)
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
@@ -192,7 +259,9 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
   ``batch``: ``image`` [B, H, W, 3] normalised, ``text`` [B, L], ``phrase_spans``
   [B, P, 2]. Metrics: CLIP's, ``clip_loss``, ``ssim``, ``shapley_nll``,
   ``fallback_rate``, ``uncovered_rate``, ``estimator_corr`` (correlation of the
-  estimator's means with the exact interactions of this step's game pairs).
+  estimator's means with the exact interactions of this step's game pairs), and
+  with TSIM ``tsim``, ``tsim_top1`` (the head's best candidate is the one with the
+  highest interaction) and ``tsim_interaction_abs``.
   """
   lc = _cfg(config)
   image = config.model.image
@@ -203,6 +272,13 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
   coalitions = jnp.asarray(pair_coalitions(r, max_phrases))
   m = lc["game_images"]
   scale_t = lc["target_scale"]
+  tsim_on = lc["tsim_weight"] > 0
+  if tsim_on:
+    tg = lc["tsim_grid"]
+    cells = games.grid_regions(grid, grid, tg, tg)
+    candidates = games.cell_rectangles(tg, tg, min_cells=2)  # [K, C]
+    candidate_members = jnp.asarray((candidates.astype(np.int32)
+                                     @ cells.astype(np.int32)) > 0)  # [K, N]
 
   def loss_fn(params, batch, rng, step):
     del rng, step
@@ -246,16 +322,17 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
 
     in_game = jnp.zeros((b,), bool).at[game_idx].set(True)
     targets = (mean / scale_t).at[game_idx].set(exact)
-    uncertain = (uncertainty > lc["uncertainty_threshold"]) & has_phrase
+    w = game_valid
+    def centred(x):
+      return (x - jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)) * w
+    target_var = jnp.sum(centred(scale_t * exact) ** 2) / jnp.maximum(jnp.sum(w), 1.0)
+    uncertain = (uncertainty > lc["uncertainty_threshold"] * target_var) & has_phrase
     reliable = in_game | ~uncertain
     align = extras["logit_scale"] * jnp.einsum("brd,bpd->brp", regions, phrases)
     ssim = ssim_loss(align, targets, phrase_valid & reliable[:, None],
                      lc["target_temperature"])
 
     e, t = mean[game_idx] / scale_t, exact
-    w = game_valid
-    def centred(x):
-      return (x - jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)) * w
     corr = jnp.sum(centred(e) * centred(t)) / jnp.maximum(
         jnp.sqrt(jnp.sum(centred(e) ** 2) * jnp.sum(centred(t) ** 2)), 1e-12)
     n_phr = jnp.maximum(jnp.sum(has_phrase), 1)
@@ -266,6 +343,22 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
         estimator_corr=corr,
         exact_interaction_abs=jnp.sum(jnp.abs(t) * w) / jnp.maximum(jnp.sum(w), 1.0))
     loss = contrastive + lc["ssim_weight"] * ssim + nll
+
+    if tsim_on:
+      n = lc["tsim_images"]
+      region_inter = sg(exact_region_interactions(
+          model, sg(params), batch["image"][:n], batch["text"][:n], cells, candidates))
+      logits = model.apply(
+          {"params": params},
+          candidate_features(extras["img_tokens"][:n], candidate_members), ztxt[:n],
+          method=LoupeModel.score_regions)
+      tsim = soft_target_kl(logits, region_inter, jnp.ones((n,), bool),
+                            lc["tsim_temperature"], axis=1)
+      metrics.update(
+          tsim=tsim,
+          tsim_top1=jnp.mean(jnp.argmax(logits, 1) == jnp.argmax(region_inter, 1)),
+          tsim_interaction_abs=jnp.mean(jnp.abs(region_inter)))
+      loss = loss + lc["tsim_weight"] * tsim
     return loss, metrics
 
   return loss_fn
