@@ -94,7 +94,7 @@ def _read_order(path: str) -> list[SuiteItem]:
   return items
 
 
-def _suite_path(dataset_dir: str, split: str, suite: str) -> str:
+def suite_path(dataset_dir: str, split: str, suite: str) -> str:
   root = os.path.join(dataset_dir, "benchmarks", split)
   if suite in suites_lib.SUGARCREPE_SUITES:
     return os.path.join(root, "sugarcrepe", f"{suite}.json")
@@ -128,7 +128,7 @@ def read_suite(dataset_dir: str, split: str, suite: str) -> list[SuiteItem]:
   """
   if suite not in suites_lib.SUITES:
     raise ValueError(f"unknown suite {suite!r}; expected one of {suites_lib.SUITES}")
-  path = _suite_path(dataset_dir, split, suite)
+  path = suite_path(dataset_dir, split, suite)
   if not os.path.isfile(path):
     if _expected_count(dataset_dir, split, suite) == 0:
       return []
@@ -211,7 +211,7 @@ def evaluate_suites(cache: common.EmbeddingCache, dataset_dir: str, split: str, 
       continue
     k = len(items[0].options)
     if any(len(it.options) != k for it in items):
-      raise BenchmarkFormatError(_suite_path(dataset_dir, split, suite),
+      raise BenchmarkFormatError(suite_path(dataset_dir, split, suite),
                                  "items have different numbers of caption options")
     n = len(items)
     scores = binary_choice.scores_from_rows(

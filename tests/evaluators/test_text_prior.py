@@ -1,0 +1,72 @@
+"""The blind attribute-swap analysis on hand-worked embeddings and a tiny world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from configs import clip
+from vlkg.data import prepare
+from vlkg.data.benchmarks import aro
+from vlkg.evaluators import text_prior
+
+
+def _unit(rows):
+  x = np.asarray(rows, np.float64)
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_blind_analysis_hand_worked():
+  # Item 0: the image picks the true caption, and so does the mean image.
+  # Item 1: the image picks the true caption, the mean image the false one.
+  # Item 2: the image picks the false caption, the mean image too.
+  # Item 3: a tie with the image (wrong, as in ARO); the mean image picks true.
+  image = _unit([[1, 0], [0, 1], [1, 0], [1, 1]])
+  true = _unit([[1, 0], [0, 1], [0, 1], [1, 0]])
+  false = _unit([[0, 1], [1, 0], [1, 0], [0, 1]])
+  # Mean image ~ [0.68, 0.43]: prefers the caption along x.
+  got = text_prior.blind_analysis(image, true, false,
+                                  ["color", "color", "size", "size"], "p")
+  assert got == {"p/sighted": 0.5, "p/blind": 0.5, "p/agreement": 0.5,
+                 "p/color": 1.0, "p/color_n_items": 2.0,
+                 "p/size": 0.0, "p/size_n_items": 2.0}
+
+
+def test_attribute_kind():
+  item = aro.AroItem("x.png", (0, 0, 1, 1), "t", "f", attributes=("red", "blue"))
+  assert text_prior.attribute_kind(item) == "color"
+  item = aro.AroItem("x.png", (0, 0, 1, 1), "t", "f", attributes=("small", "large"))
+  assert text_prior.attribute_kind(item) == "size"
+  item = aro.AroItem("x.png", (0, 0, 1, 1), "t", "f", attributes=("red", "small"))
+  assert text_prior.attribute_kind(item) == "mixed"
+
+
+class CaptionOnly:
+  """Ignores the image (constant embedding) and likes captions that start with a
+  color early in the alphabet: its sighted and blind choices are the same."""
+
+  def encode_images(self, images):
+    return np.tile(_unit([[1.0, 0.0]]), (len(images), 1))
+
+  def encode_texts(self, texts):
+    angle = [0.1 * (ord(t.split()[1][0]) - ord("a")) for t in texts]
+    return np.stack([np.cos(angle), np.sin(angle)], 1)
+
+
+TINY = ("smoke,world.num_train=64,world.num_val=16,world.num_test=48,"
+        "world.num_test_comp=32,world.num_shards=2,world.workers=1")
+
+
+def test_a_caption_only_model_is_fully_explained_by_its_blind_score(tmp_path):
+  data = prepare.ensure_prepared(clip.get_config(TINY + f",data_dir='{tmp_path}'"))
+  got = text_prior.evaluate(CaptionOnly(), data)
+  for split in ("test", "test_comp"):
+    p = f"text_prior/{split}"
+    mine = {k: v for k, v in got.items() if k.startswith(p + "/")}
+    assert got[f"{p}/agreement"] == 1.0
+    assert got[f"{p}/sighted"] == got[f"{p}/blind"]
+    n = sum(v for k, v in mine.items() if k.endswith("_n_items"))
+    kinds = [k[len(p) + 1:-len("_n_items")] for k in mine if k.endswith("_n_items")]
+    assert n > 0 and set(kinds) <= {"color", "size", "texture"}
+    weighted = sum(got[f"{p}/{k}"] * got[f"{p}/{k}_n_items"] for k in kinds) / n
+    assert weighted == pytest.approx(got[f"{p}/sighted"])

@@ -1,0 +1,34 @@
+"""Sighted vs blind attribute-swap scores of a run (``vlkg.evaluators.text_prior``).
+
+    python -m vlkg.tools.text_prior --workdir DIR [--data DATASET_DIR]
+
+Prints one JSON object: for ``test`` and ``test_comp``, ``text_prior/<split>/sighted``
+(the suite's accuracy), ``/blind`` (with the mean image for every item: the caption
+prior alone), ``/agreement`` and the sighted accuracy per swapped attribute kind.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with params.npz.")
+_DATA = flags.DEFINE_string("data", None, "Prepared world; default: the run's own.")
+
+
+def main(argv):
+  del argv
+  from ml_collections import ConfigDict
+  from vlkg import api
+  from vlkg.data import prepare
+  from vlkg.evaluators import text_prior
+  data = _DATA.value
+  if data is None:
+    with open(os.path.join(_WORKDIR.value, "config.json")) as f:
+      data = prepare.dataset_dir(ConfigDict(json.load(f)))
+  print(json.dumps(text_prior.evaluate(api.load(_WORKDIR.value), data), sort_keys=True))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)
