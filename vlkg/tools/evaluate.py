@@ -1,12 +1,20 @@
 """Evaluates a finished run from ``params.npz`` alone, in a fresh process.
 
     python -m vlkg.tools.evaluate --workdir DIR --benchmark world [--data DATASET_DIR] [--out FILE]
+    python -m vlkg.tools.evaluate --workdir DIR --benchmark NAME --data PATH [--images DIR] [--out FILE]
 
 Prints one JSON object with the metrics (DESIGN.md metric names) and writes it to
 ``--out`` if given. For ``world`` the dataset defaults to the one the run was
 trained on (from ``DIR/config.json``), and the metrics include phrase grounding on
-its test split (``grounding/*``, `vlkg.evaluators.grounding`).
+its test split (``grounding/*``, `vlkg.evaluators.grounding`). Every other NAME is
+a real benchmark in its official on-disk format (ARO, COCO/Flickr-Order, SugarCrepe,
+Winoground, Karpathy-split retrieval), scored by `vlkg.evaluators.real_benchmarks`:
+``--data`` is its annotation file (the folder of category files for SugarCrepe) and
+``--images`` its image root, by default the folder of ``--data``. docs/data.md,
+"Evaluating on the real benchmarks", lists what each one expects.
 """
+
+from __future__ import annotations
 
 import json
 import os
@@ -19,12 +27,36 @@ BENCHMARKS = ("aro_relation", "aro_attribution", "coco_order", "flickr_order",
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with params.npz.")
 _BENCHMARK = flags.DEFINE_enum("benchmark", None, BENCHMARKS, "Benchmark to run.")
 _DATA = flags.DEFINE_string("data", None, "Benchmark file or dataset directory.")
-_IMAGES = flags.DEFINE_string("images", None, "Image root of a real benchmark.")
+_IMAGES = flags.DEFINE_string(
+    "images", None, "Image root of a real benchmark (default: the folder of --data).")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 
 def evaluate(workdir: str, benchmark: str, data: str | None = None,
              images: str | None = None) -> dict:
+  """The metrics of the run in ``workdir`` on ``benchmark``; see the module docstring.
+
+  Args:
+    workdir: A run directory (or ``params.npz`` with ``config.json`` beside it).
+    benchmark: One of `BENCHMARKS`.
+    data: The dataset (``world``: default the run's own) or the benchmark file.
+    images: The image root of a real benchmark; default the folder of ``data``.
+
+  Returns:
+    Metric name -> value.
+
+  Raises:
+    app.UsageError: For an unknown benchmark, or a real benchmark without ``data``.
+    FileNotFoundError: If a real benchmark's ``data`` does not exist.
+  """
+  if benchmark not in BENCHMARKS:
+    raise app.UsageError(f"--benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
+  if benchmark != "world" and data is None:
+    raise app.UsageError(f"--benchmark {benchmark} needs --data (its annotation file "
+                         "or folder)")
+  if benchmark != "world" and not os.path.exists(data):
+    # Before loading the model, so a typo costs no time.
+    raise FileNotFoundError(f"--data {data} does not exist")
   from vlkg import api
   model = api.load(workdir)
   if benchmark == "world":
@@ -35,9 +67,8 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
       with open(os.path.join(workdir, "config.json")) as f:
         data = prepare.dataset_dir(ConfigDict(json.load(f)))
     return world.evaluate(model, data, splits=("test", "test_comp"))
-  raise app.UsageError(
-      f"--benchmark {benchmark}: readers for the real benchmarks are not part of this "
-      "version yet; 'world' is available")
+  from vlkg.evaluators import real_benchmarks
+  return real_benchmarks.evaluate(model, benchmark=benchmark, data=data, images=images)
 
 
 def main(argv):
