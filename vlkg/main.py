@@ -31,6 +31,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   config, workdir = _CONFIG.value, _WORKDIR.value
+  from vlkg import sharding
+  sharding.initialize_distributed()
   if _MODE.value == "train":
     from vlkg import train
     result = train.train_and_evaluate(config, workdir)

@@ -14,12 +14,43 @@ The same code runs on 1 CPU, 8 fake CPU devices, a GPU or a TPU pod slice:
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def initialize_distributed(env: Mapping[str, str] = os.environ) -> bool:
+  """Joins a multi-process run; call before anything touches a device.
+
+  * ``VLKG_NUM_PROCESSES`` > 1 with ``VLKG_PROCESS_ID`` and ``VLKG_COORDINATOR``
+    (host:port of process 0): explicit peers, e.g. several CPU processes on one
+    machine (``launch/multihost_cpu.sh``) or GPU hosts without a cluster manager.
+    On CPU the processes exchange data through gloo.
+  * ``VLKG_DISTRIBUTED=1``: let ``jax.distributed.initialize`` find its peers
+    itself, as it does on every worker of a TPU pod slice (``launch/tpu_vm.sh``)
+    and under SLURM.
+  * Neither: a single process; nothing to do.
+
+  Returns whether a multi-process run was joined.
+  """
+  num = int(env.get("VLKG_NUM_PROCESSES", "1") or 1)
+  if num > 1:
+    missing = [k for k in ("VLKG_PROCESS_ID", "VLKG_COORDINATOR") if not env.get(k)]
+    if missing:
+      raise ValueError(f"VLKG_NUM_PROCESSES={num} needs {' and '.join(missing)} too")
+    if env.get("JAX_PLATFORMS", "").startswith("cpu"):
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=env["VLKG_COORDINATOR"],
+                               num_processes=num, process_id=int(env["VLKG_PROCESS_ID"]))
+    return True
+  if env.get("VLKG_DISTRIBUTED", "") not in ("", "0"):
+    jax.distributed.initialize()
+    return True
+  return False
 
 
 def make_mesh(axes, devices=None) -> Mesh:

@@ -190,10 +190,27 @@ def _init_from_npz(path: str, fresh_params, new_pattern: str):
   return checkpoint.unflatten_params({**flat_fresh, **loaded})
 
 
+def _due(step: int, every: int, total_steps: int) -> bool:
+  """Whether a periodic action runs after ``step``: every ``every`` steps (0: only
+  at the end) and always after the last step."""
+  return step == total_steps or (every > 0 and step % every == 0)
+
+
+def _prepare_once(config) -> str:
+  """``prepare.ensure_prepared`` on process 0 only; the others wait, then find it."""
+  if jax.process_count() == 1:
+    return prepare.ensure_prepared(config)
+  from jax.experimental import multihost_utils
+  if jax.process_index() == 0:
+    prepare.ensure_prepared(config)
+  multihost_utils.sync_global_devices("vlkg: dataset prepared")
+  return prepare.ensure_prepared(config)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics."""
   os.makedirs(workdir, exist_ok=True)
-  directory = prepare.ensure_prepared(config)
+  directory = _prepare_once(config)
   config = resolve_config(config, directory)
   check_workdir_config(workdir, config)
   is_main = jax.process_index() == 0
@@ -270,7 +287,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         {k: v for k, v in next(batches).items() if k in method.FIELDS}, mesh)
     state, step_metrics = update_step(state, batch)
     step += 1
-    if step % config.log_every == 0 or step == config.total_steps:
+    if _due(step, config.log_every, config.total_steps):
       pending = jax.device_get(step_metrics)
       bad = int(state["nonfinite_step"])
       if bad >= 0:
@@ -282,9 +299,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       lr = float(optim.schedule(config)(step - 1))
       last = {**{k: float(v) for k, v in pending.items()}, **rates, "lr": lr}
       writer.write(step, last)
-    if step % config.checkpoint_every == 0 or step == config.total_steps:
+    if _due(step, config.checkpoint_every, config.total_steps):
       ckpt.save(step, state)
-    if config.evals and (step % config.eval_every == 0 or step == config.total_steps):
+    if config.evals and _due(step, config.eval_every, config.total_steps):
       last.update(evaluate(step))
   ckpt.wait()
   if is_main:
