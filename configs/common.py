@@ -101,12 +101,27 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   )
 
   c.input = dict(
+      # "world" (built in), or a real corpus (docs/data.md, Real corpora): "coco",
+      # "karpathy", "visual_genome", "captions" (.tsv / .jsonl), "tfds_coco".
       data="world",
       batch_size=128,  # global batch
       text_len=32,
       shuffle_buffer=20_000,
       prefetch=2,
       threads=0,  # tf.data threads; 0 = one per core
+      # Real corpora only (prepared once into data_dir, like the world):
+      path="",  # the annotation file or folder (tfds_coco: the TFDS data_dir)
+      images="",  # image root; "" = the corpus's own layout beside the annotations
+      image_size=0,  # 0 = world.image_size, the size the model reads
+      train_split="",  # the corpus's split names; "" = its default (train2017,
+      eval_split="",  # train+restval, ...) and held-out split (val2017, val, ...)
+      val_size=1000,  # images held out of corpora without a split (captions, VG)
+      max_items=0,  # images per split; 0 = all
+      captions_per_image=5,
+      # A tokenizer JSON, or a run / import dir whose config.json has "tokenizer".
+      # "" = model_init's if that is set, else a sentencepiece trained on the corpus.
+      tokenizer="",
+      vocab_size=8192,  # of a tokenizer trained on the corpus
   )
 
   c.model = dict(
@@ -114,7 +129,8 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
       image=dict(width=128, depth=3, heads=4, patch_size=8, mlp_ratio=4, act="gelu",
                  stem="patch", pool_type="cls"),
       text=dict(width=128, depth=2, heads=4, vocab_size=0, context_length=32,
-                mlp_ratio=4, act="gelu", causal=True, pool="eot", pad_id=0, eot_id=3),
+                mlp_ratio=4, act="gelu", causal=True, pool="eot", pad_id=0, eot_id=3,
+                mask_pad=True),
       init_logit_scale=math.log(1 / 0.07),
       init_logit_bias=0.0,
       dtype="float32",
@@ -188,14 +204,20 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   elif preset == "vit_b32":
     c.world.image_size = 224
     c.input.text_len = 77
-    c.model.embed_dim = 512
-    c.model.image.update(width=768, depth=12, heads=12, patch_size=32, act="quick_gelu")
-    c.model.text.update(width=512, depth=12, heads=8, context_length=77,
-                        act="quick_gelu")
+    # OpenAI's ViT-B/32 exactly (QuickGELU; CLIP BPE ids, EOT 49407; pad keys not
+    # masked, as pad id 0 is also the BPE symbol "!"), so that weights imported with
+    # `python -m vlkg.tools.import_clip` compute what they computed in CLIP.
+    from vlkg.models import clip_archs
+    c.model = clip_archs.model_config("ViT-B-32-quickgelu")
   return c
 
 
 def finalize(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
   apply_overrides(config, overrides)
+  # A real corpus has no world suites: evaluate retrieval on its held-out split.
+  # (``vlkg.data.prepare`` does the same for --config.input.data=..., which is set
+  # after this function has run.)
+  from vlkg.data import prepare
+  prepare.corpus_evals(config)
   config.lock()
   return config

@@ -6,8 +6,17 @@ and a knowledge-enhanced triple encoder on the CLIP dual encoder.
 The default trains on the built-in world with the same model, steps and seed as
 ``configs/clip.py``, so the two compare fairly. ``vit_b32`` carries the paper's
 fine-tuning settings (batch 64, AdamW lr 5e-6, weight decay 0.1, 10 epochs of about
-100k pairs), to be combined with ``model_init`` pointing at imported CLIP weights.
-Model selection uses the ``val`` split (``select_metric``), never ``test``.
+100k pairs), to be combined with ``model_init`` pointing at imported CLIP weights
+and a real corpus (docs/data.md, "Fine-tune Structure-CLIP on COCO"):
+
+    python -m vlkg.main --config configs/structure_clip.py:vit_b32 \
+        --config.input.data=coco --config.input.path=coco/annotations \
+        --config.model_init=clip_vit_b32 --workdir RUN
+
+On a real corpus the evals are retrieval on its held-out split and the selection
+metric ``retrieval/val/image_to_text_R@1`` (``vlkg.data.prepare.corpus_evals``); the
+tokenizer is model_init's. Model selection uses the ``val`` split
+(``select_metric``), never ``test``.
 """
 
 from configs import common

@@ -291,7 +291,7 @@ def test_export_command_line(tmp_path):
                      states[2]["params"])
   bad = subprocess.run(
       [sys.executable, "-m", "vlkg.tools.export", "--workdir", workdir,
-       "--format", "open_clip"],
+       "--format", "onnx"],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
   assert bad.returncode != 0
   assert "--format" in bad.stderr and "npz" in bad.stderr

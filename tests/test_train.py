@@ -209,3 +209,25 @@ def test_structure_clip_starts_from_clip_params(data_dir, tmp_path):
         structure_clip.get_config(
             SMOKE + f",data_dir='{data_dir}',total_steps=1,evals={{}},model_init_new='',"
             f"model_init='{os.path.join(clip_run, 'params.npz')}'"), str(tmp_path / "sc2"))
+
+
+def test_model_init_with_another_activation_is_refused(data_dir, tmp_path):
+  """Same shapes, other function: exact-GELU weights into a QuickGELU model."""
+  base = str(tmp_path / "base")
+  train.train_and_evaluate(config(data_dir, ",total_steps=1,evals={}"), base)
+  cfg = config(data_dir, f",total_steps=1,evals={{}},model.image.act='quick_gelu',"
+                         f"model_init='{os.path.join(base, 'params.npz')}'")
+  with pytest.raises(ValueError, match=r"model\.image\.act='gelu'.*model\.image\.act='quick_gelu'"):
+    train.train_and_evaluate(cfg, str(tmp_path / "init"))
+
+
+def test_text_tower_and_tokenizer_must_agree(data_dir):
+  """A model whose EOT id or vocabulary is not the dataset tokenizer's would pool
+  at a token that never appears, or index outside its embedding."""
+  directory = prepare.dataset_dir(config(data_dir))
+  with pytest.raises(ValueError, match="eot_id=49407"):
+    train.resolve_config(config(data_dir, ",model.text.eot_id=49407"), directory)
+  with pytest.raises(ValueError, match="vocab_size=49408"):
+    train.resolve_config(config(data_dir, ",model.text.vocab_size=49408"), directory)
+  resolved = train.resolve_config(config(data_dir), directory)
+  assert resolved.model.text.vocab_size > 0

@@ -8,7 +8,10 @@
     s = model.score(uint8_images, texts)         # [B, N] cosine similarities
 
 ``load`` needs only ``params.npz`` and the ``config.json`` beside it (the run's
-config, with the tokenizer's description and the dataset it was trained on).
+config, with the tokenizer's description and the dataset it was trained on), so it
+also loads CLIP weights imported with ``python -m vlkg.tools.import_clip``; their
+``config.model.image_size`` (224) sets the input size and preprocessing is that of
+OpenAI's ``clip.load`` (bicubic resize, center crop, CLIP mean/std).
 """
 
 from __future__ import annotations
@@ -38,21 +41,40 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
-  """Bicubic resize of the shorter side and a center crop, as CLIP's transform."""
+  """CLIP's eval transform: bicubic resize of the shorter side, then a center crop.
+
+  Matches torchvision's ``Resize(size, BICUBIC)`` + ``CenterCrop(size)`` on PIL
+  images, which OpenAI's ``clip.load`` and open_clip's ``image_transform`` use: the
+  longer side becomes ``int(size * long / short)`` (truncated), an image whose
+  shorter side is already ``size`` is not resampled, and the crop's offsets are
+  ``round((side - size) / 2)`` (Python's round, half to even).
+  """
   if images.shape[1:3] == (size, size):
     return images
   from PIL import Image
   out = []
   for im in images:
+    h, w = im.shape[:2]
+    short, long = min(h, w), max(h, w)
+    new_long = int(size * long / short)
+    new_h, new_w = (new_long, size) if w <= h else (size, new_long)
     pil = Image.fromarray(im)
-    w, h = pil.size
-    scale = size / min(w, h)
-    pil = pil.resize((max(size, round(w * scale)), max(size, round(h * scale))),
-                     Image.BICUBIC)
-    w, h = pil.size
-    left, top = (w - size) // 2, (h - size) // 2
+    if (new_h, new_w) != (h, w):
+      pil = pil.resize((new_w, new_h), Image.BICUBIC)
+    top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
     out.append(np.asarray(pil.crop((left, top, left + size, top + size))))
   return np.stack(out)
+
+
+def image_size_of(config) -> int:
+  """The model's input side: ``config.model.image_size`` when set (imported CLIP
+  weights), else ``config.input.image_size`` when set (a real corpus), else the
+  world's ``config.world.image_size`` (every run directory before these keys)."""
+  for section in ("model", "input"):
+    size = (config.get(section, None) or {}).get("image_size", None)
+    if size:
+      return int(size)
+  return int(config.world.image_size)
 
 
 class Model:
@@ -113,6 +135,10 @@ class Model:
   def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
     if isinstance(texts, str):
       raise TypeError("encode_texts takes a list of strings")
+    if self.tokenizer is None:
+      raise ValueError("this model was loaded without a tokenizer (config.json has "
+                       "no 'tokenizer'); use encode_token_ids, or import the weights "
+                       "with --bpe")
     return self.encode_token_ids(self.tokenizer.encode(list(texts)))
 
   def score(self, images, texts: Sequence[str]) -> np.ndarray:
@@ -147,7 +173,7 @@ class FusedTextModel(Model):
 def make_encoder(module, params, tokenizer, config, batch_size: int = 256) -> Model:
   """The evaluation encoder of a run: fused text features for methods that have a
   knowledge encoder (unless ``config.<method>.eval_text == "plain"``)."""
-  image_size = config.world.image_size
+  image_size = image_size_of(config)
   section = config.get(config.method) or {}
   if hasattr(module, "fused_text") and section.get("eval_text", "fused") == "fused":
     from vlkg import graphs
@@ -175,8 +201,16 @@ def load(path: str, batch_size: int = 256) -> Model:
   with open(config_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
   module = methods.build_model(config)
-  abstract = methods.abstract_params(module, config)
+  size = image_size_of(config)
+  # Shapes at the model's own input size, which may differ from the world's.
+  abstract = jax.eval_shape(lambda r: module.init(
+      r, jnp.zeros((1, size, size, 3), jnp.float32),
+      jnp.zeros((1, config.model.text.context_length), jnp.int32))["params"],
+      jax.random.key(0))
   params = checkpoint.unflatten_params(
       checkpoint.load_params_npz(params_path, expected=abstract))
-  tokenizer = tok_lib.from_description(config.tokenizer.to_dict(), base_dir=workdir)
+  desc = config.get("tokenizer", None)
+  # Imported weights without a vocabulary still embed images and token ids.
+  tokenizer = (tok_lib.from_description(desc.to_dict(), base_dir=workdir)
+               if desc is not None else None)
   return make_encoder(module, jax.device_put(params), tokenizer, config, batch_size)

@@ -48,8 +48,21 @@ def resolve_config(config, directory: str) -> ml_collections.ConfigDict:
   """A copy of ``config`` with what the dataset decides filled in."""
   manifest = records.read_manifest(directory)
   resolved = ml_collections.ConfigDict(config.to_dict())
-  if not resolved.model.text.vocab_size:
-    resolved.model.text.vocab_size = manifest["tokenizer"]["vocab_size"]
+  tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=directory)
+  text = resolved.model.text
+  if not text.vocab_size:
+    text.vocab_size = tokenizer.vocab_size
+  elif text.vocab_size != tokenizer.vocab_size:
+    raise ValueError(
+        f"config.model.text.vocab_size={text.vocab_size}, but the dataset {directory} "
+        f"was tokenized with {tokenizer.vocab_size} ids ({manifest['tokenizer']['type']}); "
+        "set config.input.tokenizer (or model_init) to the model's tokenizer")
+  if text.pool == "eot" and text.eot_id is not None and text.eot_id != tokenizer.eos_id:
+    raise ValueError(
+        f"config.model.text.eot_id={text.eot_id}, but the dataset's tokenizer ends "
+        f"texts with id {tokenizer.eos_id}: the text tower would pool at a token that "
+        "never appears; set config.input.tokenizer (or model_init) to the model's "
+        "tokenizer, or model.text.eot_id to match")
   if resolved.model.text.context_length != records.layout_of(manifest).text_len:
     raise ValueError(f"config.model.text.context_length="
                      f"{resolved.model.text.context_length} != input.text_len "
@@ -90,13 +103,16 @@ def check_workdir_config(workdir: str, config) -> None:
 
 
 def write_run_files(workdir: str, config, directory: str) -> None:
-  """config.json (with the tokenizer's description) and the tokenizer model itself,
-  so that params.npz + config.json + tokenizer.model are a self-contained run."""
+  """config.json (with the tokenizer's description) and the tokenizer's files, so
+  that params.npz + config.json + tokenizer files are a self-contained run."""
   manifest = records.read_manifest(directory)
   desc = dict(manifest["tokenizer"])
-  src = os.path.join(directory, desc["model_path"])
-  shutil.copyfile(src, os.path.join(workdir, "tokenizer.model"))
-  desc["model_path"] = "tokenizer.model"
+  # Every file the description names (a sentencepiece model, a BPE vocabulary)
+  # travels with the run, under its own name.
+  for key in [k for k in desc if k.endswith("_path")]:
+    name = "tokenizer.model" if key == "model_path" else os.path.basename(desc[key])
+    shutil.copyfile(os.path.join(directory, desc[key]), os.path.join(workdir, name))
+    desc[key] = name
   data = json.loads(config.to_json())
   data["tokenizer"] = desc
   tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
@@ -177,6 +193,36 @@ class Trainer:
     return jax.jit(self._init_state, out_shardings=self.state_sharding)(self.init_rng)
 
 
+# Model keys that change what the same weights compute without changing any shape:
+# model_init must agree on them, or it silently runs other functions.
+FUNCTION_KEYS = ("image.act", "image.pool_type", "image.stem", "text.act",
+                 "text.causal", "text.pool", "text.pad_id", "text.eot_id",
+                 "text.mask_pad")
+
+
+def check_model_init_config(path: str, config) -> None:
+  """Compares ``FUNCTION_KEYS`` of ``config.model`` with the config.json beside the
+  model_init params (a vlkg run or ``tools.import_clip`` output), if there is one."""
+  source = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILE)
+  if not os.path.exists(source):
+    return
+  with open(source) as f:
+    theirs = _flat(json.load(f).get("model", {}))
+  ours = _flat(json.loads(config.model.to_json()))
+  defaults = {"text.mask_pad": True}  # written before the key existed
+  differ = [k for k in FUNCTION_KEYS if k in ours
+            and theirs.get(k, defaults.get(k)) != ours[k]]
+  if differ:
+    raise ValueError(
+        f"config.model_init={path}: its {source} says "
+        + ", ".join(f"model.{k}={theirs.get(k, defaults.get(k))!r}" for k in differ)
+        + " but this config has "
+        + ", ".join(f"model.{k}={ours[k]!r}" for k in differ)
+        + "; the weights would compute another function. Set these keys to match "
+        "(e.g. --config.model.image.act=gelu --config.model.text.act=gelu for exact-GELU "
+        "open_clip weights).")
+
+
 def _init_from_npz(path: str, fresh_params, new_pattern: str):
   """Params from ``path``; those whose path matches ``new_pattern`` (a method's own
   modules, e.g. "^kee/" when Structure-CLIP starts from CLIP weights) keep their
@@ -235,6 +281,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   else:
     state = trainer.init_state()
     if kind == "model_init":
+      check_model_init_config(path, config)
       params = _init_from_npz(path, state["params"], config.model_init_new)
       params = jax.device_put(params, state_sharding["params"])
       state = dict(state, params=params,

@@ -1,12 +1,23 @@
 """Finding, checking and (if needed) building the prepared dataset of a config.
 
+``config.input.data`` picks the data: ``"world"`` (the built-in synthetic world,
+``vlkg.data.world.build``) or a real corpus (``vlkg.data.corpora``: ``coco``,
+``karpathy``, ``visual_genome``, ``captions``, ``tfds_coco``). Both give the same
+record layout (``vlkg.data.records``).
+
 A dataset's directory name carries a fingerprint of everything that changes its
-bytes, so two configs that differ in the world never share (or overwrite) shards,
-and a directory without a manifest (an interrupted prepare) is rebuilt, never read.
+bytes, so two configs that differ in the world, or two corpora (or two versions of
+one corpus's annotation files), never share (or overwrite) shards, and a directory
+without a manifest (an interrupted prepare) is rebuilt, never read. A corpus is
+fingerprinted by its options, the path, size and modification time of each
+annotation file, and the tokenizer (its description and the sha256 of its files);
+image files are not (there may be millions): after replacing images in place,
+prepare again with ``--force``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -58,15 +69,154 @@ def world_fingerprint(config) -> str:
   return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def image_size(config) -> int:
+  """The size images are prepared at: the model's input size, ``world.image_size``
+  (which the model and ``vlkg.api`` read); ``input.image_size`` may only repeat it."""
+  size = config.input.image_size
+  if size and size != config.world.image_size:
+    raise ValueError(f"config.input.image_size={size} != config.world.image_size="
+                     f"{config.world.image_size}, the size the model is built for; set "
+                     "both (or leave input.image_size at 0)")
+  return config.world.image_size
+
+
+def _file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def tokenizer_source(config, log: bool = False) -> tuple[dict | None, str]:
+  """(description, directory its relative paths are in) of the tokenizer a real
+  corpus is tokenised with, or (None, "") to train a sentencepiece model on it.
+
+  ``input.tokenizer`` is a JSON file with a tokenizer description
+  (``vlkg.data.tokenizer.from_description``), or a run or import directory (or its
+  ``params.npz``) whose ``config.json`` has a ``"tokenizer"`` key. When it is empty
+  and ``model_init`` is set, model_init's tokenizer is used: its weights were
+  trained with it, and its token embedding has its vocabulary.
+  """
+  spec, origin = config.input.tokenizer, "config.input.tokenizer"
+  if not spec and config.model_init:
+    spec, origin = config.model_init, "config.model_init"
+  if not spec:
+    return None, ""
+  path = os.path.abspath(os.path.expanduser(spec))
+  if os.path.isdir(path):
+    path = os.path.join(path, "config.json")
+  elif path.endswith(".npz"):
+    path = os.path.join(os.path.dirname(path), "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{origin}={spec!r}: no tokenizer description at {path}; "
+                            "set config.input.tokenizer to a tokenizer JSON or a run dir")
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: malformed JSON ({e})") from e
+  desc = data.get("tokenizer", data) if isinstance(data, dict) else None
+  if not isinstance(desc, dict) or "type" not in desc:
+    raise ValueError(f"{path} ({origin}) has no tokenizer description: expected a "
+                     "'tokenizer' key or a description with a 'type' key")
+  if log:
+    logging.info("tokenizer: %s from %s (%s)", desc["type"], path,
+                 "model_init's, since config.input.tokenizer is empty"
+                 if origin == "config.model_init" else origin)
+  return desc, os.path.dirname(path)
+
+
+def corpus_fingerprint(config) -> str:
+  from vlkg.data import corpora
+  from vlkg.data.corpora import build
+  options = corpora.Options.from_config(config)
+  files = []
+  for path in corpora.load(config.input.data).annotation_files(options):
+    st = os.stat(path) if os.path.exists(path) else None
+    files.append([path, st.st_size if st else None, st.st_mtime_ns if st else None])
+  desc, base_dir = tokenizer_source(config)
+  if desc is None:
+    tokenizer = {"train": "sentencepiece", "vocab_size": config.input.vocab_size}
+  else:
+    tokenizer = dict(desc)
+    for key, value in desc.items():
+      if key.endswith("_path") and isinstance(value, str) and value:
+        src = value if os.path.isabs(value) else os.path.join(base_dir, value)
+        tokenizer[key] = _file_sha256(src) if os.path.isfile(src) else f"missing:{src}"
+  parts = {"corpus": config.input.data, "options": dataclasses.asdict(options),
+           "files": files, "max_items": config.input.max_items,
+           "captions_per_image": config.input.captions_per_image,
+           "image_size": image_size(config), "text_len": config.input.text_len,
+           "seed": config.seed, "tokenizer": tokenizer,
+           "format": records.FORMAT_VERSION, "builder": build.CORPUS_VERSION}
+  graph = graph_config(config)
+  if graph:
+    parts["graph"] = graph
+  key = json.dumps(parts, sort_keys=True)
+  return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def dataset_dir(config) -> str:
   data = config.input.data
   if data == "world":
+    # Corpus options on the world would be ignored; more likely input.data was forgotten.
+    for key in ("path", "images", "tokenizer"):
+      if config.input[key]:
+        raise ValueError(f"config.input.{key}={config.input[key]!r} applies to real "
+                         "corpora only, but config.input.data='world'")
     return os.path.join(data_root(config), f"world-{world_fingerprint(config)}")
-  raise ValueError(f"config.input.data={data!r} is not a known dataset; expected 'world'")
+  from vlkg.data import corpora
+  corpora.load(data)  # an unknown name is an error that lists the known ones
+  if not config.input.path and data != "tfds_coco":
+    raise ValueError(f"config.input.data={data!r} needs config.input.path (the "
+                     "annotation file or folder; see docs/data.md, Real corpora)")
+  return os.path.join(data_root(config), f"{data}-{corpus_fingerprint(config)}")
+
+
+def corpus_evals(config) -> bool:
+  """Points the evaluation of a real-corpus run at what the corpus has: retrieval on
+  its held-out split (``vlkg.evaluators.world.evaluate_retrieval``, open_clip's
+  metrics ``retrieval/val/...``) instead of the world's suites, and model selection
+  (if on) at ``retrieval/val/image_to_text_R@1``. Only evals and a select_metric
+  that read the world's suites are changed; returns whether anything was.
+  """
+  if config.input.data == "world":
+    return False
+  import ml_collections
+  changed = False
+  # The world evaluator reads suites ("splits"), grounds test phrases (unless
+  # grounding=False) and runs retrieval on one split: only the last exists here.
+  world_suites = [
+      name for name, spec in config.evals.items()
+      if spec.get("type") == "world" and (
+          tuple(spec.get("splits", ("test",))) or spec.get("grounding", True)
+          or spec.get("retrieval_split", "test") not in (None, "train", "val"))]
+  if world_suites:
+    evals = {k: v.to_dict() for k, v in config.evals.items() if k not in world_suites}
+    evals["retrieval"] = {"type": "world", "splits": (), "retrieval_split": "val",
+                          "grounding": False}
+    config.evals = ml_collections.ConfigDict(evals)
+    config.evals.lock()
+    changed = True
+  if config.select_metric.startswith(("world", "grounding/")):
+    config.select_metric = "retrieval/val/image_to_text_R@1"
+    changed = True
+  return changed
 
 
 def ensure_prepared(config) -> str:
-  """The dataset directory of ``config``, built first if missing or incomplete."""
+  """The dataset directory of ``config``, built first if missing or incomplete.
+
+  On a real corpus, evals that read the world's suites are pointed at the corpus's
+  held-out split first (``corpus_evals``), with a log line: the config's defaults
+  are the world's, and ``--config.input.data=coco`` changes the data after the config
+  file made them.
+  """
+  if corpus_evals(config):
+    logging.warning("config.input.data=%r has no world suites: evals set to %s, "
+                    "select_metric to %r", config.input.data,
+                    {k: dict(v) for k, v in config.evals.items()}, config.select_metric)
   directory = dataset_dir(config)
   if os.path.exists(os.path.join(directory, records.MANIFEST)):
     return directory
@@ -75,8 +225,14 @@ def ensure_prepared(config) -> str:
     shutil.rmtree(directory)
   os.makedirs(os.path.dirname(directory), exist_ok=True)
   logging.info("preparing %s into %s", config.input.data, directory)
-  from vlkg.data.world import build
-  info = build.build_atomically(directory, config.world, config.input.text_len,
-                                graph_config(config))
+  if config.input.data == "world":
+    from vlkg.data.world import build
+    info = build.build_atomically(directory, config.world, config.input.text_len,
+                                  graph_config(config))
+  else:
+    from vlkg.data.corpora import build
+    source = tokenizer_source(config, log=True)
+    info = records.build_atomically(
+        directory, lambda tmp: build.build(tmp, config, graph_config(config), source))
   logging.info("prepared %s in %.1fs", directory, info["build_seconds"])
   return directory

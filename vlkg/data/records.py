@@ -1,17 +1,25 @@
-"""Prebuilt TFRecord shards: the example layout, the manifest, and integrity checks.
+"""Prebuilt TFRecord shards: the example layout, the manifest, integrity checks, and
+the caption-graph fields every dataset (the world, real corpora) writes the same way.
 
 A prepared dataset is a directory with ``manifest.json`` (written last, so its
 presence means the directory is complete), one set of shards per split, and the
 tokenizer they were tokenised with. Each record is one image with all its captions
 already tokenised, so nothing Python-side runs in the input pipeline.
+
+A dataset differs from another only in where its images, captions and caption graphs
+come from and how a graph is said in words (``GraphText``); the scene-graph fields
+built from them (``graph_fields``, ``mosaic_fields``) are shared, so every method
+reads a real corpus exactly as it reads the world.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
-from typing import Any
+import shutil
+from typing import Any, Callable
 
 import numpy as np
 
@@ -176,3 +184,141 @@ def find_bad_record(path: str, spec: dict) -> str:
   except tf.errors.OpError as e:
     return f"{path}: unreadable after record {i} ({e.message.splitlines()[0]})"
   return ""
+
+
+def mosaic_slots(graph_cfg: dict) -> int:
+  """MosaiCLIP's text slots per caption besides the caption: max_pos + max_neg + 1
+  (the whole-caption negative); 0 for a method that reads none."""
+  if "max_pos" not in graph_cfg:
+    return 0
+  return graph_cfg["max_pos"] + graph_cfg["max_neg"] + 1
+
+
+def layout_for(image_size: int, captions_per_image: int, text_len: int,
+               max_objects: int, graph_cfg: dict | None) -> Layout:
+  """The layout of a dataset whose method reads the graph fields of ``graph_cfg``
+  (``vlkg.data.prepare.graph_config``; None or {} for none)."""
+  graph_cfg = graph_cfg or {}
+  return Layout(image_size, captions_per_image, text_len, max_objects,
+                negatives=bool(graph_cfg.get("negatives")),
+                max_triples=graph_cfg.get("max_triples", 0),
+                triple_tokens=graph_cfg.get("triple_tokens", 0),
+                mosaic_slots=mosaic_slots(graph_cfg),
+                max_phrases=graph_cfg.get("max_phrases", 0))
+
+
+def negative_kinds(graph_cfg: dict | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(the paper's negative kinds, the fallbacks tried when none of those exists)."""
+  graph_cfg = graph_cfg or {}
+  return (tuple(graph_cfg.get("negatives") or ()),
+          tuple(graph_cfg.get("fallback_negatives") or ()))
+
+
+def mosaic_config(graph_cfg: dict | None) -> tuple:
+  """MosaiCLIP's (max_pos, max_neg, p1); Nones for a method that reads no mosaic."""
+  graph_cfg = graph_cfg or {}
+  return (graph_cfg.get("max_pos"), graph_cfg.get("max_neg"), graph_cfg.get("p1"))
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphText:
+  """How a dataset says a scene graph in words, for its negatives and sub-captions.
+
+  Attributes:
+    vocab: ``vlkg.graphs.negatives.Vocabulary``: synonyms, converses and the words
+      that replacements draw from.
+    realise: (graph, rng) -> text; the world's own realiser on the world, the
+      template realiser of ``vocab`` on real captions.
+    reject: graphs a training text must never show (the world's held-out pairs on
+      its training split), or None.
+  """
+  vocab: Any
+  realise: Callable[[Any, np.random.Generator], str]
+  reject: Callable[[Any], bool] | None = None
+
+
+def graph_fields(graphs, layout: Layout, tokenizer, stats, *, kinds, text: GraphText,
+                 rng: np.random.Generator) -> dict:
+  """Each caption's scene graph as triples, and one hard negative per caption.
+
+  Negatives are made in graph space (PAPERS.md §1: attribute swaps, relation swaps)
+  by ``vlkg.graphs.negatives`` and said by ``text.realise``; ``kinds`` is
+  (the paper's kinds, fallbacks), the fallbacks tried only when no kind of the first
+  group exists. A caption without any negative gets a blank one with validity 0,
+  counted in ``stats["captions_without_negative"]``.
+  """
+  from vlkg.graphs import negatives as neg_lib
+  from vlkg.graphs import tensorize
+  out = {}
+  if layout.max_triples:
+    ids, mask = tensorize.triple_arrays(
+        graphs, tokenizer, tensorize.GraphShape(layout.max_triples, layout.triple_tokens),
+        stats)
+    out.update(triple_ids=ids, triple_valid=mask.astype(np.int64))
+  if layout.negatives:
+    neg_texts, valid = [], []
+    for graph in graphs:
+      negative = None
+      for group in kinds:  # the paper's kinds first, then the fallbacks
+        negative = negative or (group and neg_lib.make_negative(
+            graph, group, rng, text.vocab, reject=text.reject))
+      if negative is None:
+        stats["captions_without_negative"] += 1
+        neg_texts.append("")
+        valid.append(0)
+      else:
+        stats[f"negatives_{negative.kind}"] += 1
+        neg_texts.append(text.realise(negative.graph, rng))
+        valid.append(1)
+    out.update(neg_text_ids=tokenizer.encode(neg_texts), neg_valid=np.array(valid))
+  return out
+
+
+def mosaic_fields(graphs, layout: Layout, mosaic_cfg, tokenizer, stats, *,
+                  text: GraphText, rng: np.random.Generator) -> dict:
+  """MosaiCLIP's texts for each caption (PAPERS.md §3), in the slot layout of
+  ``vlkg.methods.mosaiclip_loss.slot_layout`` without the caption itself:
+  sub-captions, sub-graph negatives, the whole-caption negative; empty slots are
+  blank with validity 0.
+  """
+  from vlkg.graphs import decompose
+  max_pos, max_neg, p1 = mosaic_cfg
+  ids, valid = [], []
+  for graph in graphs:
+    ex = decompose.build_example(
+        graph, rng, vocab=text.vocab, realise_fn=text.realise, max_pos=max_pos,
+        max_neg=max_neg, p1=p1, reject=text.reject)
+    slots = ([*ex.positives, *[""] * (max_pos - len(ex.positives))] +
+             [*ex.negatives, *[""] * (max_neg - len(ex.negatives))] +
+             [ex.whole_negative or ""])
+    flags = ([1] * len(ex.positives) + [0] * (max_pos - len(ex.positives)) +
+             [1] * len(ex.negatives) + [0] * (max_neg - len(ex.negatives)) +
+             [int(ex.whole_negative is not None)])
+    stats["mosaic_positives"] += len(ex.positives)
+    stats["mosaic_negatives"] += len(ex.negatives)
+    stats["mosaic_whole_negatives"] += int(ex.whole_negative is not None)
+    for category in ex.categories:
+      stats[f"mosaic_negatives_{category}"] += 1
+    ids.append(tokenizer.encode(slots))
+    valid.append(flags)
+  return {"mosaic_ids": np.stack(ids), "mosaic_valid": np.array(valid, np.int64)}
+
+
+def build_atomically(final_dir: str, build: Callable[[str], dict]) -> dict:
+  """Runs ``build(tmp)`` into ``final_dir + '.partial-<pid>'``, then renames it into
+  place: a directory under its final name is always complete."""
+  tmp = f"{final_dir}.partial-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    info = build(tmp)
+    try:
+      os.rename(tmp, final_dir)
+    except OSError:
+      if not os.path.exists(os.path.join(final_dir, MANIFEST)):
+        raise
+      shutil.rmtree(tmp)  # another process finished the same dataset first
+      logging.info("%s was prepared by another process first", final_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return info

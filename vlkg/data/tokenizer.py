@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from vlkg.data import clip_bpe
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
 
@@ -384,7 +386,8 @@ def _sentencepiece_from_description(
   return tokenizer
 
 
-_FACTORIES = {"sentencepiece": _sentencepiece_from_description}
+_FACTORIES = {"sentencepiece": _sentencepiece_from_description,
+              "clip_bpe": clip_bpe.from_description}
 
 
 def from_description(

@@ -43,6 +43,10 @@ class TextTransformer(nn.Module):
     pad_id: id of the padding token.
     eot_id: id of the end-of-text token. None uses the position of the largest id,
       which is the EOT in OpenAI's BPE vocabulary (EOT is the last entry).
+    mask_pad: mask ``pad_id`` keys (default). OpenAI CLIP masks nothing but the
+      future: its pad id 0 is also the BPE symbol "!", so masking it would hide
+      real tokens. With right padding and a causal mask the pooled EOT never sees
+      a pad either way; False gives OpenAI's outputs exactly.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
   """
@@ -59,6 +63,7 @@ class TextTransformer(nn.Module):
   pool: str = "eot"
   pad_id: int = 0
   eot_id: int | None = None
+  mask_pad: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -109,7 +114,7 @@ class TextTransformer(nn.Module):
     ``token_mask`` ([B, L] bool, True = keep) also masks the removed tokens as keys;
     the pooled position (``pool_index``) stays a key whatever it says.
     """
-    keep = ids != self.pad_id
+    keep = ids != self.pad_id if self.mask_pad else jnp.ones(ids.shape, bool)
     if token_mask is not None:
       if token_mask.shape != ids.shape:
         raise ValueError(

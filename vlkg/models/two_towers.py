@@ -196,6 +196,8 @@ def build_model(
     text.pool ["eot"]: "eot" (CLIP) or "last" (last non-pad token).
     text.pad_id [0]: padding token id.
     text.eot_id [None]: end-of-text id; None pools at argmax(ids) as OpenAI CLIP.
+    text.mask_pad [True]: mask pad keys; False for OpenAI CLIP weights, whose pad
+      id 0 is also the symbol "!" (see ``TextTransformer``).
     init_logit_scale [keyword default]: initial log of the logit scale.
     init_logit_bias [keyword default]: initial logit bias.
     max_logit_scale [100.0]: clip of exp(logit_scale); None = no clip.
@@ -235,6 +237,7 @@ def build_model(
       pool=txt.get("pool", "eot"),
       pad_id=txt.get("pad_id", 0),
       eot_id=txt.get("eot_id", None),
+      mask_pad=txt.get("mask_pad", True),
   )
   return TwoTowers(
       image=image,

@@ -16,7 +16,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import time
 
 import numpy as np
@@ -72,89 +71,37 @@ def _object_fields(scene, max_objects):
   return attrs, boxes
 
 
-def graph_fields(texts, scene, spec, layout, negative_kinds, tokenizer, stats) -> dict:
-  """Each caption's scene graph (parsed) as triples, and one hard negative per caption.
-
-  Negatives are made in graph space (PAPERS.md §1: attribute swaps, relation swaps)
-  and realised by the world's own realiser, so they read like positives. On the
-  training split a negative that would show a held-out color-shape pair is
-  rejected: test_comp pairs appear in no training caption, negative or not.
-  """
-  from vlkg.data.world import graph_text
+def world_graph_text(spec, split: str) -> records.GraphText:
+  """How the world says a graph: its own realiser, so negatives and sub-captions read
+  like training captions. On the training split a text that would show a held-out
+  color-shape pair is rejected: test_comp pairs appear in no training caption,
+  negative or not."""
+  from vlkg.graphs import decompose
   from vlkg.graphs import negatives as neg_lib
-  from vlkg.graphs import tensorize, world_parser
-  graphs = [world_parser.parse(t) for t in texts]
-  out = {}
-  if layout.max_triples:
-    ids, mask = tensorize.triple_arrays(
-        graphs, tokenizer, tensorize.GraphShape(layout.max_triples, layout.triple_tokens),
-        stats)
-    out.update(triple_ids=ids, triple_valid=mask.astype(np.int64))
-  if layout.negatives:
-    reject = (neg_lib.world_heldout_reject(spec.heldout_pairs)
-              if scene.split == "train" else None)
-    rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
-                                 scene.index, _NEGATIVE_STREAM])
-    neg_texts, valid = [], []
-    for graph in graphs:
-      negative = None
-      for kinds in negative_kinds:  # the paper's kinds first, then the fallbacks
-        negative = negative or (kinds and neg_lib.make_negative(
-            graph, kinds, rng, _world_vocabulary(), reject=reject))
-      if negative is None:
-        stats["captions_without_negative"] += 1
-        neg_texts.append("")
-        valid.append(0)
-      else:
-        stats[f"negatives_{negative.kind}"] += 1
-        neg_texts.append(cap.realise(graph_text.caption_of(negative.graph), rng))
-        valid.append(1)
-    out.update(neg_text_ids=tokenizer.encode(neg_texts), neg_valid=np.array(valid))
-  return out
+  reject = neg_lib.world_heldout_reject(spec.heldout_pairs) if split == "train" else None
+  return records.GraphText(_world_vocabulary(), decompose.world_realise, reject)
 
 
-def _mosaic_slots(graph_cfg: dict) -> int:
-  """Text slots per caption besides the caption: max_pos + max_neg + 1 (whole)."""
-  if "max_pos" not in graph_cfg:
-    return 0
-  return graph_cfg["max_pos"] + graph_cfg["max_neg"] + 1
+def graph_fields(texts, scene, spec, layout, negative_kinds, tokenizer, stats) -> dict:
+  """Each caption's scene graph (parsed) as triples, and one hard negative per caption
+  (``records.graph_fields`` with the world's parser, realiser and held-out pairs)."""
+  from vlkg.graphs import world_parser
+  rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
+                               scene.index, _NEGATIVE_STREAM])
+  return records.graph_fields([world_parser.parse(t) for t in texts], layout, tokenizer,
+                              stats, kinds=negative_kinds,
+                              text=world_graph_text(spec, scene.split), rng=rng)
 
 
 def mosaic_fields(texts, scene, spec, layout, mosaic_cfg, tokenizer, stats) -> dict:
-  """MosaiCLIP's texts for each caption (PAPERS.md §3), in the slot layout of
-  ``vlkg.methods.mosaiclip_loss.slot_layout`` without the caption itself:
-  sub-captions, sub-graph negatives, the whole-caption negative; empty slots are
-  blank with validity 0. As for Structure-CLIP's negatives, training texts never
-  show a held-out color-shape pair.
-  """
-  from vlkg.graphs import decompose
-  from vlkg.graphs import negatives as neg_lib
+  """MosaiCLIP's texts for each caption (PAPERS.md §3; ``records.mosaic_fields``),
+  said by the world's realiser."""
   from vlkg.graphs import world_parser
-  max_pos, max_neg, p1 = mosaic_cfg
-  reject = (neg_lib.world_heldout_reject(spec.heldout_pairs)
-            if scene.split == "train" else None)
   rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
                                scene.index, _MOSAIC_STREAM])
-  ids, valid = [], []
-  for text in texts:
-    ex = decompose.build_example(
-        world_parser.parse(text), rng, vocab=_world_vocabulary(),
-        realise_fn=decompose.world_realise, max_pos=max_pos, max_neg=max_neg, p1=p1,
-        reject=reject)
-    slots = ([*ex.positives, *[""] * (max_pos - len(ex.positives))] +
-             [*ex.negatives, *[""] * (max_neg - len(ex.negatives))] +
-             [ex.whole_negative or ""])
-    flags = ([1] * len(ex.positives) + [0] * (max_pos - len(ex.positives)) +
-             [1] * len(ex.negatives) + [0] * (max_neg - len(ex.negatives)) +
-             [int(ex.whole_negative is not None)])
-    stats["mosaic_positives"] += len(ex.positives)
-    stats["mosaic_negatives"] += len(ex.negatives)
-    stats["mosaic_whole_negatives"] += int(ex.whole_negative is not None)
-    for category in ex.categories:
-      stats[f"mosaic_negatives_{category}"] += 1
-    ids.append(tokenizer.encode(slots))
-    valid.append(flags)
-  return {"mosaic_ids": np.stack(ids), "mosaic_valid": np.array(valid, np.int64)}
+  return records.mosaic_fields([world_parser.parse(t) for t in texts], layout, mosaic_cfg,
+                               tokenizer, stats, text=world_graph_text(spec, scene.split),
+                               rng=rng)
 
 
 @functools.lru_cache(maxsize=1)
@@ -276,16 +223,10 @@ def build(out_dir: str, world_cfg, text_len: int, graph_cfg=None) -> dict:
   start = time.time()
   spec = world_spec(world_cfg)
   sizes = split_sizes(world_cfg)
-  graph_cfg = graph_cfg or {}
-  layout = records.Layout(world_cfg.image_size, world_cfg.captions_per_image, text_len,
-                          world_cfg.max_objects, negatives=bool(graph_cfg.get("negatives")),
-                          max_triples=graph_cfg.get("max_triples", 0),
-                          triple_tokens=graph_cfg.get("triple_tokens", 0),
-                          mosaic_slots=_mosaic_slots(graph_cfg),
-                          max_phrases=graph_cfg.get("max_phrases", 0))
-  negative_kinds = (tuple(graph_cfg.get("negatives") or ()),
-                    tuple(graph_cfg.get("fallback_negatives") or ()))
-  mosaic_cfg = (graph_cfg.get("max_pos"), graph_cfg.get("max_neg"), graph_cfg.get("p1"))
+  layout = records.layout_for(world_cfg.image_size, world_cfg.captions_per_image,
+                              text_len, world_cfg.max_objects, graph_cfg)
+  negative_kinds = records.negative_kinds(graph_cfg)
+  mosaic_cfg = records.mosaic_config(graph_cfg)
   os.makedirs(out_dir)
   for split in EVAL_SPLITS:
     os.makedirs(os.path.join(out_dir, "benchmarks", "images", split))
@@ -353,17 +294,5 @@ def build(out_dir: str, world_cfg, text_len: int, graph_cfg=None) -> dict:
 
 def build_atomically(final_dir: str, world_cfg, text_len: int, graph_cfg=None) -> dict:
   """Builds into ``final_dir + '.partial-<pid>'`` and renames it into place."""
-  tmp = f"{final_dir}.partial-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    info = build(tmp, world_cfg, text_len, graph_cfg)
-    try:
-      os.rename(tmp, final_dir)
-    except OSError:
-      if not os.path.exists(os.path.join(final_dir, records.MANIFEST)):
-        raise
-      shutil.rmtree(tmp)  # another process finished the same dataset first
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return info
+  return records.build_atomically(final_dir,
+                                  lambda tmp: build(tmp, world_cfg, text_len, graph_cfg))
