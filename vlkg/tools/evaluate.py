@@ -24,12 +24,17 @@ from absl import app, flags
 BENCHMARKS = ("aro_relation", "aro_attribution", "coco_order", "flickr_order",
               "sugarcrepe", "winoground", "retrieval", "world")
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with params.npz.")
-_BENCHMARK = flags.DEFINE_enum("benchmark", None, BENCHMARKS, "Benchmark to run.")
-_DATA = flags.DEFINE_string("data", None, "Benchmark file or dataset directory.")
-_IMAGES = flags.DEFINE_string(
-    "images", None, "Image root of a real benchmark (default: the folder of --data).")
-_OUT = flags.DEFINE_string("out", None, "Also write the JSON here.")
+
+
+def _define_flags() -> None:
+  # Defined only when run as a program, so that `evaluate` can be imported next to
+  # other tools that define --workdir (absl rejects a flag defined twice).
+  flags.DEFINE_string("workdir", None, "Run directory with params.npz.")
+  flags.DEFINE_enum("benchmark", None, BENCHMARKS, "Benchmark to run.")
+  flags.DEFINE_string("data", None, "Benchmark file or dataset directory.")
+  flags.DEFINE_string(
+      "images", None, "Image root of a real benchmark (default: the folder of --data).")
+  flags.DEFINE_string("out", None, "Also write the JSON here.")
 
 
 def evaluate(workdir: str, benchmark: str, data: str | None = None,
@@ -72,15 +77,18 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
 
 
 def main(argv):
-  del argv
-  result = evaluate(_WORKDIR.value, _BENCHMARK.value, _DATA.value, _IMAGES.value)
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  result = evaluate(f.workdir, f.benchmark, f.data, f.images)
   text = json.dumps(result, sort_keys=True)
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
+  if f.out:
+    with open(f.out, "w") as f:
       f.write(text + "\n")
   print(text)
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["workdir", "benchmark"])
   app.run(main)
