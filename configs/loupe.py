@@ -27,6 +27,7 @@ def get_config(arg=None):
       tsim_weight=1.0,  # token-level objective (region head over cell rectangles)
       tsim_grid=3,  # 3x3 cells: 2^9 image passes per exact token-level game
       tsim_images=1,
+      tsim_every=2,  # the token-level game on every other step
       tsim_temperature=0.01,
   )
   # Starting from CLIP weights, only the estimator and the region head are new.

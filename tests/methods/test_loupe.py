@@ -254,6 +254,19 @@ def test_tsim_trains_the_region_head_towards_the_interactions(setup):
   assert top1 >= 0.75
 
 
+def test_tsim_runs_on_every_tsim_every_th_step(setup):
+  config, _, model, params, batch = setup
+  loss_fn = jax.jit(loupe.make_loss_fn(model, config))
+  losses = {}
+  for step in (0, 1, 2):
+    loss, m = loss_fn(params, batch, jax.random.key(0), jnp.asarray(step))
+    losses[step] = float(loss)
+    assert float(m["tsim_active"]) == (step % 2 == 0)
+    assert (float(m["tsim"]) > 0) == (step % 2 == 0)
+  np.testing.assert_allclose(losses[0], losses[2], rtol=1e-6)
+  assert losses[0] > losses[1]  # the same batch, plus TSIM's KL
+
+
 def test_tsim_weight_zero_drops_its_games(setup):
   config, _, model, params, batch = setup
   config.unlock()

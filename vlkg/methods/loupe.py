@@ -48,7 +48,7 @@ caption's embedding. The candidate regions are every rectangle of at least two
 cells (``games.cell_rectangles``: 27 for a 3 x 3 grid); their interactions
 I([S]) say which patch sets act together as one region for this caption. The
 exact game (2^C image passes and one text pass) runs for ``tsim_images`` pairs
-per step, and ``region_head`` (``LoupeModel.score_regions``) is trained with
+on every ``tsim_every``-th step (a ``lax.cond``: the other steps skip it), and ``region_head`` (``LoupeModel.score_regions``) is trained with
 KL(softmax_k(I_k / ``tsim_temperature``) ‖ softmax_k(head_k)), weighted
 ``tsim_weight``. The head reads the encoders' tokens with gradient, so TSIM also
 shapes them.
@@ -98,7 +98,8 @@ def loupe_config() -> dict:
       shapley_depth=0,
       tsim_weight=1.0,  # token-level objective; 0 switches it off (and its games)
       tsim_grid=3,  # TSIM players: tsim_grid**2 cells of the patch grid
-      tsim_images=1,  # pairs per step whose token-level game is computed exactly
+      tsim_images=1,  # pairs whose token-level game is computed exactly
+      tsim_every=2,  # ... on every tsim_every-th step (its 2^C passes are the cost)
       tsim_temperature=0.01,
   )
 
@@ -261,7 +262,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
   ``fallback_rate``, ``uncovered_rate``, ``estimator_corr`` (correlation of the
   estimator's means with the exact interactions of this step's game pairs), and
   with TSIM ``tsim``, ``tsim_top1`` (the head's best candidate is the one with the
-  highest interaction) and ``tsim_interaction_abs``.
+  highest interaction), ``tsim_interaction_abs`` and ``tsim_active`` (whether this
+  step ran the token-level game; the other three are 0 when it did not).
   """
   lc = _cfg(config)
   image = config.model.image
@@ -281,7 +283,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
                                      @ cells.astype(np.int32)) > 0)  # [K, N]
 
   def loss_fn(params, batch, rng, step):
-    del rng, step
+    del rng
     b, length = batch["text"].shape
     zimg, ztxt, extras = model.apply({"params": params}, batch["image"], batch["text"],
                                      return_tokens=True)
@@ -346,18 +348,28 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
 
     if tsim_on:
       n = lc["tsim_images"]
-      region_inter = sg(exact_region_interactions(
-          model, sg(params), batch["image"][:n], batch["text"][:n], cells, candidates))
-      logits = model.apply(
-          {"params": params},
-          candidate_features(extras["img_tokens"][:n], candidate_members), ztxt[:n],
-          method=LoupeModel.score_regions)
-      tsim = soft_target_kl(logits, region_inter, jnp.ones((n,), bool),
-                            lc["tsim_temperature"], axis=1)
-      metrics.update(
-          tsim=tsim,
-          tsim_top1=jnp.mean(jnp.argmax(logits, 1) == jnp.argmax(region_inter, 1)),
-          tsim_interaction_abs=jnp.mean(jnp.abs(region_inter)))
+
+      def token_level(params):
+        region_inter = sg(exact_region_interactions(
+            model, sg(params), batch["image"][:n], batch["text"][:n], cells,
+            candidates))
+        logits = model.apply(
+            {"params": params},
+            candidate_features(extras["img_tokens"][:n], candidate_members), ztxt[:n],
+            method=LoupeModel.score_regions)
+        tsim = soft_target_kl(logits, region_inter, jnp.ones((n,), bool),
+                              lc["tsim_temperature"], axis=1)
+        top1 = jnp.mean(jnp.argmax(logits, 1) == jnp.argmax(region_inter, 1))
+        return tsim, top1, jnp.mean(jnp.abs(region_inter))
+
+      # Every tsim_every-th step: a cond, so the skipped steps run none of it (and
+      # the step compiles once).
+      active = step % lc["tsim_every"] == 0
+      tsim, top1, inter_abs = jax.lax.cond(
+          active, token_level, lambda p: (jnp.zeros(()), jnp.zeros(()), jnp.zeros(())),
+          params)
+      metrics.update(tsim=tsim, tsim_top1=top1, tsim_interaction_abs=inter_abs,
+                     tsim_active=active.astype(jnp.float32))
       loss = loss + lc["tsim_weight"] * tsim
     return loss, metrics
 
