@@ -364,18 +364,8 @@ class ClipBpeTokenizer:
     Each row is cut at its first EOT and SOT is dropped. Zeros before EOT are the
     character "!"; a row with no EOT drops its trailing zeros as padding.
     """
-    if not isinstance(ids, (list, tuple)) and hasattr(ids, "__array__"):
-      ids = np.asarray(ids)
-    if isinstance(ids, np.ndarray):
-      if ids.ndim == 1:
-        ids = ids[None]
-      elif ids.ndim != 2:
-        raise ValueError(f"decode needs [N, L] ids, got shape {ids.shape}")
-      rows = ids.tolist()
-    else:
-      rows = list(ids)
-      if rows and isinstance(rows[0], (int, np.integer)):
-        rows = [rows]
+    from vlkg.data import tokenizer  # tokenizer imports this module to register it
+    rows = tokenizer.id_rows(ids)
     texts = []
     for row in rows:
       row = [int(t) for t in row]

@@ -322,3 +322,14 @@ def build_atomically(final_dir: str, build: Callable[[str], dict]) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return info
+
+
+def map_shards(write_shard, tasks: list, workers: int) -> list:
+  """``[write_shard(t) for t in tasks]``, over up to ``workers`` spawned processes
+  (spawn, not fork: TensorFlow's threads do not survive a fork)."""
+  workers = max(1, min(workers, len(tasks)))
+  if workers == 1:
+    return [write_shard(t) for t in tasks]
+  import multiprocessing
+  with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    return pool.map(write_shard, tasks, chunksize=1)

@@ -68,6 +68,23 @@ class Tokenizer(typing.Protocol):
     ...
 
 
+def id_rows(ids: Any) -> list[list[int]]:
+  """The rows of ``decode``'s input: ``[N, L]`` ids as an array (numpy, jax, tf) or
+  nested sequences (rows may differ in length); a 1-D input is one row."""
+  if not isinstance(ids, (list, tuple)) and hasattr(ids, "__array__"):
+    ids = np.asarray(ids)  # jax / tf arrays
+  if isinstance(ids, np.ndarray):
+    if ids.ndim == 1:
+      ids = ids[None]
+    elif ids.ndim != 2:
+      raise ValueError(f"decode needs [N, L] ids, got shape {ids.shape}")
+    return ids.tolist()
+  rows = list(ids)
+  if rows and isinstance(rows[0], (int, np.integer)):
+    rows = [rows]
+  return rows
+
+
 def _encode_pieces(sp, texts: list[str]) -> list[list[int]]:
   """Token ids of each text. sentencepiece's batch call starts a thread pool, which
   costs ~10x a caption's encoding; a few captions are encoded one by one."""
@@ -206,18 +223,7 @@ class SentencePieceTokenizer:
     Returns:
       N strings.
     """
-    if not isinstance(ids, (list, tuple)) and hasattr(ids, "__array__"):
-      ids = np.asarray(ids)  # jax / tf arrays
-    if isinstance(ids, np.ndarray):
-      if ids.ndim == 1:
-        ids = ids[None]
-      elif ids.ndim != 2:
-        raise ValueError(f"decode needs [N, L] ids, got shape {ids.shape}")
-      rows = ids.tolist()
-    else:
-      rows = list(ids)
-      if rows and isinstance(rows[0], (int, np.integer)):
-        rows = [rows]
+    rows = id_rows(ids)
     texts = []
     for row in rows:
       kept = []

@@ -34,7 +34,6 @@ import io
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
 import time
@@ -342,12 +341,7 @@ def build(out_dir: str, config, graph_cfg, tokenizer_source) -> dict:
     for shard in range(count):
       tasks.append((out_dir, split, shard, count, items[bounds[shard]:bounds[shard + 1]],
                     int(bounds[shard]), settings, layout, desc))
-  workers = max(1, min(config.world.workers, len(tasks)))
-  if workers == 1:
-    results = [_write_shard(t) for t in tasks]
-  else:
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-      results = pool.map(_write_shard, tasks, chunksize=1)
+  results = records.map_shards(_write_shard, tasks, config.world.workers)
 
   manifest_splits = {s: {"files": [], "num_examples": 0} for s in splits}
   stats = {s: collections.Counter() for s in splits}

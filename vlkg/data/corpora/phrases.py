@@ -15,10 +15,11 @@ import functools
 
 import numpy as np
 
+from vlkg.data import phrase_tokens
 from vlkg.graphs import general_parser
 
 STARTS = frozenset("a an the two three four five several some many".split())
-_STRIP = ",.;:!?\"'()"
+_STRIP = phrase_tokens.STRIP
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,34 +56,7 @@ def phrase_words(text: str, parser: general_parser.GeneralParser) -> list[tuple[
 
 def token_spans(tokenizer, text: str, parser: general_parser.GeneralParser,
                 max_phrases: int, stats=None) -> np.ndarray:
-  """[max_phrases, 2] int64 (start, end) token positions of the object phrases; (0, 0)
-  pads. Phrases beyond ``max_phrases`` or the text length are counted in
-  ``stats["phrases_truncated"]``, unaligned captions in ``stats["phrases_unaligned"]``."""
-  out = np.zeros((max_phrases, 2), np.int64)
-  spans = phrase_words(text, parser)
-  if not spans:
-    return out
-  words = text.split()
-  token_ids = getattr(tokenizer, "token_ids", None)
-  pieces = token_ids(words) if token_ids else None
-  if pieces is None or [p for w in pieces for p in w] != list(token_ids([text])[0]):
-    if stats is not None:
-      stats["phrases_unaligned"] += 1
-    return out
-  starts = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(int)
-  offset = 0 if tokenizer.bos_id is None else 1
-  kept = 0
-  for first, end in spans:
-    a, b = offset + starts[first], offset + starts[end]
-    noun = words[end - 1]
-    if noun != noun.rstrip(_STRIP):  # "dog," : leave the comma's pieces out
-      core = token_ids([noun.rstrip(_STRIP)])[0]
-      if list(pieces[end - 1][:len(core)]) == list(core):
-        b = offset + starts[end - 1] + len(core)
-    if kept == max_phrases or b > tokenizer.max_len - 1:  # the last position is EOS
-      if stats is not None:
-        stats["phrases_truncated"] += 1
-      continue
-    out[kept] = (a, b)
-    kept += 1
-  return out
+  """[max_phrases, 2] int64 (start, end) token positions of the object phrases
+  (``vlkg.data.phrase_tokens.token_spans_of_words``); (0, 0) pads."""
+  return phrase_tokens.token_spans_of_words(
+      tokenizer, text, phrase_words(text, parser), max_phrases, stats)

@@ -14,7 +14,6 @@ import functools
 import io
 import json
 import logging
-import multiprocessing
 import os
 import time
 
@@ -245,12 +244,7 @@ def build(out_dir: str, world_cfg, text_len: int, graph_cfg=None) -> dict:
       tasks.append((out_dir, split, shard, num_shards,
                     range(bounds[shard], bounds[shard + 1]), spec, world_cfg, layout,
                     tokenizer_path, negative_kinds, mosaic_cfg))
-  workers = max(1, min(world_cfg.workers, len(tasks)))
-  if workers == 1:
-    results = [_write_shard(t) for t in tasks]
-  else:
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-      results = pool.map(_write_shard, tasks, chunksize=1)
+  results = records.map_shards(_write_shard, tasks, world_cfg.workers)
 
   splits = {s: {"files": [], "num_examples": 0} for s in sizes}
   stats = {s: collections.Counter() for s in sizes}

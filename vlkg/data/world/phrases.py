@@ -10,13 +10,15 @@ sees, so that the trainer can keep or drop a phrase through the text tower's
 
 Token positions are exact because the SentencePiece tokenizer never merges across
 whitespace: the caption's pieces are the concatenation of its words' pieces, which
-``token_spans`` checks (a caption where they differ gets no spans and is counted).
+``vlkg.data.phrase_tokens`` checks (a caption where they differ gets no spans and is
+counted).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from vlkg.data import phrase_tokens
 from vlkg.data.world import ontology
 
 ARTICLES = frozenset({"a", "an", "the"})
@@ -54,41 +56,10 @@ def object_phrase_words(text: str) -> list[tuple[int, int]]:
 
 
 def token_spans(tokenizer, text: str, max_phrases: int, stats=None) -> np.ndarray:
-  """[max_phrases, 2] int64 (start, end) token positions of the object phrases, as
-  the tokenizer's ``encode`` places them (after BOS if any); (0, 0) pads.
-
-  Phrases beyond ``max_phrases`` or past the text length are left out and counted
-  in ``stats["phrases_truncated"]``; a caption whose words tokenise differently
-  alone than together gets no spans (``stats["phrases_unaligned"]``).
-  """
-  out = np.zeros((max_phrases, 2), np.int64)
-  spans = object_phrase_words(text)
-  if not spans:
-    return out
-  words = text.split()
-  pieces = tokenizer.token_ids(words)
-  if [p for w in pieces for p in w] != list(tokenizer.token_ids([text])[0]):
-    if stats is not None:
-      stats["phrases_unaligned"] += 1
-    return out
-  starts = np.concatenate([[0], np.cumsum([len(p) for p in pieces])])
-  offset = 1 if getattr(tokenizer, "_add_bos", False) else 0
-  room = tokenizer.max_len - 1  # the last position is always EOS
-  kept = 0
-  for first, end in spans:
-    a, b = offset + starts[first], offset + starts[end]
-    noun = words[end - 1]
-    if noun != noun.rstrip(",.;"):  # "triangle," : leave the comma's pieces out
-      core = tokenizer.token_ids([noun.rstrip(",.;")])[0]
-      if list(pieces[end - 1][:len(core)]) == list(core):
-        b = offset + starts[end - 1] + len(core)
-    if kept == max_phrases or b > room:
-      if stats is not None:
-        stats["phrases_truncated"] += 1
-      continue
-    out[kept] = (a, b)
-    kept += 1
-  return out
+  """[max_phrases, 2] int64 (start, end) token positions of the object phrases
+  (``vlkg.data.phrase_tokens.token_spans_of_words``); (0, 0) pads."""
+  return phrase_tokens.token_spans_of_words(tokenizer, text, object_phrase_words(text),
+                                            max_phrases, stats)
 
 
 def span_mask(spans, length: int):
