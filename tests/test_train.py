@@ -213,12 +213,19 @@ def test_structure_clip_starts_from_clip_params(data_dir, tmp_path):
 
 def test_model_init_with_another_activation_is_refused(data_dir, tmp_path):
   """Same shapes, other function: exact-GELU weights into a QuickGELU model."""
-  base = str(tmp_path / "base")
-  train.train_and_evaluate(config(data_dir, ",total_steps=1,evals={}"), base)
-  cfg = config(data_dir, f",total_steps=1,evals={{}},model.image.act='quick_gelu',"
-                         f"model_init='{os.path.join(base, 'params.npz')}'")
+  run = tmp_path / "base"
+  run.mkdir()
+  theirs = json.loads(config(data_dir).to_json())
+  del theirs["model"]["text"]["mask_pad"]  # a run from before the key existed: True
+  (run / "config.json").write_text(json.dumps(theirs))
+  params = str(run / "params.npz")
+  train.check_model_init_config(params, config(data_dir))  # the same model: fine
+  train.check_model_init_config(str(tmp_path / "elsewhere" / "params.npz"),
+                                config(data_dir))  # no config.json beside: no check
   with pytest.raises(ValueError, match=r"model\.image\.act='gelu'.*model\.image\.act='quick_gelu'"):
-    train.train_and_evaluate(cfg, str(tmp_path / "init"))
+    train.check_model_init_config(params, config(data_dir, ",model.image.act='quick_gelu'"))
+  with pytest.raises(ValueError, match=r"model\.text\.mask_pad=True"):
+    train.check_model_init_config(params, config(data_dir, ",model.text.mask_pad=False"))
 
 
 def test_text_tower_and_tokenizer_must_agree(data_dir):
