@@ -24,7 +24,8 @@ from vlkg.methods import loupe
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
   root = tmp_path_factory.mktemp("data")
-  config, directory = tiny_world.prepared(loupe_config, root, ",total_steps=10")
+  config, directory = tiny_world.prepared(loupe_config, root,
+                                          ",total_steps=10,loupe.tsim_weight=1.0")
   model = methods.build_model(config)
   params = jax.jit(lambda r: methods.init_params(model, config, r))(jax.random.key(0))
   batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,

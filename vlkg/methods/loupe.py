@@ -50,8 +50,9 @@ I([S]) say which patch sets act together as one region for this caption. The
 exact game (2^C image passes and one text pass) runs for ``tsim_images`` pairs
 on every ``tsim_every``-th step (a ``lax.cond``: the other steps skip it), and ``region_head`` (``LoupeModel.score_regions``) is trained with
 KL(softmax_k(I_k / ``tsim_temperature``) ‖ softmax_k(head_k)), weighted
-``tsim_weight``. The head reads the encoders' tokens with gradient, so TSIM also
-shapes them.
+``tsim_weight`` (0 by default: at the default budget the head does not learn to
+rank the candidates and grounding falls; docs/results.md). The head reads the
+encoders' tokens with gradient, so TSIM also shapes them.
 
 Which pairs count as uncertain: a pair's mean predicted variance above
 ``uncertainty_threshold`` times the variance of this step's exact interactions
@@ -96,7 +97,7 @@ def loupe_config() -> dict:
       uncertainty_threshold=0.5,  # predicted variance / variance of the exact targets
       shapley_width=64,
       shapley_depth=0,
-      tsim_weight=1.0,  # token-level objective; 0 switches it off (and its games)
+      tsim_weight=0.0,  # token-level objective (> 0 turns it and its games on)
       tsim_grid=3,  # TSIM players: tsim_grid**2 cells of the patch grid
       tsim_images=1,  # pairs whose token-level game is computed exactly
       tsim_every=2,  # ... on every tsim_every-th step (its 2^C passes are the cost)
