@@ -171,6 +171,19 @@ def infer_arch(state_dict: Mapping[str, np.ndarray], like: str | ClipArch) -> Cl
   )
 
 
+def _mismatch_lines(header: str, sections) -> list[str]:
+  """An error message: ``header``, then each non-empty (title, items) section with
+  its first 20 items."""
+  lines = [header]
+  for title, items in sections:
+    if items:
+      lines.append(f"  {title} ({len(items)}):")
+      lines.extend(f"    {item}" for item in items[:20])
+      if len(items) > 20:
+        lines.append(f"    ... and {len(items) - 20} more")
+  return lines
+
+
 def _describe(a: ClipArch) -> str:
   return (f"embed_dim={a.embed_dim}, image {a.image_size}px patch {a.patch_size} "
           f"width {a.vision_width} x {a.vision_layers} layers, text width "
@@ -207,15 +220,10 @@ def to_vlkg(state_dict: Mapping[str, np.ndarray], arch: str | ClipArch,
     if key in sd and int(np.asarray(sd[key])) != want:
       wrong.append(f"{key}: expected {want}, got {int(np.asarray(sd[key]))}")
   if missing or unexpected or wrong:
-    lines = [f"the state dict does not match CLIP architecture {a.name!r} "
-             f"({_describe(a)}):"]
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", wrong)):
-      if items:
-        lines.append(f"  {title} ({len(items)}):")
-        lines.extend(f"    {item}" for item in items[:20])
-        if len(items) > 20:
-          lines.append(f"    ... and {len(items) - 20} more")
+    lines = _mismatch_lines(
+        f"the state dict does not match CLIP architecture {a.name!r} ({_describe(a)}):",
+        (("missing keys", missing), ("unexpected keys", unexpected),
+         ("shape mismatches", wrong)))
     try:
       lines.append(f"  the weights' shapes suggest: {_describe(infer_arch(sd, a))}")
     except StateDictMismatchError:
@@ -257,14 +265,10 @@ def from_vlkg(params: Mapping[str, np.ndarray], arch: str | ClipArch,
                    f"expected {e.torch_shape}")
     out[e.torch_key] = value
   if missing or unexpected or wrong:
-    lines = [f"the vlkg params do not match CLIP architecture {a.name!r} "
-             f"({_describe(a)}):"]
-    for title, items in (("missing params", missing), ("unexpected params", unexpected),
-                         ("shape mismatches", wrong)):
-      if items:
-        lines.append(f"  {title} ({len(items)}):")
-        lines.extend(f"    {item}" for item in items[:20])
-    raise StateDictMismatchError("\n".join(lines))
+    raise StateDictMismatchError("\n".join(_mismatch_lines(
+        f"the vlkg params do not match CLIP architecture {a.name!r} ({_describe(a)}):",
+        (("missing params", missing), ("unexpected params", unexpected),
+         ("shape mismatches", wrong)))))
   bias = np.asarray(flat.get("logit_bias", 0.0), np.float32)
   if float(bias) != 0.0:
     out["logit_bias"] = bias.astype(dtype).reshape(())
