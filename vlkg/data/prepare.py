@@ -57,16 +57,21 @@ def graph_config(config) -> dict | None:
   return out
 
 
+def _fingerprint(parts: dict, config) -> str:
+  """12 hex digits of the sha256 of ``parts`` plus the method's graph fields."""
+  graph = graph_config(config)
+  if graph:
+    parts = {**parts, "graph": graph}
+  key = json.dumps(parts, sort_keys=True)
+  return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def world_fingerprint(config) -> str:
   world = {k: v for k, v in config.world.to_dict().items() if k not in _NOT_FINGERPRINTED}
   from vlkg.data.world import build
   parts = {"world": world, "text_len": config.input.text_len,
            "format": records.FORMAT_VERSION, "generator": build.GENERATOR_VERSION}
-  graph = graph_config(config)
-  if graph:
-    parts["graph"] = graph
-  key = json.dumps(parts, sort_keys=True)
-  return hashlib.sha256(key.encode()).hexdigest()[:12]
+  return _fingerprint(parts, config)
 
 
 def image_size(config) -> int:
@@ -150,19 +155,25 @@ def corpus_fingerprint(config) -> str:
            "image_size": image_size(config), "text_len": config.input.text_len,
            "seed": config.seed, "tokenizer": tokenizer,
            "format": records.FORMAT_VERSION, "builder": build.CORPUS_VERSION}
-  graph = graph_config(config)
-  if graph:
-    parts["graph"] = graph
-  key = json.dumps(parts, sort_keys=True)
-  return hashlib.sha256(key.encode()).hexdigest()[:12]
+  return _fingerprint(parts, config)
+
+
+def run_dataset_dir(run: str) -> str:
+  """The dataset a run was trained on, from its ``config.json`` (``run`` a workdir or
+  a ``params.npz`` beside one)."""
+  import ml_collections
+  workdir = run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run))
+  with open(os.path.join(workdir, "config.json")) as f:
+    return dataset_dir(ml_collections.ConfigDict(json.load(f)))
 
 
 def dataset_dir(config) -> str:
   data = config.input.data
   if data == "world":
     # Corpus options on the world would be ignored; more likely input.data was forgotten.
+    # (.get: the config.json of a run from before these keys existed has none.)
     for key in ("path", "images", "tokenizer"):
-      if config.input[key]:
+      if config.input.get(key):
         raise ValueError(f"config.input.{key}={config.input[key]!r} applies to real "
                          "corpora only, but config.input.data='world'")
     return os.path.join(data_root(config), f"world-{world_fingerprint(config)}")

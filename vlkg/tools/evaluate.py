@@ -65,12 +65,10 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
   from vlkg import api
   model = api.load(workdir)
   if benchmark == "world":
-    from ml_collections import ConfigDict
     from vlkg.data import prepare
     from vlkg.evaluators import world
     if data is None:
-      with open(os.path.join(workdir, "config.json")) as f:
-        data = prepare.dataset_dir(ConfigDict(json.load(f)))
+      data = prepare.run_dataset_dir(workdir)
     return world.evaluate(model, data, splits=("test", "test_comp"))
   from vlkg.evaluators import real_benchmarks
   return real_benchmarks.evaluate(model, benchmark=benchmark, data=data, images=images)

@@ -267,10 +267,6 @@ def plot_interactions(workdir: str, out: str | None = None, num: int = 4,
                       shapley_regions: int | None = None,
                       num_samples: int = 32) -> str:
   """Writes the interaction-map PNG of a run (see the module doc); returns its path."""
-  import json
-
-  from ml_collections import ConfigDict
-
   from vlkg import api
   from vlkg.data import input_pipeline, prepare
   from vlkg.evaluators import grounding
@@ -278,8 +274,7 @@ def plot_interactions(workdir: str, out: str | None = None, num: int = 4,
     raise ValueError(f"--num must be >= 1, got {num}")
   model = api.load(workdir)
   if data is None:
-    with open(os.path.join(workdir, "config.json")) as f:
-      data = prepare.dataset_dir(ConfigDict(json.load(f)))
+    data = prepare.run_dataset_dir(workdir)
   per_image, _ = grounding.read_phrases(data, "test", max_images=num)
   images = []
   for batch in input_pipeline.eval_iterator(data, "test", batch_size=num,

@@ -8,7 +8,6 @@ Prints one JSON object: ``probe/shape``, ``probe/color``, ``probe/size``,
 """
 
 import json
-import os
 
 from absl import app, flags
 
@@ -20,14 +19,12 @@ _SCORE = flags.DEFINE_string("score", "test", "Split the probes are scored on.")
 
 def main(argv):
   del argv
-  from ml_collections import ConfigDict
   from vlkg import api
   from vlkg.data import prepare
   from vlkg.evaluators import probe
   data = _DATA.value
   if data is None:
-    with open(os.path.join(_WORKDIR.value, "config.json")) as f:
-      data = prepare.dataset_dir(ConfigDict(json.load(f)))
+    data = prepare.run_dataset_dir(_WORKDIR.value)
   result = probe.evaluate(api.load(_WORKDIR.value), data, _FIT.value, _SCORE.value)
   print(json.dumps(result, sort_keys=True))
 

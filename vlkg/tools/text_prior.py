@@ -8,7 +8,6 @@ prior alone), ``/agreement`` and the sighted accuracy per swapped attribute kind
 """
 
 import json
-import os
 
 from absl import app, flags
 
@@ -18,14 +17,12 @@ _DATA = flags.DEFINE_string("data", None, "Prepared world; default: the run's ow
 
 def main(argv):
   del argv
-  from ml_collections import ConfigDict
   from vlkg import api
   from vlkg.data import prepare
   from vlkg.evaluators import text_prior
   data = _DATA.value
   if data is None:
-    with open(os.path.join(_WORKDIR.value, "config.json")) as f:
-      data = prepare.dataset_dir(ConfigDict(json.load(f)))
+    data = prepare.run_dataset_dir(_WORKDIR.value)
   print(json.dumps(text_prior.evaluate(api.load(_WORKDIR.value), data), sort_keys=True))
 
 
