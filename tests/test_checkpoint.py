@@ -150,6 +150,11 @@ def test_flatten_unflatten():
   flat = checkpoint.flatten_params(params)
   assert sorted(flat) == ["img/conv1/bias", "img/conv1/kernel", "txt/embed/embedding"]
   assert_trees_equal(checkpoint.unflatten_params(flat), params)
+  assert checkpoint.unflatten_params({"a/b": 1, "a/c/d": 2, "e": 3}) == {
+      "a": {"b": 1, "c": {"d": 2}}, "e": 3}
+  # A key that is also another key's prefix has no nested form.
+  with pytest.raises(ValueError, match=r"\['img/conv1'\] are both leaves"):
+    checkpoint.unflatten_params({**flat, "img/conv1": np.zeros(1)})
 
 
 def test_params_npz_round_trip(tmp_path):

@@ -10,21 +10,23 @@ Three things live here (DESIGN.md, "Checkpoints" and the ``params.npz`` contract
 * ``resolve_init``: which of workdir checkpoint, ``config.resume``,
   ``config.model_init`` or scratch a run starts from.
 
-Only jax, numpy and orbax are imported so that tools (export, evaluation elsewhere)
-can read checkpoints without the model code.
+Only jax, numpy, orbax and ``flax.traverse_util`` are imported so that tools (export,
+evaluation elsewhere) can read checkpoints without the model code.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Mapping
 
 from absl import logging
+from flax import traverse_util
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+from vlkg.files import atomic_write
 
 PyTree = Any
 
@@ -218,35 +220,23 @@ def load_checkpoint_params(directory: str, step: int | None = None,
 # --- params.npz -------------------------------------------------------------
 
 
-def _key_name(entry) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(entry, attr):
-      return str(getattr(entry, attr))
-  return str(entry)
-
-
 def flatten_params(params: PyTree) -> dict[str, Any]:
-  """``{"img/conv1/kernel": leaf}`` for every leaf of a nested params tree."""
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    flat["/".join(_key_name(e) for e in path)] = leaf
-  return flat
+  """``{"img/conv1/kernel": leaf}`` for every leaf of a nested params dict."""
+  return traverse_util.flatten_dict(params, sep="/")
 
 
 def unflatten_params(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """Inverse of ``flatten_params``: nested dicts from '/'-joined keys."""
-  nested: dict[str, Any] = {}
-  for key, value in flat.items():
-    *parents, name = key.split("/")
-    node = nested
-    for part in parents:
-      node = node.setdefault(part, {})
-      if not isinstance(node, dict):
-        raise ValueError(f"param key {key!r} nests under a leaf at {part!r}")
-    if name in node:
-      raise ValueError(f"param key {key!r} given twice or also used as a prefix")
-    node[name] = value
-  return nested
+  """Inverse of ``flatten_params``: nested dicts from '/'-joined keys.
+
+  Raises:
+    ValueError: a key is also the prefix of another key ("a/b" and "a/b/c"), which
+      ``traverse_util.unflatten_dict`` would silently resolve by overwriting.
+  """
+  parents = {k.rsplit("/", i)[0] for k in flat for i in range(1, k.count("/") + 1)}
+  clash = sorted(parents & set(flat))
+  if clash:
+    raise ValueError(f"param keys {clash} are both leaves and prefixes of other keys")
+  return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
 def _to_host(x) -> np.ndarray:
@@ -274,17 +264,7 @@ def save_params_npz(path: str, params: PyTree) -> str:
   flat = {k: _to_host(v) for k, v in flatten_params(params).items()}
   if jax.process_index() != 0:
     return path
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".params-", suffix=".npz.tmp", dir=directory)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **flat)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic_write(path, lambda f: np.savez(f, **flat))
   logging.info("wrote %d params arrays to %s", len(flat), path)
   return path
 

@@ -15,6 +15,8 @@ import time
 
 from absl import logging
 
+from vlkg.files import atomic_write
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -80,10 +82,7 @@ def _truncate_after(path: str, step: int) -> None:
         kept.append(line)
     except (json.JSONDecodeError, KeyError):
       pass  # a line cut by a kill mid-write
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  atomic_write(path, "".join(kept))
 
 
 class Progress:

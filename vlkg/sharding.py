@@ -71,8 +71,13 @@ def make_mesh(axes, devices=None) -> Mesh:
 
 
 def path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                  for k in path)
+  """The '/'-joined name of a jax key path, e.g. "opt_state/1/0/mu/img/kernel".
+
+  Train states hold optax namedtuples as well as dicts, so this works on key paths
+  of any pytree; for nested params dicts alone ``checkpoint.flatten_params``
+  (``flax.traverse_util``) gives the same names.
+  """
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def _spec_for(name: str, shape, rules, mesh: Mesh) -> P:

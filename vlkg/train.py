@@ -29,10 +29,12 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from flax import traverse_util
 
 from vlkg import api, checkpoint, methods, metrics as metrics_lib, optim, sharding
 from vlkg.data import input_pipeline, prepare, records
 from vlkg.data import tokenizer as tok_lib
+from vlkg.files import atomic_write
 
 CONFIG_FILE = "config.json"
 # Config keys whose change alters parameter shapes or the data a run was trained on;
@@ -70,15 +72,9 @@ def resolve_config(config, directory: str) -> ml_collections.ConfigDict:
   return resolved
 
 
-def _flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flat(v, key + "."))
-    else:
-      out[key] = v
-  return out
+def _flat(d: dict) -> dict:
+  """``{"model.text.width": 64}``: the dotted keys of ``--config.`` overrides."""
+  return traverse_util.flatten_dict(d, sep=".")
 
 
 def check_workdir_config(workdir: str, config) -> None:
@@ -115,10 +111,8 @@ def write_run_files(workdir: str, config, directory: str) -> None:
     desc[key] = name
   data = json.loads(config.to_json())
   data["tokenizer"] = desc
-  tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
+  atomic_write(os.path.join(workdir, CONFIG_FILE),
+               json.dumps(data, indent=1, sort_keys=True))
 
 
 def make_update_step(loss_fn, tx, train_rng):
@@ -317,8 +311,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         best.update(value=value, step=step)
         if is_main:
           checkpoint.save_params_npz(os.path.join(workdir, "params_best.npz"), state["params"])
-          with open(best_path, "w") as f:
-            json.dump({"metric": config.select_metric, **best}, f)
+          atomic_write(best_path, json.dumps({"metric": config.select_metric, **best}))
       results["selected_step"] = best["step"]
     writer.write(step, results)
     progress.resume()

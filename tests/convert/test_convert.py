@@ -172,6 +172,26 @@ def test_safetensors_reader_and_writer(tmp_path):
     readers.read_checkpoint(path)
 
 
+def test_safetensors_writer_layouts_and_errors(tmp_path):
+  # A transposed (non-contiguous) and a big-endian array come back as the values.
+  m = np.arange(6, dtype=np.float32).reshape(2, 3)
+  path = readers.write_safetensors(
+      str(tmp_path / "l.safetensors"),
+      {"t": m.T, "be": np.arange(3, dtype=">i4"), "flag": np.array([True, False])},
+      metadata={"format": "pt"})
+  got = readers.read_safetensors(path)
+  np.testing.assert_array_equal(got["t"], [[0, 3], [1, 4], [2, 5]])
+  assert got["be"].dtype == np.int32 and list(got["be"]) == [0, 1, 2]
+  assert got["flag"].dtype == np.bool_ and list(got["flag"]) == [True, False]
+  with pytest.raises(ValueError, match="'s'.*<U1"):
+    readers.write_safetensors(str(tmp_path / "bad.safetensors"), {"s": np.array(["a"])})
+  assert not (tmp_path / "bad.safetensors").exists()
+  with open(tmp_path / "cut.safetensors", "wb") as f:
+    f.write(open(path, "rb").read()[:-4])
+  with pytest.raises(readers.CheckpointFormatError, match="cut.safetensors"):
+    readers.read_checkpoint(str(tmp_path / "cut.safetensors"))
+
+
 def _pickle_str(s: str) -> bytes:
   raw = s.encode()
   return b"X" + struct.pack("<I", len(raw)) + raw

@@ -2,10 +2,8 @@
 
 Three on-disk formats carry CLIP weights:
 
-* ``.safetensors`` (Hugging Face's format spec): an 8-byte little-endian header
-  length N, N bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin,
-  end]}, "__metadata__": {...}}``, then the raw little-endian tensor bytes, offsets
-  counted from the end of the header. Read and written here with numpy alone.
+* ``.safetensors`` (Hugging Face's format): read and written with the
+  ``safetensors`` package's numpy API, which needs no torch.
 * ``torch.save`` zip archives (torch >= 1.6, ``torch/serialization.py``):
   ``<root>/data.pkl`` is a pickle whose tensors are
   ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`` calls and
@@ -21,25 +19,26 @@ Three on-disk formats carry CLIP weights:
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import struct
 import zipfile
 from collections import OrderedDict
 from typing import Any, Mapping
 
 import ml_dtypes
 import numpy as np
+import safetensors
+import safetensors.numpy
 
-# safetensors dtype names <-> numpy.
-_ST_DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+from vlkg.files import atomic_write
+
+# The safetensors dtypes that numpy holds (BF16 through ml_dtypes), by the numpy
+# dtype name that ``safetensors.numpy`` writes them from.
+_ST_NUMPY = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U64": "uint64",
+    "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
 }
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 
 # torch storage class names (and dtype names, for _rebuild_tensor_v3) -> numpy.
 _TORCH_STORAGES = {
@@ -65,70 +64,46 @@ class CheckpointFormatError(ValueError):
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """All tensors of a ``.safetensors`` file, as numpy arrays in their own dtypes."""
-  with open(path, "rb") as f:
-    data = f.read()
-  if len(data) < 8:
-    raise CheckpointFormatError(f"{path}: too short for a safetensors file")
-  (n,) = struct.unpack("<Q", data[:8])
-  if 8 + n > len(data):
-    raise CheckpointFormatError(f"{path}: header length {n} runs past the file end")
+  """All tensors of a ``.safetensors`` file, as numpy arrays in their own dtypes.
+
+  Read with the ``safetensors`` package's numpy framework (no torch). Its
+  ``safe_open`` maps BF16 to ``ml_dtypes.bfloat16`` (its bytes-based
+  ``safetensors.numpy.load`` does not know BF16, so it is not used here), but it
+  fails without naming the tensor on the float8 types, for which numpy has no
+  dtype; those are refused here first, by name.
+  """
   try:
-    header = json.loads(data[8:8 + n].decode("utf-8"))
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise CheckpointFormatError(f"{path}: safetensors header is not JSON: {e}") from e
-  body = memoryview(data)[8 + n:]
-  out = {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    dtype = _ST_DTYPES.get(info.get("dtype"))
-    if dtype is None:
-      raise CheckpointFormatError(
-          f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}; "
-          f"supported: {sorted(_ST_DTYPES)}")
-    begin, end = info["data_offsets"]
-    shape = tuple(info["shape"])
-    count = int(np.prod(shape, dtype=np.int64))
-    if end - begin != count * dtype.itemsize or end > len(body):
-      raise CheckpointFormatError(
-          f"{path}: tensor {name!r} of shape {shape} {info['dtype']} does not fit "
-          f"its data_offsets {begin}..{end}")
-    out[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
-  return out
+    with safetensors.safe_open(path, framework="np") as f:
+      names = list(f.keys())
+      for name in names:
+        kind = f.get_slice(name).get_dtype()
+        if kind not in _ST_NUMPY:
+          raise CheckpointFormatError(
+              f"{path}: tensor {name!r} has unsupported dtype {kind!r}; "
+              f"supported: {sorted(_ST_NUMPY)}")
+      return {name: f.get_tensor(name) for name in names}
+  except safetensors.SafetensorError as e:
+    raise CheckpointFormatError(f"{path}: not a readable safetensors file: {e}") from e
 
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray],
                       metadata: Mapping[str, str] | None = None) -> str:
-  """Writes ``tensors`` (name -> numpy array) as a ``.safetensors`` file."""
-  header: dict[str, Any] = {}
-  if metadata:
-    header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-  chunks, offset = [], 0
+  """Writes ``tensors`` (name -> numpy array) as a ``.safetensors`` file, atomically.
+
+  Raises:
+    ValueError: a tensor's dtype has no safetensors name (the tensor is named).
+  """
+  arrays = {}
   for name in sorted(tensors):
-    # np.asarray, not ascontiguousarray, which would make a 0-d scalar 1-d.
+    # safetensors.numpy writes an array's buffer as it lies in memory, so it must
+    # be C-contiguous; np.array(order="C"), not ascontiguousarray, which would make
+    # a 0-d scalar 1-d.
     array = np.array(tensors[name], copy=None, order="C")
-    if array.dtype.byteorder == ">":
-      array = array.astype(array.dtype.newbyteorder("<"))
-    kind = _ST_NAMES.get(np.dtype(array.dtype).newbyteorder("<")) or _ST_NAMES.get(array.dtype)
-    if kind is None:
+    if array.dtype.name not in _ST_NUMPY.values():
       raise ValueError(f"tensor {name!r}: dtype {array.dtype} has no safetensors name")
-    raw = array.tobytes()
-    header[name] = {"dtype": kind, "shape": list(array.shape),
-                    "data_offsets": [offset, offset + len(raw)]}
-    chunks.append(raw)
-    offset += len(raw)
-  text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-  # Pad the header with spaces so the tensor bytes start 8-byte aligned.
-  text += b" " * (-(8 + len(text)) % 8)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(struct.pack("<Q", len(text)))
-    f.write(text)
-    for raw in chunks:
-      f.write(raw)
-  os.replace(tmp, path)
-  return path
+    arrays[name] = array
+  meta = {str(k): str(v) for k, v in metadata.items()} if metadata else None
+  return atomic_write(path, safetensors.numpy.save(arrays, metadata=meta))
 
 
 # --- torch.save zip archives ------------------------------------------------------

@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vlkg.files import atomic_write
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
@@ -111,10 +113,8 @@ def shard_name(split: str, shard: int, num_shards: int) -> str:
 
 
 def write_manifest(directory: str, manifest: dict) -> None:
-  tmp = os.path.join(directory, MANIFEST + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump({"format_version": FORMAT_VERSION, **manifest}, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, MANIFEST))
+  atomic_write(os.path.join(directory, MANIFEST), json.dumps(
+      {"format_version": FORMAT_VERSION, **manifest}, indent=1, sort_keys=True))
 
 
 def read_manifest(directory: str) -> dict:

@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import pathlib
-import tempfile
 import typing
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 import sentencepiece as spm
 
 from vlkg.data import clip_bpe
+from vlkg.files import atomic_write
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
@@ -339,23 +339,10 @@ def train_sentencepiece(
   sp = spm.SentencePieceProcessor(model_proto=model_bytes)
   vocab_lines = "".join(
       f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
-  prefix.parent.mkdir(parents=True, exist_ok=True)
-  _atomic_write(model_path, model_bytes)
-  _atomic_write(vocab_path, vocab_lines.encode("utf-8"))
-  return str(model_path)
-
-
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
   # Another host or process may be loading the model; never let it see half a file.
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  atomic_write(model_path, model_bytes)
+  atomic_write(vocab_path, vocab_lines)
+  return str(model_path)
 
 
 def _require(desc: Mapping[str, Any], key: str) -> Any:

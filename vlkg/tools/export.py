@@ -12,8 +12,9 @@ training job for the accelerator.
 
 ``open_clip`` writes the same params as an OpenAI/open_clip CLIP state dict (see
 ``vlkg.convert.open_clip``) that ``open_clip.create_model(<arch>)`` loads with
-``load_state_dict(strict=True)``: FILE ``.safetensors`` is written with numpy
-alone, any other name with ``torch.save`` (torch must be installed). The model
+``load_state_dict(strict=True)``: FILE ``.safetensors`` is written with the
+``safetensors`` package's numpy API, any other name with ``torch.save`` (torch
+must be installed). The model
 shape comes from ``DIR/config.json``; a directory without checkpoints (e.g. one
 made by ``vlkg.tools.import_clip``) exports its ``params.npz``. The model must be
 an open_clip CLIP ViT: patch stem, class-token pooling, causal EOT-pooled text.
@@ -29,6 +30,7 @@ import jax
 import numpy as np
 
 from vlkg import checkpoint
+from vlkg.files import atomic_write
 
 FORMATS = ("npz", "open_clip")
 
@@ -115,14 +117,11 @@ def export_open_clip(workdir: str, out: str | None, step: int | None = None) -> 
                     "(they stay in params.npz)", workdir, ", ".join(extra))
     flat = {k: v for k, v in flat.items() if k.startswith(towers)}
   state_dict = convert.from_vlkg(flat, arch)
-  directory = os.path.dirname(os.path.abspath(out))
-  os.makedirs(directory, exist_ok=True)
   if torch is None:
     readers.write_safetensors(out, state_dict)
   else:
-    tmp = out + ".tmp"
-    torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, tmp)
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: torch.save(
+        {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, f))
   logging.info("exported %s of %s as an open_clip state dict to %s", source, workdir,
                out)
   return out

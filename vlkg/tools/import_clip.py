@@ -42,6 +42,7 @@ from vlkg import checkpoint
 from vlkg.convert import open_clip as convert
 from vlkg.convert import readers
 from vlkg.data import clip_bpe
+from vlkg.files import atomic_write
 from vlkg.models import clip_archs
 
 CONFIG_FILE = "config.json"
@@ -93,10 +94,8 @@ def import_clip(checkpoint_path: str, arch: str | clip_archs.ClipArch, out: str,
     tokenizer = dict(desc, vocab_path=name)  # relative: the directory can move
   checkpoint.save_params_npz(os.path.join(out, checkpoint.PARAMS_NPZ),
                              checkpoint.unflatten_params(params))
-  tmp = os.path.join(out, CONFIG_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(run_config(a, tokenizer), f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(out, CONFIG_FILE))
+  atomic_write(os.path.join(out, CONFIG_FILE),
+               json.dumps(run_config(a, tokenizer), indent=1, sort_keys=True))
   logging.info("imported %s (%s, %d arrays) into %s", checkpoint_path, a.name,
                len(params), out)
   return out

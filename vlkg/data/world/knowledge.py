@@ -54,11 +54,11 @@ from collections.abc import Collection, Iterable
 import functools
 import os
 import pathlib
-import tempfile
 
 import networkx as nx
 
 from vlkg.data.world import ontology
+from vlkg.files import atomic_write
 
 IS_A = "is a"
 HAS = "has"
@@ -341,16 +341,7 @@ def write_triples_tsv(graph: nx.MultiDiGraph, path: str | os.PathLike[str]) -> N
     _check_field(relation, "relation", where)
     _check_field(tail, "tail", where)
     lines.append(f"{head}\t{relation}\t{tail}\n")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-      f.writelines(lines)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  atomic_write(path, "".join(lines))
 
 
 def read_triples_tsv(
