@@ -455,6 +455,14 @@ def _in_unit(metrics: dict, keys) -> None:
     assert 0.0 <= metrics[key] <= 1.0, key
 
 
+def test_one_benchmark_list_is_the_contract():
+  from vlkg.tools import evaluate
+  assert evaluate.BENCHMARKS == ("aro_relation", "aro_attribution", "coco_order",
+                                 "flickr_order", "sugarcrepe", "winoground",
+                                 "retrieval", "world")
+  assert evaluate.BENCHMARKS[:-1] == real_benchmarks.BENCHMARKS
+
+
 def test_evaluate_tool_on_a_trained_run(workdir, tmp_path):
   from vlkg.tools import evaluate
   metrics = evaluate.evaluate(workdir, "winoground",

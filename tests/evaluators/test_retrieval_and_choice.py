@@ -143,11 +143,11 @@ def test_order_rule_tie_with_the_original_is_right():
                      [0.4, 0.6, 0.1, 0.2, 0.3],
                      [0.7, 0.2, 0.7, 0.1, 0.1],
                      [0.1, 0.1, 0.1, 0.1, 0.2]])
-  correct = binary_choice.order_correct(scores)
+  correct = order.order_correct(scores)
   np.testing.assert_array_equal(correct, [True, False, True, False])
   assert correct.mean() == order.precision_at_1(scores)
   with pytest.raises(ValueError, match="NaN"):
-    binary_choice.order_correct(np.array([[np.nan, 0.1]]))
+    order.order_correct(np.array([[np.nan, 0.1]]))
 
 
 # ----------------------------------------------------------------- scorer
@@ -213,7 +213,7 @@ def test_equal_embeddings_tie_exactly():
   assert (scores == scores[0, 0]).all()
   assert not binary_choice.aro_correct(scores[:, :2]).any()
   assert not binary_choice.sugarcrepe_correct(scores[:, :2]).any()
-  assert binary_choice.order_correct(scores).all()
+  assert order.order_correct(scores).all()
 
 
 def test_unnormalised_encoder_output_is_rejected():

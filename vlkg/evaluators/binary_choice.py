@@ -5,16 +5,14 @@ One scorer serves ARO's VG-Relation / VG-Attribution and COCO/Flickr-Order
 world's suites that copy their formats. Each option's score is the cosine
 similarity of the image and the caption, as in those benchmarks' CLIP evaluations.
 
-The benchmarks differ only in how a tie is counted, which matters for collapsed or
-bag-of-words models that give two captions with the same words the same score:
+The benchmarks differ only in how a tie is counted (`vlkg.data.benchmarks.choice`):
 
-* ARO relation/attribution: options ``[false, true]``, correct iff
-  ``argmax == 1``; a tie picks index 0, so it is WRONG
-  (`vlkg.data.benchmarks.aro.aro_choice_correct`).
-* SugarCrepe: correct iff ``pos_score > neg_score``; a tie is WRONG
-  (`vlkg.data.benchmarks.sugarcrepe.sugarcrepe_correct`).
-* Order: option 0 is the original, correct iff ``argmax == 0``; a tie with the
-  original is CORRECT (`vlkg.data.benchmarks.order.precision_at_1`).
+* ARO relation/attribution: options ``[false, true]``; a tie is WRONG
+  (`vlkg.data.benchmarks.aro.TIE_RULE`).
+* SugarCrepe: options ``[positive, negative]``; a tie is WRONG
+  (`vlkg.data.benchmarks.sugarcrepe.TIE_RULE`).
+* Order: option 0 is the original; a tie with the original is CORRECT
+  (`vlkg.data.benchmarks.order.order_correct`).
 """
 
 from __future__ import annotations
@@ -166,9 +164,7 @@ def aro_correct(scores: np.ndarray) -> np.ndarray:
   Returns:
     bool ``[N]``: the true caption scores strictly higher (a tie is wrong).
   """
-  scores = _two_columns(scores)
-  return np.fromiter((aro.aro_choice_correct(f, t) for f, t in scores.tolist()),
-                     dtype=bool, count=len(scores))
+  return aro.TIE_RULE.correct(_two_columns(scores))
 
 
 def sugarcrepe_correct(scores: np.ndarray) -> np.ndarray:
@@ -177,27 +173,5 @@ def sugarcrepe_correct(scores: np.ndarray) -> np.ndarray:
   Returns:
     bool ``[N]``: the positive caption scores strictly higher (a tie is wrong).
   """
-  scores = _two_columns(scores)
-  return np.fromiter((sugarcrepe.sugarcrepe_correct(p, q) for p, q in scores.tolist()),
-                     dtype=bool, count=len(scores))
+  return sugarcrepe.TIE_RULE.correct(_two_columns(scores))
 
-
-def order_correct(scores: np.ndarray) -> np.ndarray:
-  """ARO Order's rule per item for scores ``[N, K]``, option 0 the original.
-
-  The per-item form of `vlkg.data.benchmarks.order.precision_at_1`, whose mean it
-  is: ``np.argmax`` returns the first maximum, so a tie with the original is correct.
-
-  Returns:
-    bool ``[N]``.
-
-  Raises:
-    ValueError: If ``scores`` is not ``[N, K]`` with K >= 1 or holds a NaN (argmax
-      would silently pick the NaN).
-  """
-  scores = np.asarray(scores, dtype=np.float64)
-  if scores.ndim != 2 or scores.shape[1] == 0:
-    raise ValueError(f"scores must be [N, K], got shape {scores.shape}")
-  if np.isnan(scores).any():
-    raise ValueError("scores hold a NaN")
-  return np.argmax(scores, axis=-1) == 0

@@ -67,9 +67,10 @@ def blind_analysis(image_emb: np.ndarray, true_emb: np.ndarray, false_emb: np.nd
 
 def aro_correct(image_emb: np.ndarray, true_emb: np.ndarray,
                 false_emb: np.ndarray) -> np.ndarray:
-  """[N] bool: the true caption scores strictly higher (ARO's argmax over
-  [false, true] sends a tie to the false caption)."""
-  return np.sum(image_emb * true_emb, -1) > np.sum(image_emb * false_emb, -1)
+  """[N] bool: ARO's rule (a tie is wrong) on the dot products of the images with
+  their [false, true] captions."""
+  return binary_choice.aro_correct(np.stack(
+      [np.sum(image_emb * false_emb, -1), np.sum(image_emb * true_emb, -1)], axis=-1))
 
 
 def evaluate(encoder: Encoder, dataset_dir: str,

@@ -21,9 +21,10 @@ import os
 
 from absl import app, flags
 
-BENCHMARKS = ("aro_relation", "aro_attribution", "coco_order", "flickr_order",
-              "sugarcrepe", "winoground", "retrieval", "world")
+from vlkg.evaluators import real_benchmarks
 
+# The real benchmarks, in their on-disk formats, and the world's own suites.
+BENCHMARKS = (*real_benchmarks.BENCHMARKS, "world")
 
 
 def _define_flags() -> None:
@@ -70,7 +71,6 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
     if data is None:
       data = prepare.run_dataset_dir(workdir)
     return world.evaluate(model, data, splits=("test", "test_comp"))
-  from vlkg.evaluators import real_benchmarks
   return real_benchmarks.evaluate(model, benchmark=benchmark, data=data, images=images)
 
 

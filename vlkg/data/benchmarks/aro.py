@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vlkg.data.benchmarks.choice import ChoiceRule
 from vlkg.data.benchmarks.errors import (
     BenchmarkFormatError,
     load_json,
@@ -53,6 +54,8 @@ KINDS: tuple[str, ...] = ("relation", "attribution")
 BBOX_FIELDS: tuple[str, ...] = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
 DROPPED_RELATIONS_FILE = "aro_vg_relation_dropped.json"
 VG_ATTRIBUTION_MIN_COUNT = 25
+# Options [false_caption, true_caption]; argmax's first maximum makes a tie wrong.
+TIE_RULE = ChoiceRule(answer=1, ties="wrong")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +269,7 @@ def aro_choice_correct(score_false: float, score_true: float) -> bool:
   Returns:
     True iff ``score_true > score_false``.
   """
-  return bool(float(score_true) > float(score_false))
+  return bool(TIE_RULE.correct([score_false, score_true]))
 
 
 def _check_lengths(items: Sequence[AroItem], correct: Sequence[bool]) -> np.ndarray:

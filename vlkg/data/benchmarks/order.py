@@ -37,7 +37,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from vlkg.data.benchmarks.choice import ChoiceRule
+
 MAX_WORDS = 30
+# Option 0 is the original; argmax's first maximum makes a tie with it correct.
+TIE_RULE = ChoiceRule(answer=0, ties="correct")
 # Characters that pre_caption replaces by a space.
 _PUNCT_RE = re.compile(r'[.!"()*#:;~]')
 _MULTI_SPACE_RE = re.compile(r"\s{2,}")
@@ -228,8 +232,8 @@ def order_options(
   return [clean_caption(c, max_words) for c in [caption, *perturbed]]
 
 
-def precision_at_1(scores: np.ndarray) -> float:
-  """Fraction of test cases whose original (option 0) gets the top score.
+def order_correct(scores: np.ndarray) -> np.ndarray:
+  """Whether the original (option 0) gets the top score, per test case.
 
   Official: ``np.argmax(scores, axis=-1) == 0``; argmax returns the first maximum,
   so a tie between the original and a perturbation counts as correct.
@@ -238,7 +242,23 @@ def precision_at_1(scores: np.ndarray) -> float:
     scores: ``[N, 5]`` (or ``[N, K]``) scores, option 0 the original caption.
 
   Returns:
-    The precision@1 in [0, 1].
+    bool ``[N]``.
+
+  Raises:
+    ValueError: If ``scores`` is not ``[N, K]`` with K >= 1 or holds a NaN (argmax
+      would silently pick the NaN).
+  """
+  scores = np.asarray(scores, dtype=np.float64)
+  if scores.ndim != 2 or scores.shape[1] == 0:
+    raise ValueError(f"scores must be [N, K], got shape {scores.shape}")
+  if np.isnan(scores).any():
+    raise ValueError("scores hold a NaN")
+  return TIE_RULE.correct(scores)
+
+
+def precision_at_1(scores: np.ndarray) -> float:
+  """Fraction of test cases whose original (option 0) gets the top score; see
+  `order_correct`.
 
   Raises:
     ValueError: If ``scores`` is not a non-empty 2-D array or holds a NaN.
@@ -247,6 +267,4 @@ def precision_at_1(scores: np.ndarray) -> float:
   if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
     raise ValueError(
         f"scores must be a non-empty [N, K] array, got shape {scores.shape}")
-  if np.isnan(scores).any():
-    raise ValueError("scores hold a NaN")
-  return float(np.mean(np.argmax(scores, axis=-1) == 0))
+  return float(np.mean(order_correct(scores)))

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from vlkg.data.benchmarks.choice import ChoiceRule
 from vlkg.data.benchmarks.errors import (
     BenchmarkFormatError,
     load_json,
@@ -40,6 +41,8 @@ SUGARCREPE_CATEGORIES: tuple[str, ...] = (
     "swap_obj",
     "swap_att",
 )
+# Options [caption, negative_caption]; ``pos_score > neg_score`` makes a tie wrong.
+TIE_RULE = ChoiceRule(answer=0, ties="wrong")
 # Names used by an early release of the official repository.
 _LEGACY_NAMES = ("add_ent", "replace_ent", "swap_ent")
 _KEY_RE = re.compile(r"0|[1-9][0-9]*")
@@ -161,4 +164,4 @@ def sugarcrepe_correct(score_pos: float, score_neg: float) -> bool:
   Returns:
     True iff ``score_pos > score_neg``.
   """
-  return bool(float(score_pos) > float(score_neg))
+  return bool(TIE_RULE.correct([score_pos, score_neg]))

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from vlkg.data.benchmarks.choice import Ties, choice_correct
 from vlkg.data.benchmarks.errors import (
     BenchmarkFormatError,
     load_json,
@@ -46,6 +47,8 @@ from vlkg.data.benchmarks.errors import (
 IMAGE_DIR = "images"
 IMAGE_SUFFIX = ".png"
 _OPTIONAL_STR = ("tag", "secondary_tag", "collapsed_tag")
+# Every comparison of the text and image scores is a strict ``>``.
+TIES: Ties = "wrong"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +184,9 @@ def text_correct(scores: Any) -> np.ndarray:
     bool ``[...]``: ``s(c0, i0) > s(c1, i0)`` and ``s(c1, i1) > s(c0, i1)``.
   """
   s = _check_scores(scores)
-  return (s[..., 0, 0] > s[..., 1, 0]) & (s[..., 1, 1] > s[..., 0, 1])
+  # Image i chooses among the captions s[..., :, i]; its own caption is c = i.
+  return (choice_correct(s[..., :, 0], 0, TIES)
+          & choice_correct(s[..., :, 1], 1, TIES))
 
 
 def image_correct(scores: Any) -> np.ndarray:
@@ -194,7 +199,9 @@ def image_correct(scores: Any) -> np.ndarray:
     bool ``[...]``: ``s(c0, i0) > s(c0, i1)`` and ``s(c1, i1) > s(c1, i0)``.
   """
   s = _check_scores(scores)
-  return (s[..., 0, 0] > s[..., 0, 1]) & (s[..., 1, 1] > s[..., 1, 0])
+  # Caption c chooses among the images s[..., c, :]; its own image is i = c.
+  return (choice_correct(s[..., 0, :], 0, TIES)
+          & choice_correct(s[..., 1, :], 1, TIES))
 
 
 def group_correct(scores: Any) -> np.ndarray:
