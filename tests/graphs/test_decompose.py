@@ -11,6 +11,7 @@ from vlkg.graphs import world_parser
 from vlkg.graphs.negatives import Vocabulary
 from vlkg.graphs.realise import realise
 from vlkg.graphs.scene_graph import SceneGraph
+from vlkg.tools import bench_graphs
 
 WORLD = neg_lib.world_vocabulary()
 
@@ -38,7 +39,8 @@ SHAPES = Vocabulary.from_lists(
 @pytest.fixture(scope="module")
 def world_graphs():
   """Parsed captions of training scenes, sampled as prepare samples them."""
-  return dec.world_caption_graphs(300)
+  from configs import clip
+  return bench_graphs.world_caption_graphs(300, clip.get_config().world)
 
 
 # ------------------------------------------------------------- decomposition

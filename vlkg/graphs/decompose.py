@@ -61,17 +61,12 @@ On the world, texts come from the world's own realiser (`world_realise`, as
 sub-captions and negatives read like the world's captions, with the same synonyms
 and lead-ins, and parse back to their graphs.
 
-    python -m vlkg.graphs.decompose   # prepare-time cost per 1,000 world captions
+    python -m vlkg.tools.bench decompose   # prepare-time cost per 1,000 world captions
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import platform
-import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -440,76 +435,3 @@ def build_example(caption_graph: SceneGraph, rng: np.random.Generator, *,
       negatives=tuple(realise_fn(n.graph, rng) for n in negs),
       categories=tuple(n.category for n in negs),
       whole_negative=None if whole is None else realise_fn(whole.graph, rng))
-
-
-# ----------------------------------------------------------------- benchmark
-
-
-def world_caption_graphs(n: int, world_cfg=None, split: str = "train"
-                         ) -> tuple[list[SceneGraph], negatives.Reject | None]:
-  """``n`` parsed captions of world scenes, sampled as ``build`` samples them.
-
-  Returns:
-    (graphs, the reject hook ``build`` uses on ``split``).
-  """
-  from vlkg.data.world import build, scene as scene_lib
-  from vlkg.graphs import world_parser
-  if world_cfg is None:
-    from configs import clip  # run from the repository root
-    world_cfg = clip.get_config().world
-  spec = build.world_spec(world_cfg)
-  graphs: list[SceneGraph] = []
-  index = 0
-  while len(graphs) < n:
-    scene = scene_lib.sample_scene(spec, split, index)
-    graphs += [world_parser.parse(t) for t in build.scene_captions(spec, world_cfg, scene)]
-    index += 1
-  reject = negatives.world_heldout_reject(spec.heldout_pairs) if split == "train" else None
-  return graphs[:n], reject
-
-
-def benchmark_decompose(n: int = 1000, repeats: int = 3, seed: int = 0, world_cfg=None) -> dict:
-  """Seconds of `build_example` per 1,000 world training captions: median of repeats.
-
-  Scene sampling and parsing are not timed (prepare pays them already); the
-  per-caption work of MosaiCLIP's prepare step is.
-  """
-  graphs, reject = world_caption_graphs(n, world_cfg)
-  vocab = negatives.world_vocabulary()
-  run_examples: list[MosaicExample] = []
-
-  def run():
-    rng = np.random.default_rng(seed)
-    run_examples[:] = [build_example(g, rng, vocab=vocab, realise_fn=world_realise,
-                                     reject=reject) for g in graphs]
-
-  run()  # warm-up: caches (vocabulary meaning, reading) built outside the timing
-  seconds = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    run()
-    seconds.append(time.perf_counter() - t0)
-  median = statistics.median(seconds)
-
-  def shares(examples):
-    cats = [c for e in examples for c in e.categories]
-    return {c: round(cats.count(c) / max(1, len(cats)), 3) for c in CATEGORIES}
-
-  return {
-      "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                  "platform": platform.platform()},
-      "captions": n, "repeats": repeats, "seconds": [round(s, 3) for s in seconds],
-      "median_seconds_per_1000": round(median * 1000 / n, 3),
-      "mean_positives": round(float(np.mean([len(e.positives) for e in run_examples])), 3),
-      "mean_negatives": round(float(np.mean([len(e.negatives) for e in run_examples])), 3),
-      "whole_negative_rate": round(float(np.mean(
-          [e.whole_negative is not None for e in run_examples])), 3),
-      "category_share": shares(run_examples),
-      # Captions of one object have f_obj only; p1/p2/p3 show on the others.
-      "category_share_with_relation": shares(
-          [e for e, g in zip(run_examples, graphs) if g.relations]),
-  }
-
-
-if __name__ == "__main__":
-  print(json.dumps(benchmark_decompose()))

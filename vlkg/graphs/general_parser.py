@@ -53,11 +53,8 @@ partial graph.
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 import re
-import statistics
-import time
 from typing import Iterable
 
 from vlkg.data.world import ontology
@@ -532,82 +529,3 @@ def parse_spacy(text: str, model: str = "en_core_web_sm") -> SceneGraph:
       relations.append((s, root.head.lower_, o))
   return SceneGraph(tuple(objects), tuple(attributes),
                     tuple(r for r in relations if r[0] != r[2]))
-
-
-# --------------------------------------------------------------------- benchmark
-
-BENCHMARK_CAPTIONS = (
-    "A man in a red shirt riding a brown horse.",
-    "Two white towels hanging by the blue shower.",
-    "A cat and a dog sleeping on a sofa.",
-    "A black and white dog catching a frisbee in a park.",
-    "A woman holding an umbrella walking down a busy street.",
-    "A plate of food with broccoli, carrots and rice on a wooden table.",
-    "A group of people standing around a kitchen counter.",
-    "A large giraffe standing next to a tall tree.",
-    "Two zebras grazing in a grassy field.",
-    "A red double decker bus driving down the street.",
-    "A young boy swinging a baseball bat at a ball.",
-    "A kitchen with a white refrigerator and a black stove.",
-    "A pizza with cheese and tomatoes sitting on top of a pan.",
-    "An airplane flying over a city on a cloudy day.",
-    "A person on a snowboard going down a snowy hill.",
-    "A little girl sitting at a table eating a slice of cake.",
-    "A bathroom with a white toilet next to a sink.",
-    "A surfer riding a large wave in the ocean.",
-    "A clock tower in front of a tall building.",
-    "Several boats parked in a harbor near a pier.",
-    "A man wearing a hat and sunglasses sitting on a bench.",
-    "A brown teddy bear lying on a bed with pillows.",
-    "An elephant walking along a dirt road with trees behind it.",
-    "A stop sign on the corner of a street next to a fire hydrant.",
-    "A woman in a blue dress holding a glass of wine.",
-    "Three sheep standing in a field of green grass.",
-    "A laptop computer sitting on a desk next to a keyboard and mouse.",
-    "A cat laying on top of a laptop keyboard.",
-    "A skateboarder doing a trick on a ramp.",
-    "Two men playing frisbee on a sandy beach.",
-    "A bowl of oranges and bananas on a counter.",
-    "A traffic light hanging over an empty road.",
-    "The dog is brown and the cat is black.",
-    "A child holding a kite standing on the grass.",
-    "A tennis player swinging a racket at a yellow ball.",
-    "A living room with a couch, a coffee table and a television.",
-    "A train traveling down the tracks past a station.",
-    "A small bird perched on a branch of a tree.",
-    "A motorcycle parked next to a red car on the street.",
-    "Two children sitting on a couch playing video games.",
-    "A chef preparing food in a restaurant kitchen.",
-    "A herd of cows walking across a green field.",
-    "A vase of flowers sitting on a window sill.",
-    "A picture of a sandwich cut in half on a white plate.",
-    "A man and a woman standing under an umbrella in the rain.",
-    "A horse pulling a carriage down a cobblestone street.",
-    "A hot dog with mustard and ketchup on a bun.",
-    "There are two knives and a fork next to the plate.",
-    "A silver car parked in front of a brick building.",
-    "A large red circle to the left of a small blue square.",
-)
-
-
-def benchmark_parse(n: int = 5000, repeats: int = 5) -> dict:
-  """Times ``parse`` on ``n`` COCO-like captions; median of ``repeats`` runs.
-
-  The default parser is built before timing: the figure is the per-caption cost
-  that data preparation pays, not the one-off lexicon compilation.
-  """
-  parser = default_parser()
-  texts = [BENCHMARK_CAPTIONS[i % len(BENCHMARK_CAPTIONS)] for i in range(n)]
-  seconds = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for text in texts:
-      parser.parse(text)
-    seconds.append(time.perf_counter() - t0)
-  median = statistics.median(seconds)
-  return {"captions_per_sec": n / median, "n": n, "repeats": repeats,
-          "median_seconds": median}
-
-
-if __name__ == "__main__":
-  print(json.dumps(benchmark_parse()))

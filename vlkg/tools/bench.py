@@ -3,6 +3,7 @@
     python -m vlkg.tools.bench input [--config configs/clip.py]
     python -m vlkg.tools.bench step  [--config configs/clip.py] [--peer]
     python -m vlkg.tools.bench parse
+    python -m vlkg.tools.bench decompose [--config configs/mosaiclip.py]
     python -m vlkg.tools.bench shapley
 
 Every figure is the median of ``--repeats`` timed runs after a warm-up, and the
@@ -83,19 +84,24 @@ def bench_input(config, repeats: int) -> dict:
   return out
 
 
+WHAT = ("input", "step", "parse", "decompose", "shapley")
+
+
 def main(argv):
-  if len(argv) != 2 or argv[1] not in ("input", "step", "parse", "shapley"):
+  if len(argv) != 2 or argv[1] not in WHAT:
     raise app.UsageError(
-        "usage: python -m vlkg.tools.bench {input|step|parse|shapley} [--config ...]")
+        f"usage: python -m vlkg.tools.bench {{{'|'.join(WHAT)}}} [--config ...]")
   config = _CONFIG.value
   info = machine()
   print("machine:", ", ".join(f"{k}={v}" for k, v in info.items()))
   if argv[1] == "input":
     result = bench_input(config, _REPEATS.value)
   elif argv[1] == "parse":
-    from vlkg.graphs import general_parser
-    result = general_parser.benchmark_parse()
-    print(f"general parser: {result['captions_per_sec']:.0f} captions/s on one core")
+    from vlkg.tools import bench_graphs
+    result = bench_graphs.parse(repeats=_REPEATS.value)
+  elif argv[1] == "decompose":
+    from vlkg.tools import bench_graphs
+    result = bench_graphs.decompose_cost(config.world, repeats=_REPEATS.value)
   elif argv[1] == "shapley":
     from vlkg.tools import bench_shapley
     result = bench_shapley.run(_REPEATS.value)

@@ -1,0 +1,40 @@
+"""The benchmark scripts' plumbing (never their timings): vlkg.tools.timing and
+vlkg.tools.bench_graphs."""
+
+from __future__ import annotations
+
+import pytest
+
+from configs import clip
+from vlkg.graphs import decompose
+from vlkg.tools import bench_graphs, timing
+
+
+def test_run_seconds_counts_warmup_and_repeats():
+  calls = []
+  seconds = timing.run_seconds(lambda: calls.append(1), repeats=3, warmup=2)
+  assert len(calls) == 5 and len(seconds) == 3
+  assert all(s >= 0 for s in seconds)
+  calls.clear()
+  timing.median_seconds(lambda: calls.append(1), repeats=3)
+  assert len(calls) == 4  # one warm-up by default
+
+
+def test_parse_reports_its_counts():
+  out = bench_graphs.parse(n=30, repeats=2)
+  assert out["n"] == 30 and out["repeats"] == 2
+  assert out["captions_per_sec"] == pytest.approx(30 / out["median_seconds"])
+
+
+def test_decompose_cost_on_world_captions(capsys):
+  world = clip.get_config().world
+  graphs, reject = bench_graphs.world_caption_graphs(40, world)
+  assert len(graphs) == 40 and all(g.objects for g in graphs)
+  assert reject is not None  # the train split rejects held-out pairs
+  assert bench_graphs.world_caption_graphs(5, world, split="test")[1] is None
+  out = bench_graphs.decompose_cost(world, n=40, repeats=1)
+  assert out["captions"] == 40 and len(out["seconds"]) == 1
+  assert set(out["category_share"]) == set(decompose.CATEGORIES)
+  assert sum(out["category_share"].values()) == pytest.approx(1.0, abs=0.01)
+  assert out["mean_positives"] >= 1.0
+  assert "per 1,000 world captions" in capsys.readouterr().out
