@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import numpy as np
@@ -123,13 +123,3 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
   """Host-local numpy batch -> global arrays split over all devices of the mesh."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
-
-
-def init_sharded(init_fn, rng, rules, mesh: Mesh) -> tuple[Any, Any]:
-  """Runs ``init_fn(rng)`` directly into its shardings: nothing is built whole first.
-
-  Returns (tree, shardings).
-  """
-  abstract = jax.eval_shape(init_fn, rng)
-  shardings = tree_shardings(abstract, rules, mesh)
-  return jax.jit(init_fn, out_shardings=shardings)(rng), shardings

@@ -307,3 +307,17 @@ def test_general_parser_agrees_with_world_parser(world_captions):
   texts = [text for _, text in world_captions]
   agree = sum(_canonical_words(gparse(t)) == world_parser.parse(t) for t in texts)
   assert agree / len(texts) >= 0.99
+
+
+# ------------------------------------------------------------- conversions
+
+
+def test_scene_graph_json_and_networkx_round_trips():
+  g = G(["man", "horse", "hat"], [(0, "tall"), (1, "brown"), (1, "old")],
+        [(0, "riding", 1), (0, "wearing", 2)])
+  assert SceneGraph.from_json(json.dumps(g.to_json())) == g
+  nxg = g.to_networkx()
+  assert nxg.nodes[1] == {"name": "horse", "attributes": ["brown", "old"]}
+  assert sorted((s, o, d["predicate"]) for s, o, d in nxg.edges(data=True)) == [
+      (0, 1, "riding"), (0, 2, "wearing")]
+  assert SceneGraph.from_networkx(nxg) == g

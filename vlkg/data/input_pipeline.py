@@ -206,7 +206,3 @@ def eval_iterator(directory: str, split: str, *, batch_size: int,
               for k, v in batch.items()}
     padded["_mask"] = np.arange(local_batch) < n
     yield padded
-
-
-def num_examples(directory: str, split: str) -> int:
-  return records.read_manifest(directory)["splits"][split]["num_examples"]
