@@ -39,6 +39,6 @@ def parse(text: str, backend: str = "general") -> SceneGraph:
     from vlkg.graphs import world_parser  # pylint: disable=import-outside-toplevel
     return world_parser.parse(text)
   if backend == "spacy":
-    from vlkg.graphs import general_parser  # pylint: disable=import-outside-toplevel
-    return general_parser.parse_spacy(text)
+    from vlkg.graphs import spacy_parser  # pylint: disable=import-outside-toplevel
+    return spacy_parser.parse_spacy(text)
   raise ValueError(f"unknown parser backend {backend!r}; expected one of {BACKENDS}")

@@ -45,89 +45,19 @@ How a caption is read:
        world's grammar, where "and" joins independent clauses.
 
 ``GeneralParser(objects=..., attributes=..., relations=...)`` extends the packaged
-lexicons (``lexicon/*.txt`` plus the synthetic world's words); ``parse(text)`` uses a
-cached default instance. Parsing never raises on text: bad input gives an empty or
+lexicons (``lexicon/*.txt`` plus the synthetic world's words, `vlkg.graphs.lexicon`);
+``parse(text)`` uses a cached default instance. Parsing never raises on text: bad input gives an empty or
 partial graph.
 """
 
 from __future__ import annotations
 
 import functools
-import pathlib
-import re
 from typing import Iterable
 
-from vlkg.data.world import ontology
+from vlkg.graphs.lexicon import (LEAD_INS, LEXICON_DIR, POSSESSIVE, plural_forms,
+                                 read_lexicon, tokenize, world_vocabulary)
 from vlkg.graphs.scene_graph import SceneGraph
-
-LEXICON_DIR = pathlib.Path(__file__).parent / "lexicon"
-
-# ------------------------------------------------------------------ tokenisation
-
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-
-
-def _punctuation_table() -> dict[int, str]:
-  table = {}
-  for ch in "!\"#$%&()*+,./:;<=>?@[\\]^_`{|}~":
-    table[ord(ch)] = " "
-  table[ord(",")] = " , "
-  for ch in ".;:!?":
-    table[ord(ch)] = " . "
-  table[ord("&")] = " and "
-  return table
-
-
-_PUNCTUATION = _punctuation_table()
-POSSESSIVE = "'s"  # the token ``tokenize`` emits for a possessive
-_IS_CONTRACTIONS = frozenset(("there", "it", "that", "here", "what", "he", "she", "who"))
-
-
-def tokenize(text: str) -> list[str]:
-  """Lowercase word tokens with "," and "." as boundary tokens; never raises."""
-  if not isinstance(text, str):
-    return []
-  text = text.lower()
-  if not text.isascii():
-    text = _NON_ASCII.sub(" ", text.replace("\u2019", "'"))
-  out = []
-  for tok in text.translate(_PUNCTUATION).split():
-    if "'" in tok:
-      if tok.endswith("'s"):
-        base = tok[:-2].replace("'", "").strip("-")
-        if base:
-          out.append(base)
-        # "there's" is "there is"; any other "'s" is taken as a possessive.
-        out.append("is" if base in _IS_CONTRACTIONS else POSSESSIVE)
-        continue
-      tok = tok.replace("'", "")
-    tok = tok.strip("-")
-    if tok:
-      out.append(tok)
-  return out
-
-
-# ----------------------------------------------------------------- vocabularies
-
-# Only the nouns the packaged lexicon or a user adds get plurals from this table.
-IRREGULAR_PLURALS: dict[str, str] = {
-    "men": "man", "women": "woman", "people": "person", "persons": "person",
-    "children": "child", "mice": "mouse", "geese": "goose", "feet": "foot",
-    "teeth": "tooth", "knives": "knife", "leaves": "leaf", "shelves": "shelf",
-    "wolves": "wolf", "halves": "half", "loaves": "loaf", "calves": "calf",
-    "scarves": "scarf", "wives": "wife", "lives": "life", "thieves": "thief",
-    "oxen": "ox", "dice": "die", "cacti": "cactus", "sheep": "sheep", "deer": "deer",
-    "fish": "fish", "hooves": "hoof", "bookshelves": "bookshelf", "policemen": "policeman",
-}
-
-# Always stripped from the start of a caption: they say how the picture is shown,
-# not what it shows. Matched only at the start so "a man taking a picture of a dog"
-# keeps its picture.
-LEAD_INS = tuple(tuple(p.split()) for p in (
-    "a picture of", "an image of", "a photo of", "a photograph of", "a close up of",
-    "a closeup of", "close up of", "closeup of", "a view of", "a shot of",
-    "a black and white photo of", "a black and white picture of", "an old photo of",
-    "there is", "there are", "this is", "these are", "here is", "it is"))
 
 _DETERMINERS = ("a an the this that these those his her their its my your our some any "
                 "each every another other no which who whose whom").split()  # relative pronouns too
@@ -163,48 +93,6 @@ class _Entry:
     self.rel: str | None = None
     self.verbal = False
     self.kind = kind
-
-
-def read_lexicon(path: str | pathlib.Path) -> list[str]:
-  """Phrases of a lexicon file: one per line, '#' comments and blank lines skipped."""
-  out = []
-  for line in pathlib.Path(path).read_text().splitlines():
-    line = " ".join(line.split()).lower()
-    if line and not line.startswith("#"):
-      out.append(line)
-  return out
-
-
-def world_vocabulary() -> tuple[list[str], list[str], list[str]]:
-  """The synthetic world's (objects, attributes, relations), aliases and concepts included."""
-  objects = ["shape"]
-  for shape in ontology.SHAPES:
-    objects += [shape.name, *shape.synonyms, *shape.aliases]
-  attributes = ["round", "polygonal"]
-  attributes += sorted({f"{c.family}-colored" for c in ontology.COLORS})
-  for color in ontology.COLORS:
-    attributes += [color.name, *color.synonyms, *color.aliases]
-  for value in (*ontology.SIZES, *ontology.TEXTURES):
-    attributes += list(ontology.surface_forms(value))
-  relations = [form for r in ontology.RELATIONS for form in ontology.surface_forms(r)]
-  return objects, attributes, relations
-
-
-def plural_forms(noun: str) -> set[str]:
-  """Plural spellings of a singular noun (last word of a phrase), by rule and table."""
-  forms = {p for p, s in IRREGULAR_PLURALS.items() if s == noun}
-  if noun.endswith("man"):
-    forms.add(noun[:-3] + "men")
-  if noun.endswith(("s", "x", "z", "ch", "sh")):
-    forms.add(noun + "es")
-  elif noun.endswith("y") and len(noun) > 1 and noun[-2] not in "aeiou":
-    forms.add(noun[:-1] + "ies")
-  elif noun.endswith("o"):
-    forms.update((noun + "s", noun + "es"))
-  else:
-    forms.add(noun + "s")
-  forms.discard(noun)
-  return forms
 
 
 def _is_verbal(phrase: str) -> bool:
@@ -469,63 +357,3 @@ def default_parser() -> GeneralParser:
 def parse(text: str) -> SceneGraph:
   """Parses ``text`` with the default ``GeneralParser``."""
   return default_parser().parse(text)
-
-
-# ------------------------------------------------------------------ spaCy backend
-
-
-@functools.lru_cache(maxsize=2)
-def _spacy_pipeline(model: str):
-  try:
-    import spacy  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise ImportError(
-        "the 'spacy' scene-graph backend needs spaCy, which is not installed: "
-        f"pip install spacy && python -m spacy download {model}; or use "
-        "backend='general'") from e
-  try:
-    return spacy.load(model)
-  except OSError as e:
-    raise ImportError(f"spaCy is installed but its model {model!r} is not: "
-                      f"python -m spacy download {model}") from e
-
-
-def parse_spacy(text: str, model: str = "en_core_web_sm") -> SceneGraph:
-  """A minimal dependency-parse backend: noun chunks, their modifiers, verbs and preps.
-
-  Objects are noun-chunk roots (lemmas); attributes their adjectival and numeric
-  modifiers; relations a preposition between two chunks, or a verb (plus its
-  preposition) whose subject and object are chunks.
-
-  Raises:
-    ImportError: naming spaCy when it, or its English model, is not installed.
-  """
-  nlp = _spacy_pipeline(model)
-  doc = nlp(text if isinstance(text, str) else "")
-  index, objects, attributes, relations = {}, [], [], []
-  for chunk in doc.noun_chunks:
-    k = len(objects)
-    objects.append(chunk.root.lemma_.lower())
-    index[chunk.root.i] = k
-    attributes += [(k, t.lower_) for t in chunk if t.dep_ in ("amod", "nummod")]
-
-  def subject_of(verb) -> int | None:
-    for child in verb.children:
-      if child.dep_ in ("nsubj", "nsubjpass") and child.i in index:
-        return index[child.i]
-    if verb.dep_ in ("acl", "relcl") and verb.head.i in index:
-      return index[verb.head.i]
-    return None
-
-  for chunk in doc.noun_chunks:
-    root, o = chunk.root, index[chunk.root.i]
-    if root.dep_ == "pobj" and root.head.dep_ == "prep":
-      prep, gov = root.head, root.head.head
-      if gov.i in index:
-        relations.append((index[gov.i], prep.lower_, o))
-      elif gov.pos_ in ("VERB", "AUX") and (s := subject_of(gov)) is not None:
-        relations.append((s, f"{gov.lower_} {prep.lower_}", o))
-    elif root.dep_ == "dobj" and (s := subject_of(root.head)) is not None:
-      relations.append((s, root.head.lower_, o))
-  return SceneGraph(tuple(objects), tuple(attributes),
-                    tuple(r for r in relations if r[0] != r[2]))
