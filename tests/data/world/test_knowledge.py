@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlkg.data.world import knowledge
+from vlkg.data.world import knowledge, knowledge_queries
 from vlkg.data.world import ontology
 
 
@@ -39,82 +39,82 @@ def test_number_word():
 
 
 def test_members_of_families(graph):
-  assert knowledge.members(graph, "warm color") == {"red", "orange", "yellow", "pink"}
-  assert knowledge.members(graph, "cool color") == {"green", "cyan", "blue", "purple"}
-  assert knowledge.members(graph, "color") == {c.name for c in ontology.COLORS}
-  assert knowledge.members(graph, "size") == {"small", "large"}
-  assert knowledge.members(graph, "texture") == {"solid", "striped", "hollow"}
-  assert knowledge.members(graph, "relation") == set(ontology.RELATIONS)
-  assert knowledge.members(graph, "red") == set()
+  assert knowledge_queries.members(graph, "warm color") == {"red", "orange", "yellow", "pink"}
+  assert knowledge_queries.members(graph, "cool color") == {"green", "cyan", "blue", "purple"}
+  assert knowledge_queries.members(graph, "color") == {c.name for c in ontology.COLORS}
+  assert knowledge_queries.members(graph, "size") == {"small", "large"}
+  assert knowledge_queries.members(graph, "texture") == {"solid", "striped", "hollow"}
+  assert knowledge_queries.members(graph, "relation") == set(ontology.RELATIONS)
+  assert knowledge_queries.members(graph, "red") == set()
   with pytest.raises(KeyError, match="nope"):
-    knowledge.members(graph, "nope")
+    knowledge_queries.members(graph, "nope")
 
 
 def test_members_of_shape_classes(graph):
-  assert knowledge.members(graph, "four corners") == {"square", "diamond"}
-  assert knowledge.members(graph, "no corners") == {"circle", "ellipse"}
-  assert knowledge.members(graph, "twelve corners") == {"cross"}
-  assert knowledge.members(graph, "round shape") == {"circle", "ellipse"}
-  assert knowledge.members(graph, "polygon") == {
+  assert knowledge_queries.members(graph, "four corners") == {"square", "diamond"}
+  assert knowledge_queries.members(graph, "no corners") == {"circle", "ellipse"}
+  assert knowledge_queries.members(graph, "twelve corners") == {"cross"}
+  assert knowledge_queries.members(graph, "round shape") == {"circle", "ellipse"}
+  assert knowledge_queries.members(graph, "polygon") == {
       "triangle", "square", "diamond", "pentagon", "hexagon", "star", "cross"}
-  assert knowledge.members(graph, "non-convex") == {"star", "cross"}
-  assert knowledge.members(graph, "convex") == {
+  assert knowledge_queries.members(graph, "non-convex") == {"star", "cross"}
+  assert knowledge_queries.members(graph, "convex") == {
       "circle", "ellipse", "triangle", "square", "diamond", "pentagon", "hexagon"}
-  assert knowledge.members(graph, "shape") == {s.name for s in ontology.SHAPES}
+  assert knowledge_queries.members(graph, "shape") == {s.name for s in ontology.SHAPES}
 
 
 def test_corners_of_every_shape_match_ontology(graph):
   for shape in ontology.SHAPES:
-    facts = knowledge.concepts_of(graph, shape.name)
+    facts = knowledge_queries.concepts_of(graph, shape.name)
     assert facts["corners"] == knowledge.corners_phrase(shape.corners), shape.name
     assert graph.nodes[facts["corners"]]["kind"] == "corners"
     assert graph.nodes[facts["corners"]]["count"] == shape.corners
     assert facts["round"] == (shape.corners == 0), shape.name
     assert facts["polygon"] == (shape.corners >= 3), shape.name
     assert facts["convex"] == (shape.name not in ("star", "cross")), shape.name
-  assert set(knowledge.nodes_of_kind(graph, "corners")) == {
+  assert set(knowledge_queries.nodes_of_kind(graph, "corners")) == {
       "no corners", "three corners", "four corners", "five corners", "six corners",
       "ten corners", "twelve corners"}
 
 
 def test_concepts_of_examples(graph):
-  assert knowledge.concepts_of(graph, "red") == {
+  assert knowledge_queries.concepts_of(graph, "red") == {
       "family": "warm color", "aliases": ("scarlet",)}
-  assert knowledge.concepts_of(graph, "blue") == {
+  assert knowledge_queries.concepts_of(graph, "blue") == {
       "family": "cool color", "aliases": ("azure",)}
-  assert knowledge.concepts_of(graph, "square") == {
+  assert knowledge_queries.concepts_of(graph, "square") == {
       "corners": "four corners", "round": False, "polygon": True, "convex": True,
       "aliases": ("quadrate",)}
-  assert knowledge.concepts_of(graph, "star")["corners"] == "ten corners"
-  assert knowledge.concepts_of(graph, "small") == {"opposite": "large", "aliases": ()}
-  assert knowledge.concepts_of(graph, "left of") == {
+  assert knowledge_queries.concepts_of(graph, "star")["corners"] == "ten corners"
+  assert knowledge_queries.concepts_of(graph, "small") == {"opposite": "large", "aliases": ()}
+  assert knowledge_queries.concepts_of(graph, "left of") == {
       "converse": "right of", "aliases": ()}
-  assert knowledge.concepts_of(graph, "striped") == {"aliases": ()}
+  assert knowledge_queries.concepts_of(graph, "striped") == {"aliases": ()}
   with pytest.raises(KeyError, match="resolve"):
-    knowledge.concepts_of(graph, "scarlet")
+    knowledge_queries.concepts_of(graph, "scarlet")
   with pytest.raises(KeyError, match="polygon"):
-    knowledge.concepts_of(graph, "polygon")
+    knowledge_queries.concepts_of(graph, "polygon")
 
 
 def test_every_alias_resolves(graph):
   all_aliases = _all_aliases()
   assert len(all_aliases) == 17
   for alias, canonical in all_aliases.items():
-    assert knowledge.resolve(graph, alias) == canonical
+    assert knowledge_queries.resolve(graph, alias) == canonical
     assert graph.nodes[alias]["kind"] == "word"
   for item in (*ontology.SHAPES, *ontology.COLORS):
-    assert knowledge.aliases(graph, item.name) == tuple(sorted(item.aliases))
+    assert knowledge_queries.aliases(graph, item.name) == tuple(sorted(item.aliases))
 
 
 def test_every_training_word_resolves(graph):
   for form, canonical in ontology.lexicon().items():
-    assert knowledge.resolve(graph, form) == canonical, form
-  assert knowledge.resolve(graph, "disc") == "circle"
-  assert knowledge.resolve(graph, "to the left of") == "left of"
-  assert knowledge.synonyms(graph, "small") == ("little", "tiny")
-  assert knowledge.resolve(graph, "warm color") is None
-  assert knowledge.resolve(graph, "polygon") is None
-  assert knowledge.resolve(graph, "zebra") is None
+    assert knowledge_queries.resolve(graph, form) == canonical, form
+  assert knowledge_queries.resolve(graph, "disc") == "circle"
+  assert knowledge_queries.resolve(graph, "to the left of") == "left of"
+  assert knowledge_queries.synonyms(graph, "small") == ("little", "tiny")
+  assert knowledge_queries.resolve(graph, "warm color") is None
+  assert knowledge_queries.resolve(graph, "polygon") is None
+  assert knowledge_queries.resolve(graph, "zebra") is None
 
 
 def test_no_alias_is_a_training_surface_form():
@@ -133,7 +133,7 @@ def test_node_kinds(graph):
   assert kinds["polygon"] == "category"
   assert kinds["color"] == "category"
   assert kinds["disc"] == "word"
-  assert knowledge.nodes_of_kind(graph, "family") == ["cool color", "warm color"]
+  assert knowledge_queries.nodes_of_kind(graph, "family") == ["cool color", "warm color"]
 
 
 def test_specific_facts(graph):
@@ -185,7 +185,7 @@ def test_tsv_round_trip(graph, tmp_path):
   second = tmp_path / "kg2.tsv"
   knowledge.write_triples_tsv(again, second)
   assert second.read_bytes() == path.read_bytes()
-  assert knowledge.concepts_of(again, "red") == knowledge.concepts_of(graph, "red")
+  assert knowledge_queries.concepts_of(again, "red") == knowledge_queries.concepts_of(graph, "red")
 
 
 @pytest.mark.parametrize("bad_line, message", [
