@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from vlkg.data.benchmarks.errors import BenchmarkFormatError
-from vlkg.evaluators import binary_choice, real_benchmarks
+from vlkg.evaluators import benchmark_images, binary_choice, real_benchmarks
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COLORS = ("red", "green", "blue", "yellow", "gray")
@@ -488,7 +488,7 @@ def test_presize_matches_the_models_own_preprocessing(workdir):
   from vlkg import api
   model = api.load(workdir)
   image = np.random.default_rng(0).integers(0, 256, (37, 90, 3), dtype=np.uint8)
-  presized = real_benchmarks._presizer(model)(image)
+  presized = benchmark_images._presizer(model)(image)
   assert presized.shape == (model.image_size, model.image_size, 3)
   np.testing.assert_array_equal(model.encode_images(presized[None]),
                                 model.encode_images(image[None]))

@@ -50,17 +50,17 @@ their items), retrieval adds ``n_texts``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from vlkg.data.benchmarks import aro, karpathy, order, sugarcrepe, winoground
 from vlkg.evaluators import binary_choice, common, retrieval
+from vlkg.evaluators.benchmark_images import (View, default_image_root, embed_views,
+                                              report_missing, subdir_or_root)
 from vlkg.evaluators.encoder import Encoder
 
 BENCHMARKS: tuple[str, ...] = ("aro_relation", "aro_attribution", "coco_order",
@@ -72,110 +72,6 @@ _NUMBER_WORDS = frozenset(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen "
     "fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty "
     "hundred thousand dozen".split())
-
-
-# ------------------------------------------------------------------------- images
-
-
-@dataclasses.dataclass(frozen=True)
-class View:
-  """One image as the model sees it: a file, optionally cropped (ARO's bbox)."""
-
-  path: str
-  bbox: tuple[float, float, float, float] | None = None
-
-
-def _presizer(encoder: Encoder) -> Callable[[np.ndarray], np.ndarray]:
-  """The encoder's own resize, applied per image, when we know it.
-
-  `vlkg.api.Model` resizes each image alone (CLIP's bicubic shorter-side resize and
-  center crop) and then encodes a fixed [B, S, S, 3] batch. Real benchmark images
-  differ in size, and only same-shaped images can share an ``encode_images`` call,
-  so without this every size would be its own small batch (and a jit compile per
-  batch length). Running that same resize here gives bit-identical pixels, after
-  which the model's own resize is the identity. Other encoders get raw pixels.
-  """
-  api = sys.modules.get("vlkg.api")  # an api.Model exists only if this is imported
-  if api is not None and isinstance(encoder, api.Model):
-    size = encoder.image_size
-    resize = api._resize  # pylint: disable=protected-access
-    return lambda image: resize(image[None], size)[0]
-  return lambda image: image
-
-
-def _crop(image: np.ndarray, view: View) -> np.ndarray:
-  crop = aro.crop_to_bbox(image, view.bbox)
-  if crop.shape[0] == 0 or crop.shape[1] == 0:
-    raise ValueError(f"{view.path}: bbox (x, y, w, h) = {view.bbox} gives an empty "
-                     "crop")
-  return crop
-
-
-def embed_views(cache: common.EmbeddingCache,
-                views: Sequence[View]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-  """Embeds image views read from disk, ``cache.batch_size`` images at a time.
-
-  Each distinct view is read and encoded once; views of one file are read from
-  one decode (they are processed in path order).
-
-  Args:
-    cache: Wraps the encoder.
-    views: The views, repeats allowed.
-
-  Returns:
-    ``(rows, matrix, missing)``: int ``[len(views)]`` rows of the float32 ``[U, D]``
-    ``matrix`` (-1 for a view whose file does not exist), and the sorted distinct
-    paths that do not exist.
-
-  Raises:
-    vlkg.evaluators.binary_choice.ImageLoadError: If a file exists but is not a
-      readable image; the message names the file.
-    ValueError: If a bbox gives an empty crop.
-  """
-  distinct = list(dict.fromkeys(views))
-  exists = {p: os.path.isfile(p) for p in dict.fromkeys(v.path for v in distinct)}
-  missing = sorted(p for p, ok in exists.items() if not ok)
-  todo = sorted((v for v in distinct if exists[v.path]),
-                key=lambda v: (v.path, v.bbox or ()))
-  presize = _presizer(cache.encoder)
-  row_of: dict[View, int] = {}
-  matrix = np.zeros((0, 0), np.float32)
-  loaded_path, loaded = None, None
-  for start in range(0, len(todo), cache.batch_size):
-    part = todo[start:start + cache.batch_size]
-    pixels = []
-    for view in part:
-      if view.path != loaded_path:
-        loaded_path, loaded = view.path, binary_choice.load_image(view.path)
-      pixels.append(presize(loaded if view.bbox is None else _crop(loaded, view)))
-    rows, matrix = cache.image_rows(pixels)
-    row_of.update(zip(part, rows.tolist()))
-  rows = np.array([row_of.get(v, -1) for v in views], dtype=np.int64)
-  return rows, matrix, missing
-
-
-def _report_missing(benchmark: str, data: str, root: str, missing: list[str],
-                    n_scored: int) -> None:
-  if missing and n_scored == 0:
-    raise FileNotFoundError(
-        f"{benchmark}: none of the images of {data} was found under {root} "
-        f"({len(missing)} files missing, first: {missing[0]}); pass the image folder "
-        "with --images")
-  if missing:
-    logging.warning("%s: %d image files missing (first: %s); their items are not "
-                    "scored", benchmark, len(missing), missing[0])
-
-
-def _subdir_or_root(root: str, subdir: str) -> str:
-  """``root/subdir`` when it exists (the official layout), else ``root`` itself."""
-  candidate = os.path.join(root, subdir)
-  return candidate if os.path.isdir(candidate) else root
-
-
-def default_image_root(data: str) -> str:
-  """The folder of ``data``, or ``data`` itself when it is a folder."""
-  data = os.fspath(data)
-  return data if os.path.isdir(data) else os.path.dirname(os.path.abspath(data))
 
 
 def _option_scores(cache: common.EmbeddingCache, image_rows: np.ndarray,
@@ -195,7 +91,7 @@ def _choice(cache: common.EmbeddingCache, benchmark: str, data: str, root: str,
   """Scores of the items whose image exists, their mask, and the missing files."""
   rows, matrix, missing = embed_views(cache, views)
   kept = rows >= 0
-  _report_missing(benchmark, data, root, missing, int(kept.sum()))
+  report_missing(benchmark, data, root, missing, int(kept.sum()))
   kept_options = [o for o, ok in zip(options, kept.tolist()) if ok]
   return _option_scores(cache, rows[kept], matrix, kept_options), kept, missing
 
@@ -232,7 +128,7 @@ def evaluate_aro(cache: common.EmbeddingCache, data: str, kind: aro.AroKind,
   """
   benchmark = f"aro_{kind}"
   items = aro.read_aro(data, kind)
-  root = _subdir_or_root(images or default_image_root(data), ARO_IMAGE_DIR)
+  root = subdir_or_root(images or default_image_root(data), ARO_IMAGE_DIR)
   views = [View(os.path.join(root, it.image_path), it.bbox) for it in items]
   # Official option order: [false, true], so that argmax's first-maximum rule makes
   # a tie wrong.
@@ -415,7 +311,7 @@ def evaluate_winoground(cache: common.EmbeddingCache, data: str,
   rows, matrix, missing = embed_views(cache, views)
   n = len(items)
   kept = (rows[:n] >= 0) & (rows[n:] >= 0)
-  _report_missing(benchmark, data, _subdir_or_root(root, winoground.IMAGE_DIR),
+  report_missing(benchmark, data, subdir_or_root(root, winoground.IMAGE_DIR),
                   missing, int(kept.sum()))
   captions = [(it.caption_0, it.caption_1)
               for it, ok in zip(items, kept.tolist()) if ok]
@@ -457,7 +353,7 @@ def evaluate_retrieval(cache: common.EmbeddingCache, data: str,
   rows, matrix, missing = embed_views(
       cache, [View(os.path.join(root, e.image)) for e in entries])
   kept = rows >= 0
-  _report_missing(benchmark, data, root, missing, int(kept.sum()))
+  report_missing(benchmark, data, root, missing, int(kept.sum()))
   texts, text_to_image = [], []
   for j, entry in enumerate(e for e, ok in zip(entries, kept.tolist()) if ok):
     texts.extend(entry.captions)
