@@ -452,11 +452,12 @@ def world_caption_graphs(n: int, world_cfg=None, split: str = "train"
   Returns:
     (graphs, the reject hook ``build`` uses on ``split``).
   """
+  from vlkg import config as config_lib
+  from vlkg.data import world as world_lib
   from vlkg.data.world import build, scene as scene_lib
   from vlkg.graphs import world_parser
-  if world_cfg is None:
-    from configs import clip  # run from the repository root
-    world_cfg = clip.get_config().world
+  if world_cfg is None:  # the default run's world
+    world_cfg = world_lib.settings(config_lib.get_config("clip"))
   spec = build.world_spec(world_cfg)
   graphs: list[SceneGraph] = []
   index = 0
