@@ -4,11 +4,10 @@
     python -m vlkg.main --config configs/clip.py:smoke --workdir /tmp/vlkg_smoke
 """
 
-from configs import common
+from vlkg import config as config_lib
 
 
 def get_config(arg=None):
-  preset, overrides = common.parse_arg(arg)
-  config = common.base_config(preset)
-  config.method = "clip"
-  return common.finalize(config, overrides)
+  preset, overrides = config_lib.parse_arg(arg)
+  config = config_lib.base_config(preset, "clip")
+  return config_lib.finalize(config, overrides)

@@ -8,13 +8,12 @@ The default trains on the built-in world with the same model, steps and seed as
 spans). Every world evaluation reports ``grounding/*`` (pointing game, IoU >= 0.5).
 """
 
-from configs import common
+from vlkg import config as config_lib
 
 
 def get_config(arg=None):
-  preset, overrides = common.parse_arg(arg)
-  config = common.base_config(preset)
-  config.method = "loupe"
+  preset, overrides = config_lib.parse_arg(arg)
+  config = config_lib.base_config(preset, "loupe")
   config.loupe = dict(
       region_grid=2,  # regions: a 2x2 cut of the patch grid
       game_images=4,  # exact games per step (2^R + 2^P tower passes each)
@@ -35,4 +34,4 @@ def get_config(arg=None):
   )
   # Starting from CLIP weights, only the estimator and the region head are new.
   config.model_init_new = "^(shapley|region_head)/"
-  return common.finalize(config, overrides)
+  return config_lib.finalize(config, overrides)

@@ -10,13 +10,12 @@ to be combined with ``model_init`` pointing at imported CLIP weights. Model
 selection uses the ``val`` split (``select_metric``), never ``test``.
 """
 
-from configs import common
+from vlkg import config as config_lib
 
 
 def get_config(arg=None):
-  preset, overrides = common.parse_arg(arg)
-  config = common.base_config(preset)
-  config.method = "mosaiclip"
+  preset, overrides = config_lib.parse_arg(arg)
+  config = config_lib.base_config(preset, "mosaiclip")
   config.mosaiclip = dict(
       # Curriculum stage 1 (1 sub-caption, 1 sub-graph negative per image) lasts
       # stage1_steps, or stage1_fraction of training when stage1_steps < 0.
@@ -30,5 +29,5 @@ def get_config(arg=None):
   if preset == "vit_b32":
     config.input.batch_size = 256
     config.optim.update(lr=1e-5, warmup_steps=50)
-    config.total_steps = 5 * 118_000 // 256
-  return common.finalize(config, overrides)
+    config.update(total_steps=None, total_epochs=5)
+  return config_lib.finalize(config, overrides)

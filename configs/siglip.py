@@ -5,14 +5,13 @@
 
 import math
 
-from configs import common
+from vlkg import config as config_lib
 
 
 def get_config(arg=None):
-  preset, overrides = common.parse_arg(arg)
-  config = common.base_config(preset)
-  config.method = "siglip"
+  preset, overrides = config_lib.parse_arg(arg)
+  config = config_lib.base_config(preset, "siglip")
   # SigLIP §3: t' = log 10, b = -10, so training starts at the prior of rare positives.
   config.model.init_logit_scale = math.log(10.0)
   config.model.init_logit_bias = -10.0
-  return common.finalize(config, overrides)
+  return config_lib.finalize(config, overrides)

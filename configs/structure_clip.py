@@ -14,18 +14,17 @@ and a real corpus (docs/data.md, "Fine-tune Structure-CLIP on COCO"):
         --config.model_init=clip_vit_b32 --workdir RUN
 
 On a real corpus the evals are retrieval on its held-out split and the selection
-metric ``retrieval/val/image_to_text_R@1`` (``vlkg.data.prepare.corpus_evals``); the
-tokenizer is model_init's. Model selection uses the ``val`` split
+metric ``retrieval/val/image_to_text_R@1`` (``vlkg.evaluators.for_data``); the
+tokenizer is model_init's. Ten epochs are ten passes over the corpus's train split. Model selection uses the ``val`` split
 (``select_metric``), never ``test``.
 """
 
-from configs import common
+from vlkg import config as config_lib
 
 
 def get_config(arg=None):
-  preset, overrides = common.parse_arg(arg)
-  config = common.base_config(preset)
-  config.method = "structure_clip"
+  preset, overrides = config_lib.parse_arg(arg)
+  config = config_lib.base_config(preset, "structure_clip")
   config.structure_clip = dict(
       lam=0.2,  # text feature = norm(text) + lam * norm(KEE)
       kee_depth=6,
@@ -48,5 +47,5 @@ def get_config(arg=None):
     config.structure_clip.loss = "hinge"
     config.input.batch_size = 64
     config.optim.update(lr=5e-6, weight_decay=0.1, warmup_steps=0)
-    config.total_steps = 10 * 100_000 // 64
-  return common.finalize(config, overrides)
+    config.update(total_steps=None, total_epochs=10)
+  return config_lib.finalize(config, overrides)

@@ -14,7 +14,7 @@ from vlkg import api, train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ("smoke,world.num_train=128,world.num_val=16,world.num_test=16,"
          "world.num_test_comp=16,world.workers=1,input.batch_size=16,total_steps=6,"
-         "log_every=3,checkpoint_every=3,eval_every=3")
+         "log_every_steps=3,checkpoint_every_steps=3,eval_every_steps=3")
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +82,49 @@ def test_main_export_mode_writes_params(run, tmp_path):
   assert sorted(after.files) == sorted(before)
   for k in before:
     np.testing.assert_array_equal(after[k], before[k])
+
+
+def test_main_eval_mode_runs_the_config_evaluators(run):
+  """--mode eval: vlkg.evaluators.run on DIR/params.npz, one JSON line of metrics."""
+  workdir, last = run
+  out = subprocess.run([sys.executable, "-m", "vlkg.main", "--config",
+                        f"configs/clip.py:{SMOKE}", "--workdir", workdir, "--mode", "eval",
+                        f"--config.data_dir={os.path.dirname(workdir)}/data"],
+                       cwd=ROOT, check=True, capture_output=True, text=True)
+  metrics = json.loads(out.stdout.strip().splitlines()[-1])
+  for k in ("world/attribute_swap", "world_comp/relation_swap",
+            "retrieval/test/image_to_text_R@1", "grounding/pointing_acc"):
+    assert metrics[k] == pytest.approx(last[k], abs=1e-6), k
+
+
+def _legacy_config_json(path):
+  """Rewrites a run's config.json in the keys runs had before the renames."""
+  data = json.load(open(path))
+  data["world"]["image_size"] = data["model"].pop("image_size")
+  data["input"]["image_size"] = 0
+  for name in ("log_every", "eval_every", "checkpoint_every"):
+    data[name] = data.pop(f"{name}_steps")
+    del data[f"{name}_examples"], data[f"{name}_epochs"]
+  del data["total_examples"], data["total_epochs"]
+  del data["optim"]["warmup_examples"], data["optim"]["warmup_epochs"]
+  json.dump(data, open(path, "w"))
+
+
+def test_a_run_with_an_older_config_json_loads_and_resumes(run, tmp_path):
+  import shutil
+  from vlkg.data import prepare
+  workdir, _ = run
+  old = str(tmp_path / "old")
+  shutil.copytree(workdir, old)
+  _legacy_config_json(os.path.join(old, "config.json"))
+  images = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+  np.testing.assert_allclose(api.load(old).encode_images(images),
+                             api.load(workdir).encode_images(images), atol=1e-6)
+  assert prepare.run_dataset_dir(old) == prepare.run_dataset_dir(workdir)
+  # The same command resumes it (config.json's old keys are not a change), and
+  # with more steps it trains on from its last checkpoint.
+  config = clip.get_config(SMOKE + f",data_dir='{os.path.dirname(workdir)}/data',"
+                           "total_steps=8,evals={}")
+  train.train_and_evaluate(config, old)
+  steps = [json.loads(l)["step"] for l in open(os.path.join(old, "metrics.jsonl"))]
+  assert steps[-1] == 8 and steps == sorted(steps)

@@ -35,7 +35,7 @@ def test_two_cpu_processes_train_one_model(tmp_path):
   env = dict(os.environ, VLKG_DATA_DIR=str(tmp_path / "data"))
   subprocess.run(
       ["bash", os.path.join(ROOT, "launch", "multihost_cpu.sh"), "2", "2",
-       "--config", "configs/clip.py:smoke,total_steps=6,eval_every=0", "--workdir",
+       "--config", "configs/clip.py:smoke,total_steps=6,eval_every_steps=0", "--workdir",
        str(workdir)], cwd=ROOT, env=env, check=True, timeout=600)
   finals = []
   for p in range(2):

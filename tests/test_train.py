@@ -20,7 +20,7 @@ from vlkg.data import prepare
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ("smoke,world.num_train=256,world.num_val=16,world.num_test=16,"
          "world.num_test_comp=16,world.workers=1,input.batch_size=16,total_steps=12,"
-         "log_every=2,checkpoint_every=4,eval_every=1000")
+         "log_every_steps=2,checkpoint_every_steps=4,eval_every_steps=1000")
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +238,49 @@ def test_text_tower_and_tokenizer_must_agree(data_dir):
     train.resolve_config(config(data_dir, ",model.text.vocab_size=49408"), directory)
   resolved = train.resolve_config(config(data_dir), directory)
   assert resolved.model.text.vocab_size > 0
+
+
+def test_durations_in_epochs_and_examples(data_dir, tmp_path):
+  """256 training scenes at batch 16: an epoch is 16 steps."""
+  workdir = str(tmp_path / "run")
+  cfg = config(data_dir, ",evals={},total_steps=None,total_epochs=0.25,"
+                         "log_every_steps=None,log_every_examples=32,"
+                         "checkpoint_every_steps=None,checkpoint_every_epochs=0.125")
+  train.train_and_evaluate(cfg, workdir)
+  steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert steps == [2, 4]
+  saved = json.load(open(os.path.join(workdir, "config.json")))
+  assert (saved["total_steps"], saved["total_epochs"]) == (4, None)
+  assert (saved["log_every_steps"], saved["log_every_examples"]) == (2, None)
+  assert saved["checkpoint_every_steps"] == 2
+  assert checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 read_only=True).latest_step() == 4
+  # Resuming with the same durations finds the same config: nothing is refused.
+  train.train_and_evaluate(cfg, workdir)
+  with pytest.raises(ValueError, match="total_steps=12 and total_epochs=0.25"):
+    train.train_and_evaluate(config(data_dir, ",total_epochs=0.25"), workdir)
+
+
+def test_eval_encoder_is_built_once_and_follows_the_params(data_dir, tmp_path, monkeypatch):
+  """One encoder per run, compiled once; each evaluation sees the current params."""
+  from vlkg import evaluators
+  built, seen = [], []
+  real_make, real_run = train.api.make_encoder, evaluators.run
+
+  def make_encoder(*args, **kwargs):
+    built.append(real_make(*args, **kwargs))
+    return built[-1]
+
+  def run(cfg, encoder, dataset_dir):
+    seen.append(np.asarray(jax.device_get(encoder.params["logit_scale"])).copy())
+    return real_run(cfg, encoder, dataset_dir)
+
+  monkeypatch.setattr(train.api, "make_encoder", make_encoder)
+  monkeypatch.setattr(train.evaluators, "run", run)
+  cfg = config(data_dir, ",total_steps=2,eval_every_steps=1,"
+                         "evals={'r': {'type': 'retrieval', 'split': 'val'}}")
+  train.train_and_evaluate(cfg, str(tmp_path / "run"))
+  assert len(built) == 1 and len(seen) == 3  # evaluations at steps 0, 1 and 2
+  assert not np.array_equal(seen[0], seen[2])
+  assert built[0]._embed_images._cache_size() == 1  # pylint: disable=protected-access
+  assert built[0].params is None  # not held between evaluations

@@ -16,23 +16,13 @@ OpenAI's ``clip.load`` (bicubic resize, center crop, CLIP mean/std).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-# CLIP's preprocessing constants (Radford et al. 2021, released code).
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
-
-
-def normalize_images(images: jax.Array) -> jax.Array:
-  """uint8 [B,H,W,3] -> float32 normalised with CLIP's mean/std (jittable)."""
-  x = images.astype(jnp.float32) / 255.0
-  return (x - CLIP_MEAN) / CLIP_STD
+from vlkg.preprocess import normalize_images, resize
 
 
 def _l2_normalize(x: jax.Array) -> jax.Array:
@@ -40,47 +30,13 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
   return l2_normalize(x)
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-  """CLIP's eval transform: bicubic resize of the shorter side, then a center crop.
-
-  Matches torchvision's ``Resize(size, BICUBIC)`` + ``CenterCrop(size)`` on PIL
-  images, which OpenAI's ``clip.load`` and open_clip's ``image_transform`` use: the
-  longer side becomes ``int(size * long / short)`` (truncated), an image whose
-  shorter side is already ``size`` is not resampled, and the crop's offsets are
-  ``round((side - size) / 2)`` (Python's round, half to even).
-  """
-  if images.shape[1:3] == (size, size):
-    return images
-  from PIL import Image
-  out = []
-  for im in images:
-    h, w = im.shape[:2]
-    short, long = min(h, w), max(h, w)
-    new_long = int(size * long / short)
-    new_h, new_w = (new_long, size) if w <= h else (size, new_long)
-    pil = Image.fromarray(im)
-    if (new_h, new_w) != (h, w):
-      pil = pil.resize((new_w, new_h), Image.BICUBIC)
-    top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
-    out.append(np.asarray(pil.crop((left, top, left + size, top + size))))
-  return np.stack(out)
-
-
-def image_size_of(config) -> int:
-  """The model's input side: ``config.model.image_size`` when set (imported CLIP
-  weights), else ``config.input.image_size`` when set (a real corpus), else the
-  world's ``config.world.image_size`` (every run directory before these keys)."""
-  for section in ("model", "input"):
-    size = (config.get(section, None) or {}).get("image_size", None)
-    if size:
-      return int(size)
-  return int(config.world.image_size)
-
-
 class Model:
   """A two-tower model with its params, tokenizer and preprocessing.
 
   Inputs are encoded in fixed-size batches (padded), so each tower compiles once.
+  The jitted functions take the params as an argument: the trainer builds one
+  encoder per run and sets ``params`` to the current ones before each evaluation,
+  so evaluations after the first compile nothing.
   """
 
   def __init__(self, module, params, tokenizer, image_size: int, batch_size: int = 256):
@@ -115,7 +71,7 @@ class Model:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"encode_images takes uint8 [B,H,W,3]; got {images.dtype} "
                        f"{images.shape}")
-    return _resize(images, self.image_size)
+    return resize(images, self.image_size)
 
   def encode_images(self, images) -> np.ndarray:
     return self._batched(self._embed_images, self._images(images))
@@ -173,7 +129,7 @@ class FusedTextModel(Model):
 def make_encoder(module, params, tokenizer, config, batch_size: int = 256) -> Model:
   """The evaluation encoder of a run: fused text features for methods that have a
   knowledge encoder (unless ``config.<method>.eval_text == "plain"``)."""
-  image_size = image_size_of(config)
+  image_size = config.model.image_size
   section = config.get(config.method) or {}
   if hasattr(module, "fused_text") and section.get("eval_text", "fused") == "fused":
     from vlkg import graphs
@@ -186,10 +142,12 @@ def make_encoder(module, params, tokenizer, config, batch_size: int = 256) -> Mo
 
 
 def load(path: str, batch_size: int = 256) -> Model:
-  """Loads ``params.npz`` (a file, or a workdir holding one) with its ``config.json``."""
-  import ml_collections
+  """Loads ``params.npz`` (a file, or a workdir holding one) with its ``config.json``.
 
-  from vlkg import checkpoint, methods
+  A ``config.json`` written before a key was renamed is read in today's keys
+  (`vlkg.config.upgrade`).
+  """
+  from vlkg import checkpoint, config as config_lib, methods
   from vlkg.data import tokenizer as tok_lib
   params_path = os.path.join(path, "params.npz") if os.path.isdir(path) else path
   workdir = os.path.dirname(os.path.abspath(params_path))
@@ -198,15 +156,10 @@ def load(path: str, batch_size: int = 256) -> Model:
     if not os.path.exists(p):
       raise FileNotFoundError(f"{p} not found: api.load needs params.npz and "
                               "config.json side by side")
-  with open(config_path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = config_lib.load_run_config(workdir)
   module = methods.build_model(config)
-  size = image_size_of(config)
-  # Shapes at the model's own input size, which may differ from the world's.
-  abstract = jax.eval_shape(lambda r: module.init(
-      r, jnp.zeros((1, size, size, 3), jnp.float32),
-      jnp.zeros((1, config.model.text.context_length), jnp.int32))["params"],
-      jax.random.key(0))
+  # Shapes at the model's own input size (config.model.image_size).
+  abstract = methods.abstract_params(module, config)
   params = checkpoint.unflatten_params(
       checkpoint.load_params_npz(params_path, expected=abstract))
   desc = config.get("tokenizer", None)

@@ -37,10 +37,9 @@ def main(argv):
     from vlkg import train
     result = train.train_and_evaluate(config, workdir)
   elif _MODE.value == "eval":
-    from vlkg import api, train
+    from vlkg import api, evaluators
     from vlkg.data import prepare
-    directory = prepare.ensure_prepared(config)
-    result = train._run_evals(config, api.load(workdir), directory)
+    result = evaluators.run(config, api.load(workdir), prepare.ensure_prepared(config))
   else:
     from vlkg.tools import export
     result = {"params": export.export(workdir)}

@@ -1,7 +1,8 @@
 """The optimizer from ``config.optim``: AdamW, warmup + cosine, clipping, masks.
 
-  * learning rate: linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to
-    ``lr * end_lr_factor`` at ``total_steps`` (Loshchilov & Hutter 2017);
+  * learning rate: linear warmup to ``lr`` over the warm-up (``optim.warmup_steps``,
+    ``_examples`` or ``_epochs``), then cosine decay to ``lr * end_lr_factor`` at the
+    end of training (``total_*``; `vlkg.config.durations`; Loshchilov & Hutter 2017);
   * weight decay applies to every parameter whose path does not match ``no_decay``
     (biases, norms, embeddings, temperature), as in CLIP's training recipe;
   * ``frozen`` regexes keep matching parameters fixed (LiT, Zhai et al. 2022):
@@ -15,15 +16,19 @@ import re
 import jax
 import optax
 
+from vlkg.config import durations
 from vlkg.sharding import path_str
 
 
 def schedule(config) -> optax.Schedule:
+  """The learning rate by step; durations in examples or epochs need a resolved
+  config (``vlkg.train.resolve_config``)."""
   o = config.optim
-  warmup = min(o.warmup_steps, max(config.total_steps - 1, 0))
+  total = durations.steps(config, "total")
+  warmup = min(durations.steps(config, "optim.warmup"), max(total - 1, 0))
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=o.lr, warmup_steps=warmup,
-      decay_steps=max(config.total_steps, warmup + 1), end_value=o.lr * o.end_lr_factor)
+      decay_steps=max(total, warmup + 1), end_value=o.lr * o.end_lr_factor)
 
 
 def _labels(params, predicate):

@@ -12,16 +12,19 @@ checkpoint is therefore never overwritten by a diverged state.
 Resume precedence (DESIGN.md): the workdir's latest checkpoint, then
 ``config.resume``, then ``config.model_init``, then scratch. The data stream
 continues at the restored step (``input_pipeline.train_iterator(start_step=...)``).
+
+The config a run trains with is ``resolve_config``'s: the given config with what
+the prepared dataset decides filled in (vocabulary size, durations in steps, the
+evaluators that apply to the data). That is what ``config.json`` records, and what
+the method, the optimizer and the loop read.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
 import shutil
-import time
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +34,8 @@ import optax
 from absl import logging
 from flax import traverse_util
 
-from vlkg import api, checkpoint, methods, metrics as metrics_lib, optim, sharding
+from vlkg import api, checkpoint, config as config_lib, evaluators, methods
+from vlkg import metrics as metrics_lib, optim, preprocess, sharding
 from vlkg.data import input_pipeline, prepare, records
 from vlkg.data import tokenizer as tok_lib
 from vlkg.files import atomic_write
@@ -46,17 +50,23 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
-def resolve_config(config, directory: str) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with what the dataset decides filled in."""
-  manifest = records.read_manifest(directory)
+def resolve_config(config, dataset_dir: str) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with what the prepared dataset decides filled in.
+
+  * ``model.text.vocab_size`` (0: the tokenizer's), checked against the tokenizer;
+  * every duration in steps (``vlkg.config.durations``; epochs from the size of
+    the ``train`` split), so that ``config.total_steps`` etc. are set;
+  * ``evals`` and ``select_metric`` for the data (``vlkg.evaluators.for_data``).
+  """
+  manifest = records.read_manifest(dataset_dir)
   resolved = ml_collections.ConfigDict(config.to_dict())
-  tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=directory)
+  tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=dataset_dir)
   text = resolved.model.text
   if not text.vocab_size:
     text.vocab_size = tokenizer.vocab_size
   elif text.vocab_size != tokenizer.vocab_size:
     raise ValueError(
-        f"config.model.text.vocab_size={text.vocab_size}, but the dataset {directory} "
+        f"config.model.text.vocab_size={text.vocab_size}, but the dataset {dataset_dir} "
         f"was tokenized with {tokenizer.vocab_size} ids ({manifest['tokenizer']['type']}); "
         "set config.input.tokenizer (or model_init) to the model's tokenizer")
   if text.pool == "eot" and text.eot_id is not None and text.eot_id != tokenizer.eos_id:
@@ -69,6 +79,10 @@ def resolve_config(config, directory: str) -> ml_collections.ConfigDict:
     raise ValueError(f"config.model.text.context_length="
                      f"{resolved.model.text.context_length} != input.text_len "
                      f"{records.layout_of(manifest).text_len}")
+  num_train = manifest["splits"].get("train", {}).get("num_examples")
+  config_lib.durations.resolve(resolved, num_train)
+  evals, resolved.select_metric = evaluators.for_data(resolved)
+  resolved.evals = ml_collections.ConfigDict(evals)
   return resolved
 
 
@@ -83,7 +97,8 @@ def check_workdir_config(workdir: str, config) -> None:
   if not os.path.exists(path):
     return
   with open(path) as f:
-    old = _flat({k: v for k, v in json.load(f).items() if k != "tokenizer"})
+    old = _flat({k: v for k, v in config_lib.upgrade(json.load(f)).items()
+                 if k != "tokenizer"})
   new = _flat(json.loads(config.to_json()))
   changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
   # A method's own section (e.g. structure_clip.kee_depth) may change shapes too.
@@ -98,16 +113,16 @@ def check_workdir_config(workdir: str, config) -> None:
     logging.warning("resuming %s with changed config keys: %s", workdir, changed)
 
 
-def write_run_files(workdir: str, config, directory: str) -> None:
+def write_run_files(workdir: str, config, dataset_dir: str) -> None:
   """config.json (with the tokenizer's description) and the tokenizer's files, so
   that params.npz + config.json + tokenizer files are a self-contained run."""
-  manifest = records.read_manifest(directory)
+  manifest = records.read_manifest(dataset_dir)
   desc = dict(manifest["tokenizer"])
   # Every file the description names (a sentencepiece model, a BPE vocabulary)
   # travels with the run, under its own name.
   for key in [k for k in desc if k.endswith("_path")]:
     name = "tokenizer.model" if key == "model_path" else os.path.basename(desc[key])
-    shutil.copyfile(os.path.join(directory, desc[key]), os.path.join(workdir, name))
+    shutil.copyfile(os.path.join(dataset_dir, desc[key]), os.path.join(workdir, name))
     desc[key] = name
   data = json.loads(config.to_json())
   data["tokenizer"] = desc
@@ -121,7 +136,7 @@ def make_update_step(loss_fn, tx, train_rng):
   def update_step(state, batch):
     step = state["step"]
     rng = jax.random.fold_in(train_rng, step)
-    batch = dict(batch, image=api.normalize_images(batch["image"]))
+    batch = dict(batch, image=preprocess.normalize_images(batch["image"]))
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state["params"], batch, rng, step)
     grad_norm = optax.global_norm(grads)
@@ -139,23 +154,15 @@ def make_update_step(loss_fn, tx, train_rng):
   return update_step
 
 
-def _run_evals(config, encoder, directory) -> dict:
-  out = {}
-  for name, spec in config.evals.items():
-    spec = spec.to_dict()
-    module = importlib.import_module(f"vlkg.evaluators.{spec.pop('type')}")
-    t = time.perf_counter()
-    out.update(module.evaluate(encoder, directory, **spec))
-    logging.info("eval %s: %.1fs", name, time.perf_counter() - t)
-  return out
-
-
 class Trainer:
   """The pieces of a run that do not depend on the workdir: model, loss, optimizer,
   mesh, state shardings and the jitted update step. Also used by the benchmarks."""
 
   def __init__(self, config, devices=None):
     self.config = config
+    # Methods read config.total_steps (e.g. a curriculum's length): durations in
+    # examples or epochs must be resolved (resolve_config) before a Trainer exists.
+    self.total_steps = config_lib.steps(config, "total")
     self.method = methods.load(config.method)
     self.model = self.method.build_model(config)
     self.loss_fn = self.method.make_loss_fn(self.model, config)
@@ -249,15 +256,17 @@ def _prepare_once(config) -> str:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics."""
+  config_lib.durations.check(config)  # before a long prepare
   os.makedirs(workdir, exist_ok=True)
-  directory = _prepare_once(config)
-  config = resolve_config(config, directory)
+  dataset_dir = _prepare_once(config)
+  config = resolve_config(config, dataset_dir)
   check_workdir_config(workdir, config)
   is_main = jax.process_index() == 0
   if is_main:
-    write_run_files(workdir, config, directory)
-  manifest = records.read_manifest(directory)
-  tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=directory)
+    write_run_files(workdir, config, dataset_dir)
+  manifest = records.read_manifest(dataset_dir)
+  tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=dataset_dir)
+  total_steps = config.total_steps  # resolved: every duration is in steps
 
   trainer = Trainer(config)
   method, model, tx, mesh = trainer.method, trainer.model, trainer.tx, trainer.mesh
@@ -285,12 +294,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   update_step = trainer.update_step
   batches = input_pipeline.train_iterator(
-      directory, batch_size=config.input.batch_size, seed=config.seed,
+      dataset_dir, batch_size=config.input.batch_size, seed=config.seed,
       fields=method.FIELDS, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
       threads=config.input.threads)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
-  progress = metrics_lib.Progress(config.total_steps, config.input.batch_size, start_step)
+  progress = metrics_lib.Progress(total_steps, config.input.batch_size, start_step)
 
   best_path = os.path.join(workdir, "params_best.json")
   best = {"value": -np.inf, "step": None}
@@ -298,10 +307,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     with open(best_path) as f:
       best.update(json.load(f))
 
+  # One encoder per run: its jitted towers compile at the first evaluation, and
+  # later evaluations only swap in the current params.
+  encoder = api.make_encoder(model, None, tokenizer, config)
+
   def evaluate(step):
     progress.pause()
-    encoder = api.make_encoder(model, state["params"], tokenizer, config)
-    results = _run_evals(config, encoder, directory)
+    encoder.params = state["params"]
+    results = evaluators.run(config, encoder, dataset_dir)
+    encoder.params = None  # the next update step donates these buffers
     if config.select_metric:
       value = results.get(config.select_metric)
       if value is None:
@@ -322,12 +336,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last.update(evaluate(0))
   step = start_step
   pending = None
-  while step < config.total_steps:
+  while step < total_steps:
     batch = sharding.global_batch(
         {k: v for k, v in next(batches).items() if k in method.FIELDS}, mesh)
     state, step_metrics = update_step(state, batch)
     step += 1
-    if _due(step, config.log_every, config.total_steps):
+    if _due(step, config.log_every_steps, total_steps):
       pending = jax.device_get(step_metrics)
       bad = int(state["nonfinite_step"])
       if bad >= 0:
@@ -339,9 +353,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       lr = float(optim.schedule(config)(step - 1))
       last = {**{k: float(v) for k, v in pending.items()}, **rates, "lr": lr}
       writer.write(step, last)
-    if _due(step, config.checkpoint_every, config.total_steps):
+    if _due(step, config.checkpoint_every_steps, total_steps):
       ckpt.save(step, state)
-    if config.evals and _due(step, config.eval_every, config.total_steps):
+    if config.evals and _due(step, config.eval_every_steps, total_steps):
       last.update(evaluate(step))
   ckpt.wait()
   if is_main:

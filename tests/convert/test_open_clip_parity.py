@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from open_clip_stub import import_open_clip
-from vlkg import api
+from vlkg import api, preprocess
 from vlkg.convert import readers
 from vlkg.models import clip_archs
 from vlkg.tools import export, import_clip
@@ -85,7 +85,7 @@ def preprocess(images: np.ndarray, size: int) -> np.ndarray:
     w, h = pil.size
     top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     x = np.asarray(pil.crop((left, top, left + size, top + size)), np.float32) / 255
-    out.append(((x - api.CLIP_MEAN) / api.CLIP_STD).transpose(2, 0, 1))
+    out.append(((x - preprocess.CLIP_MEAN) / preprocess.CLIP_STD).transpose(2, 0, 1))
   return np.stack(out).astype(np.float32)
 
 
@@ -211,6 +211,6 @@ def test_torchscript_archive_imports_as_quickgelu(tmp_path):
 def test_api_preprocessing_matches_the_reference():
   for batch in images_of_sizes(1):
     np.testing.assert_allclose(
-        np.asarray(api.normalize_images(api._resize(batch, 224))).transpose(0, 3, 1, 2),
+        np.asarray(preprocess.normalize_images(preprocess.resize(batch, 224))).transpose(0, 3, 1, 2),
         preprocess(batch, 224), atol=1e-6)
   assert os.path.exists(oc_tokenizer.default_bpe())

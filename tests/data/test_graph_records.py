@@ -8,7 +8,7 @@ import os
 import pytest
 
 from configs import structure_clip
-from vlkg.data import input_pipeline, prepare, records
+from vlkg.data import input_pipeline, prepare, records, world as world_lib
 from vlkg.data import tokenizer as tok_lib
 from vlkg.data.world import build
 from vlkg.graphs import general_parser, tensorize
@@ -69,7 +69,7 @@ def test_batches_carry_the_negative_and_triples_of_the_picked_caption(dataset):
 
 def test_no_training_negative_shows_a_heldout_pair(dataset):
   config, d = dataset
-  heldout = set(build.world_spec(config.world).heldout_pairs)
+  heldout = set(build.world_spec(world_lib.settings(config)).heldout_pairs)
   tok = tok_lib.from_description(records.read_manifest(d)["tokenizer"], base_dir=d)
   from vlkg.graphs import world_parser
   it = input_pipeline.train_iterator(d, batch_size=40, seed=1, fields=FIELDS, shuffle_buffer=8)

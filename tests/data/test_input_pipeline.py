@@ -171,7 +171,7 @@ def test_half_written_dataset_is_rebuilt_not_read(dataset, tmp_path):
 
 def test_impossible_world_fails_before_any_work(tmp_path):
   from vlkg.data.world import scene
-  config = tiny_config(tmp_path, ",world.image_size=32,world.max_objects=7")
+  config = tiny_config(tmp_path, ",model.image_size=32,world.max_objects=7")
   with pytest.raises(scene.WorldSpecError, match="world.max_objects"):
     prepare.ensure_prepared(config)
   assert not [p for p in os.listdir(tmp_path) if p.startswith("world-")]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import clip
-from vlkg.data import prepare
+from vlkg.data import prepare, world as world_lib
 from vlkg.data.world import build, ontology, render, scene as scene_lib
 from vlkg.evaluators import grounding, world
 from vlkg.graphs import world_parser
@@ -162,7 +162,7 @@ def world_data(tmp_path_factory):
   root = tmp_path_factory.mktemp("data")
   config = clip.get_config(TINY + f",data_dir='{root}'")
   dataset = prepare.ensure_prepared(config)
-  spec = build.world_spec(config.world)
+  spec = build.world_spec(world_lib.settings(config))
   scenes = [scene_lib.sample_scene(spec, "test", i) for i in range(16)]
   return dataset, scenes
 

@@ -437,7 +437,7 @@ def test_unknown_benchmark_and_missing_data(tmp_path):
 
 TINY = ("smoke,world.num_train=32,world.num_val=8,world.num_test=8,"
         "world.num_test_comp=8,world.workers=1,input.batch_size=8,total_steps=1,"
-        "log_every=1,checkpoint_every=1,eval_every=1,evals={}")
+        "log_every_steps=1,checkpoint_every_steps=1,eval_every_steps=1,evals={}")
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,8 @@ SHAPES = Vocabulary.from_lists(
 def world_graphs():
   """Parsed captions of training scenes, sampled as prepare samples them."""
   from configs import clip
-  return bench_graphs.world_caption_graphs(300, clip.get_config().world)
+  from vlkg.data import world as world_lib
+  return bench_graphs.world_caption_graphs(300, world_lib.settings(clip.get_config()))
 
 
 # ------------------------------------------------------------- decomposition

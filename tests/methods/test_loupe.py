@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import loupe as loupe_config
-from vlkg import api, methods
+from vlkg import methods, preprocess
 from vlkg.data import input_pipeline
 from vlkg.data import tokenizer as tok_lib
 from vlkg.data.world import phrases
@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
   batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,
                                              fields=loupe.FIELDS, shuffle_buffer=64))
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  batch["image"] = api.normalize_images(batch["image"])
+  batch["image"] = preprocess.normalize_images(batch["image"])
   return config, directory, model, params, batch
 
 
@@ -51,7 +51,7 @@ def test_factorised_game_equals_the_generic_exact_estimator(setup):
   ``shapley.exact`` on ``games.towers_game`` (2^(R+P) coalitions, each evaluated
   with both towers)."""
   config, _, model, params, batch = setup
-  grid = config.world.image_size // config.model.image.patch_size
+  grid = config.model.image_size // config.model.image.patch_size
   regions = games.grid_regions(grid, grid, 2, 2)
   length = batch["text"].shape[1]
   members = np.asarray(phrases.span_mask(batch["phrase_spans"], length))
@@ -95,7 +95,7 @@ def test_token_level_game_equals_the_generic_exact_estimator(setup):
   """TSIM's I([S]) of cell rectangles from 2^C image passes equals ``shapley.exact``
   on ``games.towers_game`` whose players are the cells (the caption kept whole)."""
   config, _, model, params, batch = setup
-  grid = config.world.image_size // config.model.image.patch_size
+  grid = config.model.image_size // config.model.image.patch_size
   cells = games.grid_regions(grid, grid, 2, 3)
   candidates = games.cell_rectangles(2, 3)
   fast = np.asarray(loupe.exact_region_interactions(
@@ -221,7 +221,7 @@ def test_tsim_trains_the_region_head_towards_the_interactions(setup):
   config, _, model, params, batch = setup
   import optax
   from vlkg.models.loupe import LoupeModel
-  grid = config.world.image_size // config.model.image.patch_size
+  grid = config.model.image_size // config.model.image.patch_size
   cells = games.grid_regions(grid, grid, 3, 3)
   candidates = games.cell_rectangles(3, 3)
   members = jnp.asarray((candidates.astype(int) @ cells.astype(int)) > 0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import mosaiclip as mosaic_config
-from vlkg import api, methods
+from vlkg import methods, preprocess
 from vlkg.data import input_pipeline, prepare, records
 from vlkg.data import tokenizer as tok_lib
 from vlkg.graphs import negatives, world_parser
@@ -73,7 +73,7 @@ def test_loss_fn_equals_the_loss_on_its_inputs(setup):
   batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=1,
                                              fields=mosaiclip.FIELDS, shuffle_buffer=64))
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  batch["image"] = api.normalize_images(batch["image"])
+  batch["image"] = preprocess.normalize_images(batch["image"])
   boundary = mosaiclip.stage1_steps(config)
   assert boundary == 3  # 0.3 of 10 steps
 

@@ -127,8 +127,8 @@ W, E, VOCAB, L, B, T, S = 16, 8, 20, 8, 4, 3, 3
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = "structure_clip"
-  config.world = dict(image_size=16)
   config.model = dict(
+      image_size=16,
       embed_dim=E,
       image=dict(width=W, depth=1, heads=2, patch_size=8),
       text=dict(width=W, depth=1, heads=2, vocab_size=VOCAB, context_length=L,

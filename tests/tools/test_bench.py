@@ -27,7 +27,8 @@ def test_parse_reports_its_counts():
 
 
 def test_decompose_cost_on_world_captions(capsys):
-  world = clip.get_config().world
+  from vlkg.data import world as world_lib
+  world = world_lib.settings(clip.get_config())
   graphs, reject = bench_graphs.world_caption_graphs(40, world)
   assert len(graphs) == 40 and all(g.objects for g in graphs)
   assert reject is not None  # the train split rejects held-out pairs

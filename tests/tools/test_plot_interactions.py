@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from configs import clip
-from vlkg import api, checkpoint, methods, train
+from vlkg import api, checkpoint, methods, preprocess, train
 from vlkg.data import prepare
 from vlkg.evaluators import grounding
 from vlkg.tools import plot
@@ -56,7 +56,7 @@ def test_image_tokens_are_the_towers_projected_tokens_normalised(run):
   assert tokens.shape == (3, 64, 32) and tokens.dtype == np.float32
   np.testing.assert_allclose(np.linalg.norm(tokens, axis=-1), 1.0, atol=1e-5)
   _, raw = model.module.apply({"params": model.params},
-                              api.normalize_images(images), return_tokens=True,
+                              preprocess.normalize_images(images), return_tokens=True,
                               method="embed_images")
   raw = np.asarray(raw)
   np.testing.assert_allclose(tokens, raw / np.linalg.norm(raw, axis=-1, keepdims=True),

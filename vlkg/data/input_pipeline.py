@@ -37,10 +37,10 @@ def _tf():
 
 
 def host_shards(files: list[dict], process_index: int, process_count: int,
-                directory: str, split: str) -> list[dict]:
+                dataset_dir: str, split: str) -> list[dict]:
   if len(files) < process_count:
     raise records.DataError(
-        f"{directory}: split {split!r} has {len(files)} shards for {process_count} "
+        f"{dataset_dir}: split {split!r} has {len(files)} shards for {process_count} "
         "hosts; prepare with more shards (world.num_shards)")
   return files[process_index::process_count]
 
@@ -114,7 +114,7 @@ class _Diagnosing:
       raise records.DataError(f"input pipeline failed reading {self._files}: {e}") from e
 
 
-def train_iterator(directory: str, *, batch_size: int, seed: int,
+def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,
                    fields: Sequence[str] = TRAIN_FIELDS, start_step: int = 0,
                    shuffle_buffer: int = 10_000, prefetch: int = 2,
                    split: str = "train", threads: int = 0,
@@ -134,14 +134,14 @@ def train_iterator(directory: str, *, batch_size: int, seed: int,
     raise ValueError(f"input.batch_size={batch_size} is not divisible by the "
                      f"{process_count} hosts")
   local_batch = batch_size // process_count
-  manifest = records.read_manifest(directory)
+  manifest = records.read_manifest(dataset_dir)
   layout = records.layout_of(manifest)
-  shards = host_shards(records.split_files(directory, manifest, split),
-                       process_index, process_count, directory, split)
+  shards = host_shards(records.split_files(dataset_dir, manifest, split),
+                       process_index, process_count, dataset_dir, split)
   paths = [s["path"] for s in shards]
   n_local = sum(s["num_records"] for s in shards)
   if n_local < local_batch:
-    raise records.DataError(f"{directory}: split {split!r} has {n_local} examples on "
+    raise records.DataError(f"{dataset_dir}: split {split!r} has {n_local} examples on "
                             f"this host, fewer than one batch of {local_batch}")
   position = start_step * local_batch
   start_epoch, offset = divmod(position, n_local)
@@ -170,7 +170,7 @@ def train_iterator(directory: str, *, batch_size: int, seed: int,
   return _Diagnosing(ds, paths, layout.feature_spec())
 
 
-def eval_iterator(directory: str, split: str, *, batch_size: int,
+def eval_iterator(dataset_dir: str, split: str, *, batch_size: int,
                   fields: Sequence[str] = ("image",), process_index: int | None = None,
                   process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """One pass over ``split`` in file order, every caption of every image.
@@ -183,9 +183,9 @@ def eval_iterator(directory: str, split: str, *, batch_size: int,
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   local_batch = batch_size // process_count
-  manifest = records.read_manifest(directory)
+  manifest = records.read_manifest(dataset_dir)
   layout = records.layout_of(manifest)
-  all_shards = records.split_files(directory, manifest, split)
+  all_shards = records.split_files(dataset_dir, manifest, split)
   per_host = [all_shards[h::process_count] for h in range(process_count)]
   most = max(sum(s["num_records"] for s in shards) for shards in per_host)
   num_batches = -(-most // local_batch)

@@ -67,22 +67,13 @@ def _fingerprint(parts: dict, config) -> str:
 
 
 def world_fingerprint(config) -> str:
-  world = {k: v for k, v in config.world.to_dict().items() if k not in _NOT_FINGERPRINTED}
+  from vlkg.data import world as world_lib
   from vlkg.data.world import build
+  world = {k: v for k, v in world_lib.settings(config).to_dict().items()
+           if k not in _NOT_FINGERPRINTED}
   parts = {"world": world, "text_len": config.input.text_len,
            "format": records.FORMAT_VERSION, "generator": build.GENERATOR_VERSION}
   return _fingerprint(parts, config)
-
-
-def image_size(config) -> int:
-  """The size images are prepared at: the model's input size, ``world.image_size``
-  (which the model and ``vlkg.api`` read); ``input.image_size`` may only repeat it."""
-  size = config.input.image_size
-  if size and size != config.world.image_size:
-    raise ValueError(f"config.input.image_size={size} != config.world.image_size="
-                     f"{config.world.image_size}, the size the model is built for; set "
-                     "both (or leave input.image_size at 0)")
-  return config.world.image_size
 
 
 def _file_sha256(path: str) -> str:
@@ -152,7 +143,7 @@ def corpus_fingerprint(config) -> str:
   parts = {"corpus": config.input.data, "options": dataclasses.asdict(options),
            "files": files, "max_items": config.input.max_items,
            "captions_per_image": config.input.captions_per_image,
-           "image_size": image_size(config), "text_len": config.input.text_len,
+           "image_size": config.model.image_size, "text_len": config.input.text_len,
            "seed": config.seed, "tokenizer": tokenizer,
            "format": records.FORMAT_VERSION, "builder": build.CORPUS_VERSION}
   return _fingerprint(parts, config)
@@ -161,10 +152,8 @@ def corpus_fingerprint(config) -> str:
 def run_dataset_dir(run: str) -> str:
   """The dataset a run was trained on, from its ``config.json`` (``run`` a workdir or
   a ``params.npz`` beside one)."""
-  import ml_collections
-  workdir = run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run))
-  with open(os.path.join(workdir, "config.json")) as f:
-    return dataset_dir(ml_collections.ConfigDict(json.load(f)))
+  from vlkg import config as config_lib
+  return dataset_dir(config_lib.load_run_config(run))
 
 
 def dataset_dir(config) -> str:
@@ -185,49 +174,8 @@ def dataset_dir(config) -> str:
   return os.path.join(data_root(config), f"{data}-{corpus_fingerprint(config)}")
 
 
-def corpus_evals(config) -> bool:
-  """Points the evaluation of a real-corpus run at what the corpus has: retrieval on
-  its held-out split (``vlkg.evaluators.world.evaluate_retrieval``, open_clip's
-  metrics ``retrieval/val/...``) instead of the world's suites, and model selection
-  (if on) at ``retrieval/val/image_to_text_R@1``. Only evals and a select_metric
-  that read the world's suites are changed; returns whether anything was.
-  """
-  if config.input.data == "world":
-    return False
-  import ml_collections
-  changed = False
-  # The world evaluator reads suites ("splits"), grounds test phrases (unless
-  # grounding=False) and runs retrieval on one split: only the last exists here.
-  world_suites = [
-      name for name, spec in config.evals.items()
-      if spec.get("type") == "world" and (
-          tuple(spec.get("splits", ("test",))) or spec.get("grounding", True)
-          or spec.get("retrieval_split", "test") not in (None, "train", "val"))]
-  if world_suites:
-    evals = {k: v.to_dict() for k, v in config.evals.items() if k not in world_suites}
-    evals["retrieval"] = {"type": "world", "splits": (), "retrieval_split": "val",
-                          "grounding": False}
-    config.evals = ml_collections.ConfigDict(evals)
-    config.evals.lock()
-    changed = True
-  if config.select_metric.startswith(("world", "grounding/")):
-    config.select_metric = "retrieval/val/image_to_text_R@1"
-    changed = True
-  return changed
-
-
 def ensure_prepared(config) -> str:
-  """The dataset directory of ``config``, built first if missing or incomplete.
-
-  On a real corpus, evals that read the world's suites are pointed at the corpus's
-  held-out split first (``corpus_evals``), with a log line: the config's defaults
-  are the world's, and ``--config.input.data=coco`` changes the data after the config
-  file made them.
-  """
-  if corpus_evals(config):
-    logging.warning("config.input.data=%r has no world suites: evals set to %s, "
-                    "select_metric to %r", config.input.data,
-                    {k: dict(v) for k, v in config.evals.items()}, config.select_metric)
+  """The dataset directory of ``config``, built first if missing or incomplete."""
   directory = dataset_dir(config)
   if os.path.exists(os.path.join(directory, records.MANIFEST)):
     return directory
@@ -237,9 +185,10 @@ def ensure_prepared(config) -> str:
   os.makedirs(os.path.dirname(directory), exist_ok=True)
   logging.info("preparing %s into %s", config.input.data, directory)
   if config.input.data == "world":
+    from vlkg.data import world as world_lib
     from vlkg.data.world import build
-    info = build.build_atomically(directory, config.world, config.input.text_len,
-                                  graph_config(config))
+    info = build.build_atomically(directory, world_lib.settings(config),
+                                  config.input.text_len, graph_config(config))
   else:
     from vlkg.data.corpora import build
     source = tokenizer_source(config, log=True)

@@ -117,10 +117,10 @@ def write_manifest(directory: str, manifest: dict) -> None:
       {"format_version": FORMAT_VERSION, **manifest}, indent=1, sort_keys=True))
 
 
-def read_manifest(directory: str) -> dict:
-  path = os.path.join(directory, MANIFEST)
+def read_manifest(dataset_dir: str) -> dict:
+  path = os.path.join(dataset_dir, MANIFEST)
   if not os.path.exists(path):
-    raise DataError(f"{directory}: no {MANIFEST}; the dataset is missing or was only "
+    raise DataError(f"{dataset_dir}: no {MANIFEST}; the dataset is missing or was only "
                     "half written. Run `python -m vlkg.tools.prepare --config ...`.")
   try:
     with open(path) as f:
@@ -140,17 +140,17 @@ def layout_of(manifest: dict) -> Layout:
   return Layout(**manifest["layout"])
 
 
-def split_files(directory: str, manifest: dict, split: str) -> list[dict]:
+def split_files(dataset_dir: str, manifest: dict, split: str) -> list[dict]:
   """The split's shards as manifest entries with absolute paths, checked on disk.
 
   A shard whose size differs from the manifest's was truncated or replaced after
   prepare; that is reported with the file's name before any record is read.
   """
   if split not in manifest["splits"]:
-    raise DataError(f"{directory}: no split {split!r}; have {sorted(manifest['splits'])}")
+    raise DataError(f"{dataset_dir}: no split {split!r}; have {sorted(manifest['splits'])}")
   out = []
   for entry in manifest["splits"][split]["files"]:
-    path = os.path.join(directory, entry["name"])
+    path = os.path.join(dataset_dir, entry["name"])
     if not os.path.exists(path):
       raise DataError(f"{path}: shard listed in the manifest is missing")
     size = os.path.getsize(path)

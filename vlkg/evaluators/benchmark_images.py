@@ -44,8 +44,8 @@ def _presizer(encoder: Encoder) -> Callable[[np.ndarray], np.ndarray]:
   api = sys.modules.get("vlkg.api")  # an api.Model exists only if this is imported
   if api is not None and isinstance(encoder, api.Model):
     size = encoder.image_size
-    resize = api._resize  # pylint: disable=protected-access
-    return lambda image: resize(image[None], size)[0]
+    from vlkg import preprocess
+    return lambda image: preprocess.resize(image[None], size)[0]
   return lambda image: image
 
 

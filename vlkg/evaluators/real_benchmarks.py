@@ -19,7 +19,8 @@ official code, through the readers and metrics of `vlkg.data.benchmarks`:
 * ``winoground``: Winoground (Thrush et al., CVPR 2022) text / image / group scores,
   strict ``>``.
 * ``retrieval``: image <-> text retrieval on a Karpathy test file with open_clip's
-  metrics (`vlkg.evaluators.retrieval`), every caption of every image.
+  metrics, every caption of every image (`vlkg.evaluators.retrieval.evaluate_file`,
+  the one retrieval evaluator).
 
 Scores are cosine similarities of the encoder's L2-normalised embeddings, as in the
 CLIP evaluations of all these benchmarks.
@@ -323,48 +324,6 @@ def evaluate_winoground(cache: common.EmbeddingCache, data: str,
           } | _counts(benchmark, len(captions), missing)
 
 
-# ------------------------------------------------------------------------ Retrieval
-
-
-def evaluate_retrieval(cache: common.EmbeddingCache, data: str,
-                       images: str | None = None, *, name: str | None = None,
-                       split: str = "test") -> dict[str, float]:
-  """Image <-> text retrieval on a Karpathy file, open_clip's metrics.
-
-  Captions are given to the encoder as stored (no cleaning, as open_clip's
-  retrieval evaluation). An image's rank is that of its best-ranked caption and
-  ties count against the model (`vlkg.evaluators.retrieval`).
-
-  Args:
-    cache: Wraps the encoder.
-    data: A Karpathy file in either layout (`vlkg.data.benchmarks.karpathy`).
-    images: The image root the file's paths are relative to; default its folder.
-    name: The metric infix; default the file's stem (``coco_karpathy_test``).
-    split: The split of an original-layout file.
-
-  Returns:
-    ``retrieval/<name>/image_to_text_R@1`` etc., ``n_items`` (images scored),
-    ``n_texts`` and ``missing_images``.
-  """
-  name = name or os.path.splitext(os.path.basename(data))[0]
-  benchmark = f"retrieval/{name}"
-  entries = karpathy.read_karpathy(data, split)
-  root = images or default_image_root(data)
-  rows, matrix, missing = embed_views(
-      cache, [View(os.path.join(root, e.image)) for e in entries])
-  kept = rows >= 0
-  report_missing(benchmark, data, root, missing, int(kept.sum()))
-  texts, text_to_image = [], []
-  for j, entry in enumerate(e for e, ok in zip(entries, kept.tolist()) if ok):
-    texts.extend(entry.captions)
-    text_to_image.extend([j] * len(entry.captions))
-  metrics = retrieval.retrieval_metrics(
-      matrix[rows[kept]], cache.texts(texts), np.asarray(text_to_image, np.int64))
-  return ({f"{benchmark}/{k}": v for k, v in metrics.items()}
-          | _counts(benchmark, int(kept.sum()), missing)
-          | {f"{benchmark}/n_texts": float(len(texts))})
-
-
 # --------------------------------------------------------------------------- entry
 
 
@@ -411,4 +370,4 @@ def evaluate(encoder: Encoder, dataset_dir: str | None = None, *, benchmark: str
     return evaluate_sugarcrepe(cache, data, images, **options)
   if benchmark == "winoground":
     return evaluate_winoground(cache, data, images, **options)
-  return evaluate_retrieval(cache, data, images, **options)
+  return retrieval.evaluate_file(cache, data, images, **options)

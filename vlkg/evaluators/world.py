@@ -17,7 +17,7 @@ The world's suites are written in the real benchmarks' file formats (see
   ``add_att`` (SugarCrepe, Hsieh et al., NeurIPS 2023 D&B) and ``knowledge`` (same
   format): correct iff the positive scores strictly higher.
 * Retrieval on one split's records with open_clip's metrics
-  (`vlkg.evaluators.retrieval`), every caption of every image.
+  (`vlkg.evaluators.retrieval.evaluate_split`), every caption of every image.
 * Phrase grounding on ``test`` (`vlkg.evaluators.grounding`, LOUPE, PAPERS.md
   §4): pointing game and accuracy at IoU >= 0.5 of each object phrase's
   patch-phrase similarity map, for encoders with ``encode_image_tokens``.
@@ -47,8 +47,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vlkg.data import input_pipeline, records
-from vlkg.data import tokenizer as tok_lib
+from vlkg.data import records
 from vlkg.data.benchmarks import aro, order, sugarcrepe
 from vlkg.data.benchmarks.errors import BenchmarkFormatError, load_json, type_name
 from vlkg.data.world import suites as suites_lib
@@ -225,66 +224,6 @@ def evaluate_suites(cache: common.EmbeddingCache, dataset_dir: str, split: str, 
   return metrics
 
 
-def evaluate_retrieval(cache: common.EmbeddingCache, dataset_dir: str, split: str, *,
-                       use_token_ids: bool | None = None) -> dict[str, float]:
-  """Image-text retrieval over one split's records, all captions of every image.
-
-  Args:
-    cache: Wraps the encoder; the split's images are added to it.
-    dataset_dir: A prepared dataset.
-    split: The split whose records to read.
-    use_token_ids: Embed captions from the records' token ids with
-      ``encode_token_ids``; None means whenever the encoder has it. Otherwise the
-      ids are decoded with the dataset's tokenizer and passed to ``encode_texts``.
-
-  Returns:
-    ``retrieval/<split>/<metric>`` for open_clip's metrics, plus ``n_items`` (images)
-    and ``missing_images`` (0).
-  """
-  encoder = cache.encoder
-  if use_token_ids is None:
-    use_token_ids = encoder_lib.has_token_ids(encoder)
-  elif use_token_ids and not encoder_lib.has_token_ids(encoder):
-    raise ValueError("use_token_ids=True but the encoder has no encode_token_ids")
-  manifest = records.read_manifest(dataset_dir)
-  image_rows, ids = [], []
-  matrix = np.zeros((0, 0), np.float32)
-  # Every host reads the whole split: the metrics need all images against all texts.
-  for batch in input_pipeline.eval_iterator(dataset_dir, split,
-                                            batch_size=cache.batch_size,
-                                            fields=("image",), process_index=0,
-                                            process_count=1):
-    real = batch["_mask"]
-    if not real.any():
-      continue
-    rows, matrix = cache.image_rows(list(batch["image"][real]))
-    image_rows.append(rows)
-    ids.append(batch["texts"][real])
-  if not ids:
-    raise records.DataError(f"{dataset_dir}: split {split!r} has no records")
-  image_emb = matrix[np.concatenate(image_rows)]
-  ids_all = np.concatenate(ids)  # [N, K, L]
-  n, k, length = ids_all.shape
-  flat = ids_all.reshape(n * k, length)
-  text_to_image = np.repeat(np.arange(n), k)
-  # A caption slot with no tokens at all is padding, not a caption.
-  real = (flat != tok_lib.PAD_ID).any(axis=1)
-  flat, text_to_image = flat[real], text_to_image[real]
-  if use_token_ids:
-    text_emb = common.encode_unique_rows(encoder.encode_token_ids, flat,
-                                         cache.batch_size, "encode_token_ids")
-  else:
-    tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=dataset_dir)
-    unique, inverse = np.unique(flat, axis=0, return_inverse=True)
-    text_emb = cache.texts(tokenizer.decode(unique))[inverse.reshape(-1)]
-  prefix = f"retrieval/{split}"
-  out = {f"{prefix}/{name}": value for name, value in
-         retrieval.retrieval_metrics(image_emb, text_emb, text_to_image).items()}
-  out[f"{prefix}/n_items"] = float(n)
-  out[f"{prefix}/missing_images"] = 0.0
-  return out
-
-
 def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
              splits: Sequence[str] = ("test", "test_comp"),
              retrieval_split: str | None = "test", batch_size: int = 256,
@@ -306,7 +245,7 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
       is never cut:
       its metrics depend on the gallery size, so a cut one would not be comparable
       with a full one; pass ``retrieval_split=None`` to skip it instead.
-    use_token_ids: See `evaluate_retrieval`.
+    use_token_ids: See `vlkg.evaluators.retrieval.evaluate_split`.
     grounding: Also ground the object phrases of ``test``
       (`vlkg.evaluators.grounding`, ``grounding/*``); skipped for an encoder
       without ``encode_image_tokens``. ``max_items`` caps it at that many images.
@@ -332,8 +271,8 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
   # Retrieval first: its images are the test suites' images, which then hit the
   # cache.
   if retrieval_split is not None:
-    metrics.update(evaluate_retrieval(cache, dataset_dir, retrieval_split,
-                                      use_token_ids=use_token_ids))
+    metrics.update(retrieval.evaluate_split(cache, dataset_dir, retrieval_split,
+                                            use_token_ids=use_token_ids))
   for split in dict.fromkeys(splits):
     metrics.update(evaluate_suites(cache, dataset_dir, split, max_items=max_items))
   if grounding and encoder_lib.has_image_tokens(encoder):

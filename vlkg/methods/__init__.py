@@ -41,7 +41,7 @@ def build_model(config):
 
 def example_inputs(config):
   """Smallest inputs of the right shapes and dtypes for ``model.init``."""
-  s = config.world.image_size
+  s = config.model.image_size
   return (jnp.zeros((1, s, s, 3), jnp.float32),
           jnp.zeros((1, config.model.text.context_length), jnp.int32))
 

@@ -268,7 +268,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
   """
   lc = _cfg(config)
   image = config.model.image
-  grid = config.world.image_size // image.patch_size
+  grid = config.model.image_size // image.patch_size
   region_members = games.grid_regions(grid, grid, lc["region_grid"], lc["region_grid"])
   r = region_members.shape[0]
   max_phrases = config.graph.max_phrases

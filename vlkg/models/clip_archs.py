@@ -95,8 +95,8 @@ def get_arch(arch: str | ClipArch) -> ClipArch:
 def model_config(arch: str | ClipArch) -> dict[str, Any]:
   """The vlkg ``config.model`` dict of ``arch`` (plain, JSON-able).
 
-  ``image_size`` is included so that ``vlkg.api`` preprocesses to the model's input
-  size whatever the run's ``world.image_size`` says.
+  ``image_size`` is the model's input size: datasets are prepared at it and
+  ``vlkg.api`` resizes its inputs to it.
   """
   a = get_arch(arch)
   act = "quick_gelu" if a.quick_gelu else "gelu"

@@ -44,9 +44,9 @@ def median_rate(fn, items_per_call: int, repeats: int, warmup: int = 1) -> float
 
 
 def bench_input(config, repeats: int) -> dict:
-  from vlkg.data import input_pipeline, prepare
+  from vlkg.data import input_pipeline, prepare, world as world_lib
   from vlkg.data.world import build, render, scene as scene_lib
-  spec = build.world_spec(config.world)
+  spec = build.world_spec(world_lib.settings(config))
   n = 2000
 
   def sample_and_render():
@@ -66,9 +66,9 @@ def bench_input(config, repeats: int) -> dict:
         f"({out['render_only_scenes_per_sec']:.0f}/s render only) at "
         f"{spec.image_size}x{spec.image_size}")
 
-  directory = prepare.ensure_prepared(config)
+  dataset_dir = prepare.ensure_prepared(config)
   batch_size, num_batches = 256, 40
-  it = input_pipeline.train_iterator(directory, batch_size=batch_size, seed=0,
+  it = input_pipeline.train_iterator(dataset_dir, batch_size=batch_size, seed=0,
                                      shuffle_buffer=config.input.shuffle_buffer)
   for _ in range(10):
     next(it)
@@ -101,7 +101,8 @@ def main(argv):
     result = bench_graphs.parse(repeats=_REPEATS.value)
   elif argv[1] == "decompose":
     from vlkg.tools import bench_graphs
-    result = bench_graphs.decompose_cost(config.world, repeats=_REPEATS.value)
+    from vlkg.data import world as world_lib
+    result = bench_graphs.decompose_cost(world_lib.settings(config), repeats=_REPEATS.value)
   elif argv[1] == "shapley":
     from vlkg.tools import bench_shapley
     result = bench_shapley.run(_REPEATS.value)

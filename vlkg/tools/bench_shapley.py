@@ -224,13 +224,13 @@ STEP_WORLD = ("world.num_train=1024,world.num_val=64,world.num_test=64,"
 
 
 def loupe_step_ratio(repeats: int) -> float:
-  """Median training-step time of configs/loupe.py over that of configs/clip.py."""
-  from configs import clip as clip_config
-  from configs import loupe as loupe_config
+  """Median training-step time of LOUPE over that of CLIP, each at its default
+  config (`vlkg.config.get_config`: the shared keys and the method's own section)."""
+  from vlkg import config as config_lib
   from vlkg.tools import bench_step
   seconds = {}
-  for name, module in (("clip", clip_config), ("loupe", loupe_config)):
-    seconds[name] = bench_step.run(module.get_config(STEP_WORLD), repeats,
+  for name in ("clip", "loupe"):
+    seconds[name] = bench_step.run(config_lib.get_config(name, STEP_WORLD), repeats,
                                    peer=False)["step_seconds"]
   ratio = seconds["loupe"] / seconds["clip"]
   print(f"training step: loupe {seconds['loupe'] * 1e3:.0f} ms, clip "
@@ -244,8 +244,8 @@ def run(repeats: int, train_pairs: int = 600, heldout_pairs: int = 40,
         step_ratio: bool = True) -> dict:
   """The whole protocol of the module doc; returns every measured figure.
 
-  ``step_ratio`` also times the training steps of ``configs/loupe.py`` and
-  ``configs/clip.py`` (``bench_step``; same model and batch, each on a small world
+  ``step_ratio`` also times the training steps of LOUPE and CLIP at their default
+  configs (``bench_step``; same model and batch, each on a small world
   of its own fields) and reports their ratio as ``step_time_ratio_vs_clip``.
   """
   wall = time.perf_counter()

@@ -35,7 +35,7 @@ def _flops(compiled) -> float:
 
 def synthetic_batch(config, vocab_size: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
-  b, s, l = config.input.batch_size, config.world.image_size, config.input.text_len
+  b, s, l = config.input.batch_size, config.model.image_size, config.input.text_len
   text = rng.integers(4, vocab_size, size=(b, l)).astype(np.int32)
   text[:, -1] = 3
   return {"image": rng.integers(0, 256, size=(b, s, s, 3)).astype(np.uint8), "text": text}
@@ -44,14 +44,14 @@ def synthetic_batch(config, vocab_size: int) -> dict[str, np.ndarray]:
 def run(config, repeats: int, peer: bool) -> dict:
   from vlkg import methods, sharding, train
   from vlkg.data import input_pipeline, prepare
-  directory = prepare.ensure_prepared(config)
-  config = train.resolve_config(config, directory)
+  dataset_dir = prepare.ensure_prepared(config)
+  config = train.resolve_config(config, dataset_dir)
   trainer = train.Trainer(config)
   state = trainer.init_state()
   # A real batch of every field the method reads (scene-graph negatives, phrase
   # spans, MosaiCLIP's texts), so each method's step is timed on what it trains on.
   host_batch = next(input_pipeline.train_iterator(
-      directory, batch_size=config.input.batch_size, seed=0,
+      dataset_dir, batch_size=config.input.batch_size, seed=0,
       fields=methods.load(config.method).FIELDS, shuffle_buffer=1000))
   batch = sharding.global_batch(host_batch, trainer.mesh)
   compiled = trainer.update_step.lower(state, batch).compile()
@@ -110,7 +110,7 @@ def peer_step_seconds(config, repeats: int):
                        eos_token_id=3, pad_token_id=0, bos_token_id=2),
       vision_config=dict(hidden_size=img.width, intermediate_size=int(img.width * img.mlp_ratio),
                          num_hidden_layers=img.depth, num_attention_heads=img.heads,
-                         image_size=config.world.image_size, patch_size=img.patch_size,
+                         image_size=config.model.image_size, patch_size=img.patch_size,
                          hidden_act=act),
       projection_dim=m.embed_dim)
   torch.manual_seed(0)

@@ -29,7 +29,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from vlkg import checkpoint
+from vlkg import checkpoint, config as config_lib
 from vlkg.files import atomic_write
 
 FORMATS = ("npz", "open_clip")
@@ -95,11 +95,8 @@ def export_open_clip(workdir: str, out: str | None, step: int | None = None) -> 
           "the output *.safetensors, which needs no torch and which open_clip also "
           "loads (open_clip.create_model(arch, pretrained=FILE))") from e
   with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
+    config = config_lib.upgrade(json.load(f))  # model.image_size for older runs too
   model = dict(config["model"])
-  # As vlkg.api reads it: the model's own size, a real corpus's, else the world's.
-  model["image_size"] = (model.get("image_size") or config["input"].get("image_size")
-                         or config["world"]["image_size"])
   arch = convert.arch_from_model_config(model, name=os.path.basename(workdir))
   text = model["text"]
   if text.get("eot_id") not in (None, arch.vocab_size - 1):

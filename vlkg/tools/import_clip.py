@@ -12,8 +12,9 @@ QuickGELU, so for them a plain name is switched to its ``-quickgelu`` twin.
 DIR gets what a finished run has (DESIGN.md contract):
 
 * ``params.npz``: '/'-joined vlkg parameter paths;
-* ``config.json``: a full ``configs/clip.py:vit_b32`` run config with the model of
-  the architecture, ``world.image_size`` and ``model.image_size`` 224,
+* ``config.json``: a full run config of the CLIP method at the ``vit_b32`` preset
+  (``vlkg.config.get_config("clip", "vit_b32")``, what ``configs/clip.py:vit_b32``
+  gives) with the model of the architecture, its ``model.image_size`` (224),
   ``input.text_len`` 77 and, with ``--bpe``, the CLIP BPE tokenizer's description
   (the vocabulary is copied beside it). Without ``--bpe`` the config has no
   tokenizer, and ``vlkg.api`` embeds images and token ids only.
@@ -38,7 +39,7 @@ import shutil
 from absl import app, flags, logging
 import jax
 
-from vlkg import checkpoint
+from vlkg import checkpoint, config as config_lib
 from vlkg.convert import open_clip as convert
 from vlkg.convert import readers
 from vlkg.data import clip_bpe
@@ -50,14 +51,10 @@ CONFIG_FILE = "config.json"
 
 def run_config(arch: clip_archs.ClipArch, tokenizer: dict | None) -> dict:
   """The config.json of an imported model: the CLIP method's vit_b32 config with
-  ``arch``'s model, its image size and context length."""
-  from configs import clip as clip_config  # pylint: disable=import-outside-toplevel
-  config = json.loads(clip_config.get_config("vit_b32").to_json())
+  ``arch``'s model (its image size included) and context length."""
+  config = json.loads(config_lib.get_config("clip", "vit_b32").to_json())
   config["model"] = clip_archs.model_config(arch)
-  config["world"]["image_size"] = arch.image_size
   config["input"]["text_len"] = arch.context_length
-  if "image_size" in config["input"]:  # the size real corpora are prepared at
-    config["input"]["image_size"] = arch.image_size
   if tokenizer is not None:
     config["tokenizer"] = tokenizer
   return config

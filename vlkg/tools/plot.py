@@ -77,14 +77,16 @@ def caption_grid(images: list[np.ndarray], texts: list[list[str]], cols: int,
 
 
 def plot_world(config, out: str, rows: int, cols: int, scale: int) -> None:
+  from vlkg.data import world as world_lib
   from vlkg.data.world import build, render, scene as scene_lib
-  spec = build.world_spec(config.world)
+  world = world_lib.settings(config)
+  spec = build.world_spec(world)
   images, texts = [], []
   for k in range(rows * cols):
     split, index = ("test_comp", k) if k >= (rows - 1) * cols else ("train", k)
     s = scene_lib.sample_scene(spec, split, index)
     images.append(render.render(s))
-    caps = build.scene_captions(spec, config.world, s)
+    caps = build.scene_captions(spec, world, s)
     texts.append(caps if split == "train" else [f"[test_comp] {caps[0]}"])
   caption_grid(images, texts, cols, scale).save(out)
   print(out)
@@ -198,7 +200,7 @@ def region_phrase_interactions(model, image: np.ndarray, text: str, grid: int,
     ``(interaction, se)``, float ``[regions, regions]`` each.
   """
   import jax
-  from vlkg import api
+  from vlkg import preprocess
   from vlkg.interactions import games, shapley
   ids, words = phrase_ids(model.tokenizer, text)
   cells = games.grid_regions(grid, grid, regions, regions)          # [R, P]
@@ -206,7 +208,7 @@ def region_phrase_interactions(model, image: np.ndarray, text: str, grid: int,
   phrase[0, words] = True
   membership = games.regions_and_phrases(cells, phrase)             # [R + 1, P + L]
   game = games.towers_game(model.module, {"params": model.params},
-                           api.normalize_images(image), ids, membership)
+                           preprocess.normalize_images(image), ids, membership)
   r = len(cells)
   pairs = np.zeros((r, r + 1), bool)
   pairs[np.arange(r), np.arange(r)] = True

@@ -27,13 +27,13 @@ _FORCE = flags.DEFINE_bool("force", False, "Rebuild even if the dataset exists."
 def main(argv):
   del argv
   config = _CONFIG.value
-  directory = prepare.dataset_dir(config)
+  dataset_dir = prepare.dataset_dir(config)
   if _FORCE.value:
     import shutil
-    shutil.rmtree(directory, ignore_errors=True)
-  directory = prepare.ensure_prepared(config)
-  logging.info("dataset ready: %s", directory)
-  info_path = os.path.join(directory, "corpus.json")
+    shutil.rmtree(dataset_dir, ignore_errors=True)
+  dataset_dir = prepare.ensure_prepared(config)
+  logging.info("dataset ready: %s", dataset_dir)
+  info_path = os.path.join(dataset_dir, "corpus.json")
   if os.path.exists(info_path):  # a real corpus: what its build found
     with open(info_path) as f:
       info = json.load(f)
@@ -41,7 +41,7 @@ def main(argv):
     logging.info("%d images in %.1fs (%.1f images/s); missing: %s", images,
                  info["build_seconds"], images / max(info["build_seconds"], 1e-9),
                  {s: r["missing_images"] for s, r in info["report"].items()})
-  print(directory)
+  print(dataset_dir)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,8 @@ def main(argv):
   from vlkg import api
   from vlkg.data import prepare
   from vlkg.evaluators import probe
-  data = _DATA.value
-  if data is None:
-    data = prepare.run_dataset_dir(_WORKDIR.value)
-  result = probe.evaluate(api.load(_WORKDIR.value), data, _FIT.value, _SCORE.value)
+  dataset_dir = _DATA.value or prepare.run_dataset_dir(_WORKDIR.value)
+  result = probe.evaluate(api.load(_WORKDIR.value), dataset_dir, _FIT.value, _SCORE.value)
   print(json.dumps(result, sort_keys=True))
 
 

@@ -20,10 +20,8 @@ def main(argv):
   from vlkg import api
   from vlkg.data import prepare
   from vlkg.evaluators import text_prior
-  data = _DATA.value
-  if data is None:
-    data = prepare.run_dataset_dir(_WORKDIR.value)
-  print(json.dumps(text_prior.evaluate(api.load(_WORKDIR.value), data), sort_keys=True))
+  dataset_dir = _DATA.value or prepare.run_dataset_dir(_WORKDIR.value)
+  print(json.dumps(text_prior.evaluate(api.load(_WORKDIR.value), dataset_dir), sort_keys=True))
 
 
 if __name__ == "__main__":

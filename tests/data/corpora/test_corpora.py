@@ -13,7 +13,7 @@ import pytest
 
 import corpus_fixtures as fx
 from configs import clip, structure_clip
-from vlkg import methods
+from vlkg import evaluators, methods
 from vlkg.data import corpora, input_pipeline, prepare, records
 from vlkg.data import tokenizer as tok_lib
 from vlkg.data.corpora import captions, coco, karpathy, tfds_coco, visual_genome
@@ -66,10 +66,11 @@ def test_coco_prepares_records_every_method_reads(module, coco_dir, tmp_path):
   assert val["texts"].shape == (4, 5, 32) and val["_mask"].tolist() == [1, 1, 1, 0]
   real = (val["texts"][:3] != 0).any(-1)
   assert real.sum(1).tolist() == [2, 3, 2]
-  if module is structure_clip:
-    assert config.evals.to_dict() == {"retrieval": {
-        "type": "world", "splits": (), "retrieval_split": "val", "grounding": False}}
-    assert config.select_metric == "retrieval/val/image_to_text_R@1"
+  # Prepare leaves the config as it was; the evals for the corpus follow from it.
+  assert list(config.evals) == ["world"]
+  evals, select = evaluators.for_data(config)
+  assert evals == {"retrieval": {"type": "retrieval", "split": "val"}}
+  assert select == ("retrieval/val/image_to_text_R@1" if module is structure_clip else "")
 
 
 def test_karpathy_splits_and_records(tmp_path):
@@ -262,8 +263,11 @@ def test_fingerprint_follows_files_and_options_and_rebuilds_partial(coco_dir, tm
     prepare.dataset_dir(clip.get_config(f"{SMOKE},input.data='cocoa',input.path='x'"))
   with pytest.raises(ValueError, match="applies to real corpora only"):
     prepare.dataset_dir(clip.get_config(f"{SMOKE},input.path='{coco_dir}'"))
-  with pytest.raises(ValueError, match="input.image_size=32 != config.world.image_size"):
-    prepare.dataset_dir(make_config(clip, "coco", coco_dir, tmp_path, ",input.image_size=32"))
+  # One input size, the model's: the key that was input.image_size points there.
+  with pytest.raises(KeyError, match="it is now 'model.image_size'"):
+    make_config(clip, "coco", coco_dir, tmp_path, ",input.image_size=32")
+  assert prepare.dataset_dir(make_config(clip, "coco", coco_dir, tmp_path,
+                                         ",model.image_size=32")) != changed
 
 
 def test_given_tokenizer_and_model_inits(coco_dir, tmp_path, caplog):
@@ -326,11 +330,15 @@ def test_config_keys_and_world_defaults():
   assert world.select_metric == "world_val/attribute_swap"
   with pytest.raises(KeyError, match="input.no_such_key"):
     clip.get_config("smoke,input.no_such_key=1")
-  # --config.input.data=... is set after get_config: prepare switches the evals.
+  # --config.input.data=... is set after get_config: the evals follow the data
+  # (evaluators.for_data), and the config itself is not rewritten.
   config = structure_clip.get_config("smoke")
   config.input.data = "coco"
-  assert prepare.corpus_evals(config) and list(config.evals) == ["retrieval"]
-  assert not prepare.corpus_evals(config)  # already switched
+  evals, select = evaluators.for_data(config)
+  assert evals == {"retrieval": {"type": "retrieval", "split": "val"}}
+  assert select == "retrieval/val/image_to_text_R@1"
+  assert list(config.evals) == ["world"]
+  assert config.select_metric == "world_val/attribute_swap"
 
 
 # ------------------------------------------------------------------ training
@@ -341,8 +349,8 @@ def test_short_training_run_on_coco_with_retrieval_eval(tmp_path):
   path = fx.coco(str(tmp_path / "coco"), n_train=8, n_val=3)
   # A batch of 8 splits over the 8 test devices (conftest).
   config = make_config(clip, "coco", path, tmp_path / "d",
-                       ",input.batch_size=8,total_steps=3,log_every=1,eval_every=3,"
-                       "checkpoint_every=3")
+                       ",input.batch_size=8,total_steps=3,log_every_steps=1,eval_every_steps=3,"
+                       "checkpoint_every_steps=3")
   workdir = str(tmp_path / "run")
   last = train.train_and_evaluate(config, workdir)
   assert 0.0 <= last["retrieval/val/image_to_text_R@1"] <= 1.0
@@ -352,4 +360,7 @@ def test_short_training_run_on_coco_with_retrieval_eval(tmp_path):
   assert np.isfinite([l["loss"] for l in lines if "loss" in l]).all()
   saved = json.load(open(os.path.join(workdir, "config.json")))
   assert saved["input"]["data"] == "coco" and saved["tokenizer"]["type"] == "sentencepiece"
+  # The run's config.json says what it evaluated: retrieval on the held-out split.
+  assert saved["evals"] == {"retrieval": {"type": "retrieval", "split": "val"}}
+  assert saved["total_steps"] == 3 and saved["total_epochs"] is None
   assert os.path.exists(os.path.join(workdir, "params.npz"))

@@ -45,7 +45,7 @@ class CorpusError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-  """What ``config.input`` says about a real corpus (see ``configs/common.py``)."""
+  """What ``config.input`` says about a real corpus (see ``vlkg.config.base``)."""
   path: str
   images: str = ""
   train_split: str = ""

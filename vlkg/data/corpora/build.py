@@ -5,7 +5,7 @@ writes (``vlkg.data.records``), so the input pipeline and every method read them
 unchanged:
 
 * the image, decoded, resized with CLIP's transform (bicubic shorter side, center
-  crop; ``vlkg.api._resize``, the same as ``encode_images`` applies at evaluation) to
+  crop; ``vlkg.preprocess.resize``, the same as ``encode_images`` applies at evaluation) to
   the model's size and stored as PNG;
 * ``captions_per_image`` (K) captions: the first K; on the training split an image
   with fewer repeats them in turn (training draws one of K uniformly), on the
@@ -101,7 +101,7 @@ def load_image(item: corpora.Item, size: int) -> np.ndarray | None:
   """The item's image resized to ``size``; None if its file does not exist."""
   from PIL import Image
 
-  from vlkg import api
+  from vlkg import preprocess
   where = f"image of item {item.key!r} ({item.source})"
   image = item.image
   if isinstance(image, str):
@@ -126,7 +126,7 @@ def load_image(item: corpora.Item, size: int) -> np.ndarray | None:
       raise corpora.CorpusError(item.source, str(e), where) from None
   if min(pixels.shape[:2]) < 1:
     raise corpora.CorpusError(item.source, f"image has shape {pixels.shape}", where)
-  return api._resize(pixels[None], size)[0]  # pylint: disable=protected-access
+  return preprocess.resize(pixels[None], size)[0]
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -293,7 +293,6 @@ def build(out_dir: str, config, graph_cfg, tokenizer_source) -> dict:
   ``tokenizer_source`` is (description, base_dir) of a given tokenizer, or
   (None, "") to train a sentencepiece model on the training captions.
   """
-  from vlkg.data import prepare
   from vlkg.data import tokenizer as tok_lib
   start = time.time()
   name = config.input.data
@@ -328,7 +327,7 @@ def build(out_dir: str, config, graph_cfg, tokenizer_source) -> dict:
   if tokenizer.max_len != config.input.text_len:
     raise ValueError(f"the tokenizer encodes {tokenizer.max_len} tokens, but "
                      f"config.input.text_len={config.input.text_len}")
-  settings = Settings(name=name, image_size=prepare.image_size(config),
+  settings = Settings(name=name, image_size=config.model.image_size,
                       captions_per_image=config.input.captions_per_image,
                       text_len=config.input.text_len, seed=config.seed,
                       graph=dict(graph_cfg or {}), vocabulary=vocabulary_json)

@@ -50,7 +50,7 @@ class WorldSpec:
     s = self.image_size
     if not MIN_IMAGE_SIZE <= s <= MAX_IMAGE_SIZE:
       raise WorldSpecError(
-          f"world.image_size={s} is outside [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]")
+          f"model.image_size={s} (the world renders at it) is outside [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]")
     if not 1 <= self.min_objects <= self.max_objects:
       raise WorldSpecError(
           f"need 1 <= world.min_objects ({self.min_objects}) <= world.max_objects "
@@ -60,7 +60,7 @@ class WorldSpec:
       raise WorldSpecError(
           f"world.max_objects={self.max_objects} large objects do not fit in a "
           f"{s}x{s} image (at most {cells}); lower world.max_objects or raise "
-          "world.image_size")
+          "model.image_size")
     if len(self.heldout_pairs) >= len(ontology.all_color_shape_pairs()):
       raise WorldSpecError("world.test_comp_fraction leaves no training color-shape pairs")
 

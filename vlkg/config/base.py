@@ -1,88 +1,47 @@
-"""Shared pieces of every vlkg config: the world, the input, the dual encoder, training.
+"""The settings every run shares: the world, the input, the dual encoder, training.
 
-Configs are code (big_vision style): each ``configs/<method>.py`` has
-``get_config(arg=None)`` where ``arg`` is ``"preset,key=value,..."``. The presets are
+Presets:
 
   * ``default``: the built-in world on CPU; what a new user trains first;
   * ``smoke``: a tiny end-to-end run in well under a minute;
   * ``vit_b32``: CLIP ViT-B/32 shapes for fine-tuning imported weights.
 
-The returned ConfigDict is locked, so ``--config.no_such_key=1`` is an error.
+``base_config(preset, method)`` also gives the method its own section,
+``config.<method>``, from ``vlkg.methods.<method>.default_config()`` when the method
+module defines it, so that a method's defaults are written once, in the method.
 """
 
 from __future__ import annotations
 
-import ast
 import math
 
 import ml_collections
 
+from vlkg.config import durations
+
 PRESETS = ("default", "smoke", "vit_b32")
 
 
-def parse_arg(arg: str | None) -> tuple[str, dict]:
-  """``"smoke,total_steps=10"`` -> ("smoke", {"total_steps": 10})."""
-  preset, overrides = "default", {}
-  for part in filter(None, _split_top_level(arg or "")):
-    if "=" in part:
-      key, value = part.split("=", 1)
-      try:
-        overrides[key.strip()] = ast.literal_eval(value)
-      except (ValueError, SyntaxError):
-        overrides[key.strip()] = value
-    else:
-      preset = part.strip()
+def method_section(method: str):
+  """``vlkg.methods.<method>.default_config()``, or None when it has none."""
+  from vlkg import methods
+  make = getattr(methods.load(method), "default_config", None)
+  return None if make is None else make()
+
+
+def base_config(preset: str = "default", method: str = "clip") -> ml_collections.ConfigDict:
+  """An unlocked config of ``method`` at ``preset``; ``configs/<method>.py`` adds its
+  own changes and calls `vlkg.config.finalize`."""
   if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r} in config arg {arg!r}; "
-                     f"expected one of {PRESETS}")
-  return preset, overrides
-
-
-def _split_top_level(text: str) -> list[str]:
-  """Splits on commas outside brackets and quotes: ``"a=(1,2),b=3"`` -> 2 parts."""
-  parts, depth, quote, current = [], 0, None, []
-  for ch in text:
-    if quote:
-      quote = None if ch == quote else quote
-    elif ch in "'\"":
-      quote = ch
-    elif ch in "([{":
-      depth += 1
-    elif ch in ")]}":
-      depth -= 1
-    elif ch == "," and depth == 0:
-      parts.append("".join(current))
-      current = []
-      continue
-    current.append(ch)
-  parts.append("".join(current))
-  return parts
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
-  """Sets dotted keys; an unknown key raises an error that names it."""
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      if p not in node:
-        raise KeyError(f"unknown config key {dotted!r}")
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f"unknown config key {dotted!r}")
-    node[leaf] = value
-
-
-def base_config(preset: str) -> ml_collections.ConfigDict:
+    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
   c = ml_collections.ConfigDict()
-  c.method = "clip"
+  c.method = method
   c.seed = 0
   # Where prepared datasets live. Empty: $VLKG_DATA_DIR, else ~/.cache/vlkg/data.
   c.data_dir = ""
 
   c.world = dict(
       seed=0,
-      image_size=64,
       min_objects=1,
       max_objects=4,
       test_comp_fraction=0.12,  # share of color-shape pairs held out of training
@@ -112,7 +71,6 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
       # Real corpora only (prepared once into data_dir, like the world):
       path="",  # the annotation file or folder (tfds_coco: the TFDS data_dir)
       images="",  # image root; "" = the corpus's own layout beside the annotations
-      image_size=0,  # 0 = world.image_size, the size the model reads
       train_split="",  # the corpus's split names; "" = its default (train2017,
       eval_split="",  # train+restval, ...) and held-out split (val2017, val, ...)
       val_size=1000,  # images held out of corpora without a split (captions, VG)
@@ -125,6 +83,10 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   )
 
   c.model = dict(
+      # The side of the square images the model reads. Every dataset is prepared at
+      # it (the world renders at it, corpora are resized to it) and vlkg.api
+      # resizes its inputs to it.
+      image_size=64,
       embed_dim=128,
       image=dict(width=128, depth=3, heads=4, patch_size=8, mlp_ratio=4, act="gelu",
                  stem="patch", pool_type="cls"),
@@ -138,7 +100,6 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
 
   c.optim = dict(
       lr=1e-3,
-      warmup_steps=100,
       end_lr_factor=0.0,
       b1=0.9,
       b2=0.98,
@@ -147,14 +108,14 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
       no_decay=r"(bias|scale|embedding|class_embedding|logit_scale|logit_bias)$",
       grad_clip_norm=1.0,
       frozen=(),  # regexes of parameter paths kept fixed (LiT-style)
+      **durations.durations(warmup=100),
   )
 
-  # Sized so that the default run (prepare, train, three evals) takes <= 15 minutes
-  # on a 2-core CPU; see docs/results.md for the measured time.
-  c.total_steps = 900
-  c.log_every = 25
-  c.eval_every = 450
-  c.checkpoint_every = 250
+  # Durations in steps, examples or epochs: exactly one key of each group is set
+  # (vlkg.config.durations). Sized so that the default run (prepare, train, three
+  # evals) takes <= 15 minutes on a 2-core CPU; see docs/results.md for the time.
+  c.update(durations.durations(total=900, log_every=25, eval_every=450,
+                               checkpoint_every=250))
   c.keep = 2
   c.keep_every = 0
   c.resume = ""
@@ -164,6 +125,8 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.model_init_new = ""
 
   # Evaluators by module path: {"name": {"type": <vlkg.evaluators module>, **kwargs}}.
+  # Written for the world; on a real corpus, vlkg.evaluators.for_data runs retrieval
+  # on its held-out split instead of the world's suites.
   c.evals = ml_collections.ConfigDict({
       "world": {"type": "world", "splits": ("test", "test_comp"), "max_items": 0}})
 
@@ -175,12 +138,12 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
       # Tried only when no kind above exists for a caption (one object, no
       # attributes to swap): without them half the world's captions have no negative.
       fallback_negatives=("replace_attribute", "replace_object", "replace_relation"),
-      # MosaiCLIP (PAPERS.md §3): sub-caption positives and sub-graph negatives per
+      # MosaiCLIP (Singh et al., EMNLP 2023): sub-caption positives and sub-graph negatives per
       # caption, and the probability of the object category among the negatives.
       max_pos=3,
       max_neg=6,
       p1=0.15,
-      # LOUPE (PAPERS.md §4): object phrases per caption kept as phrase players.
+      # LOUPE (Li et al., NeurIPS 2022): object phrases per caption kept as phrase players.
       max_phrases=4,
   )
   # Keep params_best.npz at the best value of this eval metric ("" = off). Use a
@@ -190,6 +153,10 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
   c.mesh = [("data", -1)]
   c.sharding_rules = []  # [(regex over param path, PartitionSpec tuple)]
 
+  section = method_section(method)
+  if section is not None:
+    c[method] = section
+
   if preset == "smoke":
     c.world.update(num_train=512, num_val=64, num_test=64, num_test_comp=64,
                    num_shards=2, vocab_size=256)
@@ -198,26 +165,15 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     c.model.text.update(width=32, depth=1, heads=2)
     c.model.embed_dim = 32
     c.total_steps = 20
-    c.log_every = 5
-    c.eval_every = 10
-    c.checkpoint_every = 10
+    c.log_every_steps = 5
+    c.eval_every_steps = 10
+    c.checkpoint_every_steps = 10
   elif preset == "vit_b32":
-    c.world.image_size = 224
     c.input.text_len = 77
     # OpenAI's ViT-B/32 exactly (QuickGELU; CLIP BPE ids, EOT 49407; pad keys not
     # masked, as pad id 0 is also the BPE symbol "!"), so that weights imported with
-    # `python -m vlkg.tools.import_clip` compute what they computed in CLIP.
+    # `python -m vlkg.tools.import_clip` compute what they computed in CLIP. Its
+    # image_size is 224.
     from vlkg.models import clip_archs
     c.model = clip_archs.model_config("ViT-B-32-quickgelu")
   return c
-
-
-def finalize(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
-  apply_overrides(config, overrides)
-  # A real corpus has no world suites: evaluate retrieval on its held-out split.
-  # (``vlkg.data.prepare`` does the same for --config.input.data=..., which is set
-  # after this function has run.)
-  from vlkg.data import prepare
-  prepare.corpus_evals(config)
-  config.lock()
-  return config

@@ -1,0 +1,55 @@
+"""Reads the ``config.json`` of runs written before keys were renamed.
+
+A run directory stays loadable (``vlkg.api.load``), resumable and findable
+(``vlkg.data.prepare.run_dataset_dir``) after a rename, so every reader of a run's
+``config.json`` goes through `upgrade`:
+
+  * ``world.image_size`` and ``input.image_size`` -> ``model.image_size`` (the
+    model's input size was a world key, though every corpus used it);
+  * ``log_every``, ``eval_every``, ``checkpoint_every`` -> ``<name>_steps``
+    (durations may be given in steps, examples or epochs, `vlkg.config.durations`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import ml_collections
+
+CONFIG_FILE = "config.json"
+RENAMED = {"log_every": "log_every_steps", "eval_every": "eval_every_steps",
+           "checkpoint_every": "checkpoint_every_steps"}
+# Every key that moved, old -> new (for error messages).
+MOVED = {**RENAMED, "world.image_size": "model.image_size",
+         "input.image_size": "model.image_size"}
+
+
+def upgrade(data: dict) -> dict:
+  """A copy of a run's config (as JSON data) in today's keys."""
+  data = copy.deepcopy(data)
+  for old, new in RENAMED.items():
+    if old in data and new not in data:
+      data[new] = data.pop(old)
+  model = data.get("model")
+  world_size = (data.get("world") or {}).pop("image_size", None)
+  input_size = (data.get("input") or {}).pop("image_size", None)
+  if isinstance(model, dict) and not model.get("image_size"):
+    # As vlkg.api read them: the model's own size, a real corpus's, else the world's.
+    size = input_size or world_size
+    if size:
+      model["image_size"] = size
+  return data
+
+
+def run_config_path(run: str) -> str:
+  """``run``'s config.json: ``run`` is a workdir, or a file (params.npz) in one."""
+  workdir = run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run))
+  return os.path.join(workdir, CONFIG_FILE)
+
+
+def load_run_config(run: str) -> ml_collections.ConfigDict:
+  """The upgraded config of a run directory (or of the run a params.npz is in)."""
+  with open(run_config_path(run)) as f:
+    return ml_collections.ConfigDict(upgrade(json.load(f)))
