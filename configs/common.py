@@ -5,7 +5,11 @@ Configs are code (big_vision style): each ``configs/<method>.py`` has
 
   * ``default``: the built-in world on CPU; what a new user trains first;
   * ``smoke``: a tiny end-to-end run in well under a minute;
-  * ``vit_b32``: CLIP ViT-B/32 shapes for fine-tuning imported weights.
+  * ``vit_b32``: CLIP ViT-B/32 shapes for fine-tuning imported weights;
+  * ``base``: the world base model that every method is fine-tuned from;
+  * ``finetune``: a fine-tune from ``--config.model_init=BASE_WORKDIR``, with the
+    same steps, batch and learning-rate schedule for every method
+    (``python -m vlkg.tools.results`` runs both).
 
 The returned ConfigDict is locked, so ``--config.no_such_key=1`` is an error.
 """
@@ -17,7 +21,10 @@ import math
 
 import ml_collections
 
-PRESETS = ("default", "smoke", "vit_b32")
+PRESETS = ("default", "smoke", "vit_b32", "base", "finetune")
+# The finetune preset's model_init until the caller sets it: training fails on it
+# with a message that names the flag, rather than silently starting from scratch.
+MODEL_INIT_REQUIRED = "<required: --config.model_init=BASE_WORKDIR>"
 
 
 def parse_arg(arg: str | None) -> tuple[str, dict]:
@@ -209,6 +216,15 @@ def base_config(preset: str) -> ml_collections.ConfigDict:
     # `python -m vlkg.tools.import_clip` compute what they computed in CLIP.
     from vlkg.models import clip_archs
     c.model = clip_archs.model_config("ViT-B-32-quickgelu")
+  # ``base`` keeps the default settings.
+  if preset == "finetune":
+    # Every method fine-tunes the base alike: equal steps, batch and schedule; the
+    # one eval is at the end (eval_every=0).
+    c.model_init = MODEL_INIT_REQUIRED
+    c.total_steps = 300
+    c.optim.update(lr=1e-4, warmup_steps=30)
+    c.eval_every = 0
+    c.checkpoint_every = 100
   return c
 
 
