@@ -65,6 +65,25 @@ def test_run_killed_before_its_final_eval_evaluates_on_resume(run, tmp_path):
   assert os.path.exists(os.path.join(killed, "params.npz"))
 
 
+def test_results_evaluation_of_a_run(run, tmp_path):
+  """vlkg.results.evaluation: the probes and the blind score of the run's own
+  world, with the params' stamp."""
+  from vlkg.results import evaluation
+  workdir, _ = run
+  out = str(tmp_path / "evaluation.json")
+  result = evaluation.write(workdir, out)
+  assert json.load(open(out)) == json.loads(json.dumps(result))
+  assert result["params"] == evaluation.params_stamp(workdir)
+  metrics = result["metrics"]
+  for name in ("shape", "color", "size", "texture"):
+    assert 0.0 <= metrics[f"probe/{name}"] <= 1.0
+    assert 0.0 < metrics[f"probe/{name}_chance"] < 1.0
+  assert metrics["probe/n_score"] > 0
+  for split in ("test", "test_comp"):
+    assert 0.0 <= metrics[f"text_prior/{split}/blind"] <= 1.0
+    assert 0.0 <= metrics[f"text_prior/{split}/sighted"] <= 1.0
+
+
 def test_api_encodes_normalised_and_scores(run):
   workdir, _ = run
   model = api.load(workdir)

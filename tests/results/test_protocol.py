@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from vlkg.results import evaluation, protocol, report
+from vlkg.results import workdir as workdir_lib
 from vlkg.tools import results as results_tool
 
 # The score of each run on every metric (plus 0.01 per seed).
@@ -145,9 +146,9 @@ def test_only_the_unfinished_stages_run_again(tmp_path):
   # A training killed midway: config.json and an unfinished attempt, no params.
   os.remove(os.path.join(seed1, "params.npz"))
   os.remove(os.path.join(seed1, "evaluation.json"))
-  times = protocol.read_times(seed1)
+  times = workdir_lib.read_times(seed1)
   times["train"].append({"started": 0, "seconds": None})
-  with open(os.path.join(seed1, protocol.TIMES_FILE), "w") as f:
+  with open(os.path.join(seed1, workdir_lib.TIMES_FILE), "w") as f:
     json.dump(times, f)
   # An evaluation killed before it wrote its file.
   seed0 = str(tmp_path / "clip" / "seed0")
@@ -158,7 +159,7 @@ def test_only_the_unfinished_stages_run_again(tmp_path):
   assert sorted(again.evaluated()) == [seed0, seed1]
   times = {t["stage"]: t for t in result["times"]}
   assert times["clip seed 1"]["resumed"] and not times["clip seed 0"]["resumed"]
-  assert len(protocol.read_times(seed1)["train"]) == 3
+  assert len(workdir_lib.read_times(seed1)["train"]) == 3
 
 
 def test_stage_seconds(tmp_path):
@@ -166,10 +167,10 @@ def test_stage_seconds(tmp_path):
                      {"started": 2, "seconds": 5.0}],
            "evaluate": [{"started": 0, "seconds": 3.0}, {"started": 1, "seconds": None},
                         {"started": 2, "seconds": 4.0}]}
-  (tmp_path / protocol.TIMES_FILE).write_text(json.dumps(times))
-  assert protocol.stage_seconds(str(tmp_path), "train") == (15.0, True)
-  assert protocol.stage_seconds(str(tmp_path), "evaluate") == (4.0, False)
-  assert protocol.stage_seconds(str(tmp_path / "none"), "train") == (None, False)
+  (tmp_path / workdir_lib.TIMES_FILE).write_text(json.dumps(times))
+  assert workdir_lib.stage_seconds(str(tmp_path), "train") == (15.0, True)
+  assert workdir_lib.stage_seconds(str(tmp_path), "evaluate") == (4.0, False)
+  assert workdir_lib.stage_seconds(str(tmp_path / "none"), "train") == (None, False)
 
 
 def test_new_params_are_evaluated_again(tmp_path):
@@ -202,7 +203,7 @@ def test_a_retrained_base_makes_its_finetunes_stale(tmp_path):
   p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=FakeRunner(),
                         log=lambda s: None)
   p.run()
-  stamp = json.loads((tmp_path / "clip" / "seed0" / protocol.PARENT_FILE).read_text())
+  stamp = json.loads((tmp_path / "clip" / "seed0" / workdir_lib.PARENT_FILE).read_text())
   assert stamp == evaluation.params_stamp(str(tmp_path / "base"))
   np.savez(str(tmp_path / "base" / "params.npz"), w=np.zeros(7))
   p.runner = FakeRunner()
@@ -228,12 +229,25 @@ def test_a_finetune_with_another_tokenizer_is_an_error(tmp_path):
     p.run()
 
 
+def test_one_results_run_per_directory(tmp_path):
+  import fcntl
+  with open(tmp_path / protocol.LOCK_FILE, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=FakeRunner(),
+                          log=lambda s: None)
+    with pytest.raises(protocol.StageError, match="another results run"):
+      p.run()
+    assert p.runner.calls == []
+  p.run()  # free again
+  assert len(p.runner.trained()) == 2
+
+
 def test_config_changes_ignores_what_the_trainer_fills_in():
   written = {"a": 1, "model": {"text": {"vocab_size": 512}}, "tokenizer": {"t": 1}}
-  assert protocol.config_changes(written, {"a": 1, "model": {"text": {"vocab_size": 0}}}) == []
-  assert protocol.config_changes(written, {"a": 2, "model": {"text": {"vocab_size": 0}}}) == [
+  assert workdir_lib.config_changes(written, {"a": 1, "model": {"text": {"vocab_size": 0}}}) == []
+  assert workdir_lib.config_changes(written, {"a": 2, "model": {"text": {"vocab_size": 0}}}) == [
       "a: 1 -> 2"]
-  assert protocol.config_changes(written, {"a": 1, "model": {"text": {"vocab_size": 256}}}) == [
+  assert workdir_lib.config_changes(written, {"a": 1, "model": {"text": {"vocab_size": 256}}}) == [
       "model.text.vocab_size: 512 -> 256"]
 
 
@@ -242,10 +256,10 @@ def test_final_metrics_merge_the_last_step(tmp_path):
     for r in ({"step": 0, "world/x": 0.1}, {"step": 4, "loss": 2.0},
               {"step": 4, "world/x": 0.5, "grounding/y": 0.3}):
       f.write(json.dumps(r) + "\n")
-  assert protocol.final_metrics(str(tmp_path)) == {"world/x": 0.5, "grounding/y": 0.3}
-  assert not protocol.finished(str(tmp_path), 4)  # no params.npz
+  assert workdir_lib.final_metrics(str(tmp_path)) == {"world/x": 0.5, "grounding/y": 0.3}
+  assert not workdir_lib.finished(str(tmp_path), 4)  # no params.npz
   np.savez(tmp_path / "params.npz", w=np.zeros(1))
-  assert protocol.finished(str(tmp_path), 4) and not protocol.finished(str(tmp_path), 8)
+  assert workdir_lib.finished(str(tmp_path), 4) and not workdir_lib.finished(str(tmp_path), 8)
 
 
 def test_a_failing_stage_names_its_log(tmp_path):

@@ -47,15 +47,14 @@ import time
 from typing import Callable, Sequence
 
 from vlkg.results import evaluation
+from vlkg.results.workdir import (CONFIG_FILE, EVALUATION_FILE, METRICS_FILE,
+                                  StageError, StaleRunError, check_parent,
+                                  check_tokenizer, config_changes, final_metrics,
+                                  finished, stage_seconds, timed)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = "base"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-EVALUATION_FILE = "evaluation.json"
-TIMES_FILE = "stage_times.json"
 LOCK_FILE = ".lock"
-PARENT_FILE = "base_params.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,14 +88,6 @@ QUICK = (
 )
 
 
-class StageError(RuntimeError):
-  pass
-
-
-class StaleRunError(ValueError):
-  pass
-
-
 @contextlib.contextmanager
 def _locked(path: str):
   """One results run per directory: a second one would train the same runs twice."""
@@ -124,7 +115,7 @@ def load_config(config_file: str, arg: str, flag_overrides: dict):
   path = os.path.join(ROOT, config_file)
   if not os.path.exists(path):
     raise FileNotFoundError(f"no config file {path}")
-  if ROOT not in sys.path:  # config files import their shared helpers from configs/
+  if ROOT not in sys.path:  # config files import configs/common.py
     sys.path.insert(0, ROOT)
   name = "vlkg_results_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
@@ -138,103 +129,6 @@ def load_config(config_file: str, arg: str, flag_overrides: dict):
       node = node[p]
     node[leaf] = value
   return config
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def config_changes(written: dict, expected: dict) -> list[str]:
-  """Keys on which a run's ``config.json`` and the config it would now get differ.
-
-  The trainer fills in what the dataset decides (``model.text.vocab_size`` when 0)
-  and adds the tokenizer's description; neither is a change.
-  """
-  old = _flat({k: v for k, v in written.items() if k != "tokenizer"})
-  new = _flat(expected)
-  if new.get("model.text.vocab_size") == 0:
-    new.pop("model.text.vocab_size")
-    old.pop("model.text.vocab_size", None)
-  return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
-          for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-
-
-def final_metrics(workdir: str) -> dict:
-  """The eval metrics logged at the run's last step (``{}`` if there are none)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return {}
-  records = []
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        records.append(json.loads(line))
-  if not records:
-    return {}
-  last = max(r["step"] for r in records)
-  merged = {}
-  for r in records:
-    if r["step"] == last:
-      merged.update({k: v for k, v in r.items() if "/" in k})
-  return merged
-
-
-def finished(workdir: str, total_steps: int) -> bool:
-  """Has params.npz and the eval record of step ``total_steps``."""
-  if not os.path.exists(os.path.join(workdir, evaluation.PARAMS)):
-    return False
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return False
-  with open(path) as f:
-    records = [json.loads(l) for l in f if l.strip()]
-  return any(r["step"] == total_steps and any("/" in k for k in r) for r in records)
-
-
-def read_times(workdir: str) -> dict:
-  path = os.path.join(workdir, TIMES_FILE)
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_times(workdir: str, times: dict) -> None:
-  tmp = os.path.join(workdir, TIMES_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(times, f, indent=1)
-  os.replace(tmp, os.path.join(workdir, TIMES_FILE))
-
-
-def timed(workdir: str, kind: str, fn: Callable[[], None]) -> float:
-  """Runs ``fn`` and records its seconds under ``kind``; an attempt that was
-  killed stays recorded with ``seconds: null`` (the stage was resumed)."""
-  times = read_times(workdir)
-  attempts = times.setdefault(kind, [])
-  attempts.append({"started": time.time(), "seconds": None})
-  _write_times(workdir, times)
-  start = time.perf_counter()
-  fn()
-  attempts[-1]["seconds"] = time.perf_counter() - start
-  _write_times(workdir, times)
-  return attempts[-1]["seconds"]
-
-
-def stage_seconds(workdir: str, kind: str) -> tuple[float | None, bool]:
-  """(seconds, resumed). Training resumes from checkpoints, so its time is the sum
-  of its finished attempts, and ``resumed`` says that a killed one is missing from
-  it; an evaluation starts over, so its time is its last finished attempt."""
-  attempts = read_times(workdir).get(kind, [])
-  done = [a["seconds"] for a in attempts if a["seconds"] is not None]
-  if kind != "train":
-    return (done[-1] if done else None), False
-  return (sum(done) if done else None), any(a["seconds"] is None for a in attempts)
 
 
 Runner = Callable[[Sequence[str], str], None]
@@ -263,38 +157,6 @@ def subprocess_runner(argv: Sequence[str], log_path: str) -> None:
     with open(log_path) as f:
       tail = "".join(f.readlines()[-30:])
     raise StageError(f"{' '.join(argv)} exited with {rc}; the end of {log_path}:\n{tail}")
-
-
-def check_parent(stage: "Stage", record: bool) -> None:
-  """A fine-tune records which base params it starts from (``record``); one made
-  from other base params (the base was trained again) is stale."""
-  path = os.path.join(stage.workdir, PARENT_FILE)
-  if not os.path.exists(os.path.join(stage.parent, evaluation.PARAMS)):
-    return  # the base is not trained yet
-  stamp = evaluation.params_stamp(stage.parent)
-  if os.path.exists(path):
-    with open(path) as f:
-      if json.load(f) != stamp:
-        raise StaleRunError(f"{stage.workdir} was fine-tuned from other params than "
-                            f"{stage.parent}/params.npz (the base was trained again); "
-                            f"delete {stage.workdir} to retrain it")
-  elif record:
-    with open(path, "w") as f:
-      json.dump(stamp, f)
-
-
-def check_tokenizer(stage: "Stage") -> None:
-  """Each method prepares its own records of the world (its fields differ), each
-  with a tokenizer trained on the same captions; the fine-tune reads the base's
-  token embeddings, so the two tokenizers must be one."""
-  descs = []
-  for workdir in (stage.parent, stage.workdir):
-    with open(os.path.join(workdir, CONFIG_FILE)) as f:
-      descs.append(json.load(f).get("tokenizer"))
-  if descs[0] != descs[1]:
-    raise StageError(f"{stage.workdir} was tokenized with {descs[1]}, but its base "
-                     f"{stage.parent} with {descs[0]}: the base's token embeddings "
-                     "would be read with other ids")
 
 
 @dataclasses.dataclass
@@ -356,7 +218,7 @@ class Protocol:
         raise StaleRunError(f"{stage.workdir} was trained with another config ("
                             + "; ".join(changes) + f"); {remedy}")
     if stage.parent:
-      check_parent(stage, record=False)
+      check_parent(stage.workdir, stage.parent, record=False)
     return config
 
   def run_stage(self, stage: Stage) -> dict:
@@ -364,7 +226,7 @@ class Protocol:
     config = self.check(stage)
     os.makedirs(stage.workdir, exist_ok=True)
     if stage.parent:
-      check_parent(stage, record=True)
+      check_parent(stage.workdir, stage.parent, record=True)
     if finished(stage.workdir, config.total_steps):
       self.log(f"[results] {stage.name}: trained (reused)")
     else:
@@ -378,7 +240,7 @@ class Protocol:
                          "params.npz is there, delete it and run again (vlkg.main "
                          "then resumes from its last checkpoint and evaluates)")
     if stage.parent:
-      check_tokenizer(stage)
+      check_tokenizer(stage.workdir, stage.parent)
     metrics = final_metrics(stage.workdir)
     metrics.update(self.evaluate(stage))
     return metrics
