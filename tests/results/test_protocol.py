@@ -13,7 +13,7 @@ import pytest
 
 from vlkg.results import evaluation, protocol, report
 from vlkg.results import workdir as workdir_lib
-from vlkg.tools import results as results_tool
+from vlkg.results import command as results_tool
 
 # The score of each run on every metric (plus 0.01 per seed).
 SCORES = {"base": 0.55, "clip": 0.60, "negclip": 0.66, "structure_clip": 0.80,

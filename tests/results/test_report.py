@@ -118,3 +118,10 @@ def test_figure_bars_and_error_bars(tmp_path):
   hi = oy + figure.value_y(0.64)
   assert tuple(img[hi, (x0 + x1) // 2]) == (0, 0, 0)
   assert figure.value_y(0.0) == figure.PLOT_BOTTOM and figure.value_y(1.5) == figure.PLOT_TOP
+
+
+def test_command_line():
+  from vlkg.results import command
+  assert command.command_line(["clip", "loupe"], 3, False) == (
+      "python -m vlkg.tools.results --methods clip,loupe --seeds 3")
+  assert command.command_line(["clip"], 1, True).endswith("--seeds 1 --quick")
