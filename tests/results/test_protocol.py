@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from vlkg.results import evaluation, protocol, report
 from vlkg.results import workdir as workdir_lib
 from vlkg.results import command as results_tool
 
+ROOT = protocol.ROOT
 # The score of each run on every metric (plus 0.01 per seed).
 SCORES = {"base": 0.55, "clip": 0.60, "negclip": 0.66, "structure_clip": 0.80,
           "mosaiclip": 0.82, "loupe": 0.61}
@@ -269,6 +271,35 @@ def test_a_failing_stage_names_its_log(tmp_path):
         [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], log)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_a_stage_dies_with_the_results_process():
+  """A stand-in results process starts a guarded stage and is SIGKILLed: the
+  stage dies with it instead of training on beside a restarted results run."""
+  stage = [sys.executable, "-c", "import time; time.sleep(60)"]
+  parent = subprocess.Popen(
+      [sys.executable, "-c", "import subprocess; from vlkg.results import protocol; "
+       f"print(subprocess.Popen(protocol.guarded({stage!r})).pid, flush=True); "
+       "import time; time.sleep(60)"],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  child = int(parent.stdout.readline())
+  time.sleep(0.5)  # the guard execs the stage
+  assert _alive(child)
+  parent.kill()
+  parent.wait()
+  deadline = time.time() + 10
+  while time.time() < deadline and _alive(child):
+    time.sleep(0.1)
+  assert not _alive(child)
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().split(")")[-1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
 def test_select_runs_adds_the_baselines_claims_name():
   claims_of = results_tool.claims_of
   assert results_tool.select_runs(["mosaiclip"], claims_of) == [
@@ -309,8 +340,6 @@ def test_results_command_on_the_fake_runner(tmp_path):
   saved = json.loads((tmp_path / "out" / "results.json").read_text())
   assert saved["claims"] == json.loads(json.dumps(summary["claims"]))
 
-
-ROOT = protocol.ROOT
 
 
 @pytest.mark.slow

@@ -134,15 +134,21 @@ def load_config(config_file: str, arg: str, flag_overrides: dict):
 Runner = Callable[[Sequence[str], str], None]
 
 
-def _die_with_parent() -> None:
-  """Linux: the stage is killed when the results process dies, so that a killed
-  results run leaves no trainer behind to race the restarted one."""
-  try:
-    import ctypes
-    import signal
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-  except (OSError, AttributeError):
-    pass
+# Linux: the stage is killed when the results process dies (PR_SET_PDEATHSIG,
+# which execve keeps), so that a killed results run leaves no trainer behind to race
+# the restarted one. Set by a tiny exec wrapper, not a preexec_fn, which is unsafe
+# in a process with threads (JAX and TensorFlow start some).
+_GUARD = ("import ctypes, os, signal, sys; "
+          "ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL); "
+          "os.getppid() == int(sys.argv[1]) or sys.exit('the results run is gone'); "
+          "os.execvp(sys.argv[2], sys.argv[2:])")
+
+
+def guarded(argv: Sequence[str]) -> list[str]:
+  """``argv`` run so that it dies with this process (Linux; elsewhere as is)."""
+  if not sys.platform.startswith("linux"):
+    return list(argv)
+  return [sys.executable, "-c", _GUARD, str(os.getpid()), *argv]
 
 
 def subprocess_runner(argv: Sequence[str], log_path: str) -> None:
@@ -150,9 +156,8 @@ def subprocess_runner(argv: Sequence[str], log_path: str) -> None:
   with open(log_path, "a") as log:
     log.write(f"$ {' '.join(argv)}\n")
     log.flush()
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    rc = subprocess.run(list(argv), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                        preexec_fn=preexec).returncode
+    rc = subprocess.run(guarded(argv), cwd=ROOT, stdout=log,
+                        stderr=subprocess.STDOUT).returncode
   if rc != 0:
     with open(log_path) as f:
       tail = "".join(f.readlines()[-30:])
