@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,6 +40,48 @@ def test_run_writes_the_contract_files(run):
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   keys = np.load(os.path.join(workdir, "params.npz")).files
   assert "img/conv1/kernel" in keys and "txt/token_embedding/embedding" in keys
+
+
+def test_run_killed_before_its_final_eval_evaluates_on_resume(run, tmp_path):
+  """Killed after its last checkpoint, before the final eval and params.npz: the
+  same command writes both."""
+  workdir, _ = run
+  killed = str(tmp_path / "killed")
+  shutil.copytree(workdir, killed)
+  os.remove(os.path.join(killed, "params.npz"))
+  path = os.path.join(killed, "metrics.jsonl")
+  lines = [json.loads(l) for l in open(path)]
+  with open(path, "w") as f:
+    for l in lines:
+      if not (l["step"] == 6 and "world/attribute_swap" in l):
+        f.write(json.dumps(l) + "\n")
+  config = clip.get_config(SMOKE + f",data_dir='{os.path.dirname(workdir)}/data'")
+  train.train_and_evaluate(config, killed)
+  evals = [json.loads(l) for l in open(path) if "world/attribute_swap" in l]
+  assert [l["step"] for l in evals] == [0, 3, 6]
+  final = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))
+           if "world/attribute_swap" in l][-1]
+  assert evals[-1]["world/attribute_swap"] == pytest.approx(final["world/attribute_swap"])
+  assert os.path.exists(os.path.join(killed, "params.npz"))
+
+
+def test_results_evaluation_of_a_run(run, tmp_path):
+  """vlkg.results.evaluation: the probes and the blind score of the run's own
+  world, with the params' stamp."""
+  from vlkg.results import evaluation
+  workdir, _ = run
+  out = str(tmp_path / "evaluation.json")
+  result = evaluation.write(workdir, out)
+  assert json.load(open(out)) == json.loads(json.dumps(result))
+  assert result["params"] == evaluation.params_stamp(workdir)
+  metrics = result["metrics"]
+  for name in ("shape", "color", "size", "texture"):
+    assert 0.0 <= metrics[f"probe/{name}"] <= 1.0
+    assert 0.0 <= metrics[f"probe/{name}_chance"] <= 1.0
+  assert metrics["probe/n_score"] > 0
+  for split in ("test", "test_comp"):
+    assert 0.0 <= metrics[f"text_prior/{split}/blind"] <= 1.0
+    assert 0.0 <= metrics[f"text_prior/{split}/sighted"] <= 1.0
 
 
 def test_api_encodes_normalised_and_scores(run):

@@ -332,8 +332,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return results
 
   last = {}
-  if start_step == 0 and config.evals:
+  # eval_every_steps=0 evaluates only at the end, so not at step 0 either.
+  if start_step == 0 and config.evals and config.eval_every_steps > 0:
     last.update(evaluate(0))
+  elif (start_step == total_steps and config.evals
+        and not os.path.exists(os.path.join(workdir, "params.npz"))):
+    # Killed after its last checkpoint but before params.npz: the loop below has
+    # nothing left to do, and the final eval may never have been written.
+    last.update(evaluate(start_step))
   step = start_step
   pending = None
   while step < total_steps:

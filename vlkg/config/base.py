@@ -4,7 +4,11 @@ Presets:
 
   * ``default``: the built-in world on CPU; what a new user trains first;
   * ``smoke``: a tiny end-to-end run in well under a minute;
-  * ``vit_b32``: CLIP ViT-B/32 shapes for fine-tuning imported weights.
+  * ``vit_b32``: CLIP ViT-B/32 shapes for fine-tuning imported weights;
+  * ``base``: the world base model that every method is fine-tuned from;
+  * ``finetune``: a fine-tune from ``--config.model_init=BASE_WORKDIR``, with the
+    same steps, batch and learning-rate schedule for every method
+    (``python -m vlkg.tools.results`` runs both).
 
 ``base_config(preset, method)`` also gives the method its own section,
 ``config.<method>``, from ``vlkg.methods.<method>.default_config()`` when the method
@@ -19,7 +23,10 @@ import ml_collections
 
 from vlkg.config import durations
 
-PRESETS = ("default", "smoke", "vit_b32")
+PRESETS = ("default", "smoke", "vit_b32", "base", "finetune")
+# The finetune preset's model_init until the caller sets it: training fails on it
+# with a message that names the flag, rather than silently starting from scratch.
+MODEL_INIT_REQUIRED = "<required: --config.model_init=BASE_WORKDIR>"
 
 
 def method_section(method: str):
@@ -176,4 +183,13 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
     # image_size is 224.
     from vlkg.models import clip_archs
     c.model = clip_archs.model_config("ViT-B-32-quickgelu")
+  # ``base`` keeps the default settings.
+  if preset == "finetune":
+    # Every method fine-tunes the base alike: equal steps, batch and schedule; the
+    # one eval is at the end (eval_every_steps=0).
+    c.model_init = MODEL_INIT_REQUIRED
+    c.total_steps = 300
+    c.optim.update(lr=1e-4, warmup_steps=30)
+    c.eval_every_steps = 0
+    c.checkpoint_every_steps = 100
   return c

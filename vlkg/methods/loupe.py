@@ -375,3 +375,14 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
     return loss, metrics
 
   return loss_fn
+
+
+# The paper's claim (Li et al., NeurIPS 2022: zero-shot grounding with no box
+# supervision), as `python -m vlkg.tools.results` measures it on the world
+# (vlkg.results.claims).
+from vlkg.results.claims import Claim  # noqa: E402  (declarations, kept at the end)
+
+CLAIMS = (
+    Claim(name="grounding", metric="grounding/pointing_acc", target=2.0, rule="ratio",
+          paper="phrase grounding learned from image-text pairs alone"),
+)

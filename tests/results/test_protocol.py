@@ -1,0 +1,371 @@
+"""The protocol's stages, resume and stale configs, with a fake runner that writes
+what ``vlkg.main`` and ``vlkg.results.evaluation`` would write; and the whole
+results command on it (the real ``--quick`` run is the slow test at the end)."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from vlkg.results import evaluation, protocol, report
+from vlkg.results import workdir as workdir_lib
+from vlkg.results import command as results_tool
+
+ROOT = protocol.ROOT
+# The score of each run on every metric (plus 0.01 per seed).
+SCORES = {"base": 0.55, "clip": 0.60, "negclip": 0.66, "structure_clip": 0.80,
+          "mosaiclip": 0.82, "loupe": 0.61}
+
+
+class FakeRunner:
+  """Writes a stage's outputs instead of training; records every call."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, argv, log_path):
+    self.calls.append(list(argv))
+    if argv[2] == "vlkg.main":
+      self.train(argv)
+    else:
+      self.evaluate(argv)
+
+  @staticmethod
+  def _score(workdir):
+    parts = workdir.rstrip("/").split(os.sep)
+    if parts[-1] == "base":
+      return SCORES["base"]
+    return SCORES[parts[-2]] + 0.01 * int(parts[-1][len("seed"):])
+
+  def train(self, argv):
+    config_file, arg = argv[argv.index("--config") + 1].split(":", 1)
+    overrides = {}
+    for a in argv:
+      if a.startswith("--config."):
+        key, value = a[len("--config."):].split("=", 1)
+        try:
+          overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+          overrides[key] = value
+    workdir = argv[argv.index("--workdir") + 1]
+    config = protocol.load_config(config_file, arg, overrides)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      data = json.loads(config.to_json())
+      data["model"]["text"]["vocab_size"] = 512  # what the trainer fills in
+      json.dump({**data, "tokenizer": {"type": "bpe"}}, f)
+    v = self._score(workdir)
+    metrics = {m: v for m in report.SUITE_METRICS if not m.startswith(("probe", "text_"))}
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+      f.write(json.dumps({"step": config.total_steps, "loss": 1.0}) + "\n")
+      f.write(json.dumps({"step": config.total_steps, **metrics}) + "\n")
+    np.savez(os.path.join(workdir, "params.npz"), w=np.zeros(3))
+
+  def evaluate(self, argv):
+    workdir, out = argv[argv.index("--workdir") + 1], argv[argv.index("--out") + 1]
+    v = self._score(workdir)
+    metrics = {"probe/shape": v, "text_prior/test/blind": 0.5,
+               "text_prior/test_comp/blind": 0.5}
+    with open(out, "w") as f:
+      json.dump({"params": evaluation.params_stamp(workdir), "metrics": metrics}, f)
+
+  def trained(self):
+    return [c[c.index("--workdir") + 1] for c in self.calls if c[2] == "vlkg.main"]
+
+  def evaluated(self):
+    return [c[c.index("--workdir") + 1] for c in self.calls if c[2] != "vlkg.main"]
+
+
+def test_stage_command_lines_are_the_documented_cli(tmp_path):
+  p = protocol.Protocol(str(tmp_path), ["clip", "negclip"], [0, 1], python="python")
+  base, *rest = p.stages()
+  assert base.argv("python") == ["python", "-m", "vlkg.main", "--config",
+                                 "configs/clip.py:base", "--workdir", str(tmp_path / "base")]
+  assert [s.name for s in rest] == ["clip seed 0", "negclip seed 0", "clip seed 1",
+                                    "negclip seed 1"]
+  assert rest[3].argv("python") == [
+      "python", "-m", "vlkg.main", "--config",
+      "configs/structure_clip.py:finetune,structure_clip.loss=negclip,"
+      "structure_clip.neg_weight=0.0",
+      f"--config.model_init={tmp_path / 'base'}", "--config.seed=1",
+      "--workdir", str(tmp_path / "negclip" / "seed1")]
+
+
+def test_finetune_config_comes_from_the_base_with_the_seed(tmp_path):
+  p = protocol.Protocol(str(tmp_path), ["negclip"], [2])
+  config = p.check(p.finetune_stage("negclip", 2))
+  assert config.model_init == str(tmp_path / "base") and config.seed == 2
+  assert config.structure_clip.loss == "negclip" and config.structure_clip.neg_weight == 0.0
+  assert config.eval_every_steps == 0 and "test" in config.evals.world.splits
+  assert "test_comp" in config.evals.world.splits
+
+
+def test_every_method_finetunes_alike():
+  from configs import clip, loupe, mosaiclip, structure_clip
+  configs = [m.get_config("finetune") for m in (clip, loupe, mosaiclip, structure_clip)]
+  for key in ("total_steps", "input.batch_size", "optim.lr", "optim.warmup_steps",
+              "optim.end_lr_factor", "model", "world"):
+    values = set()
+    for c in configs:
+      node = c
+      for part in key.split("."):
+        node = node[part]
+      values.add(json.dumps(node.to_dict() if hasattr(node, "to_dict") else node,
+                            sort_keys=True))
+    assert len(values) == 1, key
+  assert configs[0].model_init.startswith("<required")
+
+
+def test_a_finished_protocol_reruns_nothing(tmp_path):
+  runner = FakeRunner()
+  p = protocol.Protocol(str(tmp_path), ["clip", "structure_clip"], [0, 1],
+                        runner=runner, log=lambda s: None)
+  result = p.run()
+  assert len(runner.trained()) == 5 and len(runner.evaluated()) == 5
+  assert result["runs"]["structure_clip"][1]["world/attribute_swap"] == pytest.approx(0.81)
+  assert result["runs"]["structure_clip"][1]["probe/shape"] == pytest.approx(0.81)
+  assert result["base"]["world/attribute_swap"] == pytest.approx(0.55)
+  assert [t["stage"] for t in result["times"]][:2] == ["base", "clip seed 0"]
+  assert all(t["train"] is not None and not t["resumed"] for t in result["times"])
+
+  again = FakeRunner()
+  p.runner = again
+  assert p.run()["runs"] == result["runs"]
+  assert again.calls == []
+
+
+def test_only_the_unfinished_stages_run_again(tmp_path):
+  runner = FakeRunner()
+  p = protocol.Protocol(str(tmp_path), ["clip"], [0, 1], runner=runner,
+                        log=lambda s: None)
+  p.run()
+  seed1 = str(tmp_path / "clip" / "seed1")
+  # A training killed midway: config.json and an unfinished attempt, no params.
+  os.remove(os.path.join(seed1, "params.npz"))
+  os.remove(os.path.join(seed1, "evaluation.json"))
+  times = workdir_lib.read_times(seed1)
+  times["train"].append({"started": 0, "seconds": None})
+  with open(os.path.join(seed1, workdir_lib.TIMES_FILE), "w") as f:
+    json.dump(times, f)
+  # An evaluation killed before it wrote its file.
+  seed0 = str(tmp_path / "clip" / "seed0")
+  os.remove(os.path.join(seed0, "evaluation.json"))
+  p.runner = again = FakeRunner()
+  result = p.run()
+  assert again.trained() == [seed1]
+  assert sorted(again.evaluated()) == [seed0, seed1]
+  times = {t["stage"]: t for t in result["times"]}
+  assert times["clip seed 1"]["resumed"] and not times["clip seed 0"]["resumed"]
+  assert len(workdir_lib.read_times(seed1)["train"]) == 3
+
+
+def test_stage_seconds(tmp_path):
+  times = {"train": [{"started": 0, "seconds": 10.0}, {"started": 1, "seconds": None},
+                     {"started": 2, "seconds": 5.0}],
+           "evaluate": [{"started": 0, "seconds": 3.0}, {"started": 1, "seconds": None},
+                        {"started": 2, "seconds": 4.0}]}
+  (tmp_path / workdir_lib.TIMES_FILE).write_text(json.dumps(times))
+  assert workdir_lib.stage_seconds(str(tmp_path), "train") == (15.0, True)
+  assert workdir_lib.stage_seconds(str(tmp_path), "evaluate") == (4.0, False)
+  assert workdir_lib.stage_seconds(str(tmp_path / "none"), "train") == (None, False)
+
+
+def test_new_params_are_evaluated_again(tmp_path):
+  runner = FakeRunner()
+  p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=runner, log=lambda s: None)
+  p.run()
+  np.savez(str(tmp_path / "clip" / "seed0" / "params.npz"), w=np.zeros(5))
+  p.runner = again = FakeRunner()
+  p.run()
+  assert again.trained() == [] and again.evaluated() == [str(tmp_path / "clip" / "seed0")]
+
+
+def test_a_changed_config_is_an_error_before_anything_trains(tmp_path):
+  runner = FakeRunner()
+  p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=runner, log=lambda s: None)
+  p.run()
+  path = tmp_path / "base" / "config.json"
+  data = json.loads(path.read_text())
+  data["total_steps"] += 1
+  path.write_text(json.dumps(data))
+  p2 = protocol.Protocol(str(tmp_path), ["clip"], [0, 1], runner=FakeRunner(),
+                         log=lambda s: None)
+  with pytest.raises(protocol.StaleRunError, match=r"base was trained with another "
+                     r"config \(total_steps: 901 -> 900\).*new --out"):
+    p2.run()
+  assert p2.runner.calls == []
+
+
+def test_a_retrained_base_makes_its_finetunes_stale(tmp_path):
+  p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=FakeRunner(),
+                        log=lambda s: None)
+  p.run()
+  stamp = json.loads((tmp_path / "clip" / "seed0" / workdir_lib.PARENT_FILE).read_text())
+  assert stamp == evaluation.params_stamp(str(tmp_path / "base"))
+  np.savez(str(tmp_path / "base" / "params.npz"), w=np.zeros(7))
+  p.runner = FakeRunner()
+  with pytest.raises(protocol.StaleRunError, match="other params than"):
+    p.run()
+  assert p.runner.calls == []  # found before anything runs
+
+
+def test_a_finetune_with_another_tokenizer_is_an_error(tmp_path):
+  class OtherTokenizer(FakeRunner):
+    def train(self, argv):
+      super().train(argv)
+      workdir = argv[argv.index("--workdir") + 1]
+      if "seed0" in workdir:
+        path = os.path.join(workdir, "config.json")
+        data = json.load(open(path))
+        data["tokenizer"] = {"type": "bpe", "vocab_size": 300}
+        json.dump(data, open(path, "w"))
+
+  p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=OtherTokenizer(),
+                        log=lambda s: None)
+  with pytest.raises(protocol.StageError, match="token embeddings"):
+    p.run()
+
+
+def test_one_results_run_per_directory(tmp_path):
+  import fcntl
+  with open(tmp_path / protocol.LOCK_FILE, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=FakeRunner(),
+                          log=lambda s: None)
+    with pytest.raises(protocol.StageError, match="another results run"):
+      p.run()
+    assert p.runner.calls == []
+  p.run()  # free again
+  assert len(p.runner.trained()) == 2
+
+
+def test_config_changes_ignores_what_the_trainer_fills_in():
+  written = {"a": 1, "model": {"text": {"vocab_size": 512}}, "tokenizer": {"t": 1}}
+  assert workdir_lib.config_changes(written, {"a": 1, "model": {"text": {"vocab_size": 0}}}) == []
+  assert workdir_lib.config_changes(written, {"a": 2, "model": {"text": {"vocab_size": 0}}}) == [
+      "a: 1 -> 2"]
+  assert workdir_lib.config_changes(written, {"a": 1, "model": {"text": {"vocab_size": 256}}}) == [
+      "model.text.vocab_size: 512 -> 256"]
+
+
+def test_final_metrics_merge_the_last_step(tmp_path):
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    for r in ({"step": 0, "world/x": 0.1}, {"step": 4, "loss": 2.0},
+              {"step": 4, "world/x": 0.5, "grounding/y": 0.3}):
+      f.write(json.dumps(r) + "\n")
+  assert workdir_lib.final_metrics(str(tmp_path)) == {"world/x": 0.5, "grounding/y": 0.3}
+  assert not workdir_lib.finished(str(tmp_path), 4)  # no params.npz
+  np.savez(tmp_path / "params.npz", w=np.zeros(1))
+  assert workdir_lib.finished(str(tmp_path), 4) and not workdir_lib.finished(str(tmp_path), 8)
+
+
+def test_a_failing_stage_names_its_log(tmp_path):
+  log = str(tmp_path / "train.log")
+  with pytest.raises(protocol.StageError, match="(?s)exited with 3.*train.log.*\nboom\n"):
+    protocol.subprocess_runner(
+        [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], log)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_a_stage_dies_with_the_results_process():
+  """A stand-in results process starts a guarded stage and is SIGKILLed: the
+  stage dies with it instead of training on beside a restarted results run."""
+  stage = [sys.executable, "-c", "import time; time.sleep(60)"]
+  parent = subprocess.Popen(
+      [sys.executable, "-c", "import subprocess; from vlkg.results import protocol; "
+       f"print(subprocess.Popen(protocol.guarded({stage!r})).pid, flush=True); "
+       "import time; time.sleep(60)"],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  child = int(parent.stdout.readline())
+  time.sleep(0.5)  # the guard execs the stage
+  assert _alive(child)
+  parent.kill()
+  parent.wait()
+  deadline = time.time() + 10
+  while time.time() < deadline and _alive(child):
+    time.sleep(0.1)
+  assert not _alive(child)
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().split(")")[-1].split()[0] != "Z"
+  except FileNotFoundError:
+    return False
+
+
+def test_select_runs_adds_the_baselines_claims_name():
+  claims_of = results_tool.claims_of
+  assert results_tool.select_runs(["mosaiclip"], claims_of) == [
+      "clip", "mosaiclip", "structure_clip"]
+  assert results_tool.select_runs(["loupe", "negclip", "clip"], claims_of) == [
+      "clip", "negclip", "loupe"]
+
+
+def test_results_command_on_the_fake_runner(tmp_path):
+  """The whole command: every default run, the claims judged, the files written."""
+  docs = tmp_path / "docs"
+  docs.mkdir()
+  (docs / "results.md").write_text("# Results\n\nhand-written\n")
+  runner = FakeRunner()
+  from vlkg.results import claims
+  methods = ["clip", "negclip"] + claims.methods_with_claims()
+  summary = results_tool.run(methods, 2, str(tmp_path / "out"), False, str(docs),
+                             runner=runner, log=lambda s: None)
+  assert len(runner.trained()) == 1 + 5 * 2
+  assert set(summary["base"]) == set(report.BASE_METRICS)
+  by_name = {(c["method"], c["name"]): c for c in summary["claims"]}
+  assert len(by_name) == 7
+  binding = by_name[("structure_clip", "attribute binding")]
+  # structure_clip 0.80/0.81 vs clip 0.60/0.61; blind Δ 0
+  assert binding["delta"] == pytest.approx(0.20) and binding["met"] is True
+  assert binding["value"] == pytest.approx(0.805)
+  rel = by_name[("mosaiclip", "relations at least Structure-CLIP's")]
+  assert rel["baseline"] == "structure_clip" and rel["delta"] == pytest.approx(0.02)
+  grounding = by_name[("loupe", "grounding")]
+  assert grounding["met"] is False  # 0.615 / 0.605
+  for c in summary["claims"]:
+    assert {"name", "method", "metric", "baseline", "value", "delta", "target",
+            "met"} <= set(c)
+  text = (docs / "results.md").read_text()
+  assert text.startswith("# Results\n\nhand-written\n") and report.BEGIN in text
+  assert "| attribute binding | structure_clip |" in text
+  assert (docs / "results.png").exists() and (tmp_path / "out" / "results.png").exists()
+  saved = json.loads((tmp_path / "out" / "results.json").read_text())
+  assert saved["claims"] == json.loads(json.dumps(summary["claims"]))
+
+
+
+@pytest.mark.slow
+def test_quick_results_end_to_end(tmp_path):
+  """``--quick`` really trains: base, the baselines and every method, then judges.
+  Then a second call reuses every stage."""
+  env = dict(os.environ, VLKG_DATA_DIR=str(tmp_path / "data"),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  cmd = [sys.executable, "-m", "vlkg.tools.results", "--quick",
+         "--out", str(tmp_path / "out")]
+  out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True,
+                       text=True, timeout=1800).stdout
+  summary = json.loads(out.strip().splitlines()[-1])
+  assert set(summary["base"]) == set(report.BASE_METRICS)
+  assert all(isinstance(v, float) and 0 <= v <= 1 for v in summary["base"].values())
+  assert len(summary["claims"]) == 7
+  for c in summary["claims"]:
+    assert {"name", "method", "metric", "baseline", "value", "delta", "target",
+            "met"} <= set(c)
+    assert isinstance(c["value"], float) and isinstance(c["delta"], float)
+    assert c["met"] in (True, False)
+  assert summary["seeds"] == [0]
+  # A fine-tune evaluates only at its end (eval_every=0: no step-0 eval).
+  records = [json.loads(l) for l in open(tmp_path / "out" / "clip" / "seed0" / "metrics.jsonl")]
+  assert [r["step"] for r in records if "world/attribute_swap" in r] == [4]
+  again = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True,
+                         text=True, timeout=600).stdout
+  assert "training in" not in again and json.loads(again.strip().splitlines()[-1])[
+      "claims"] == summary["claims"]

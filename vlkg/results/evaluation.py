@@ -1,0 +1,71 @@
+"""The evaluations of a finished run that its ``metrics.jsonl`` does not hold.
+
+    python -m vlkg.results.evaluation --workdir DIR --out DIR/evaluation.json
+
+The world suites, retrieval and grounding are the run's own final evaluation
+(``metrics.jsonl``). This adds the linear probes of the image embedding
+(``vlkg.evaluators.probe``: does the tower know shapes at all?) and the caption
+prior's blind score (``vlkg.evaluators.text_prior``: how much of an attribute-swap
+score the captions alone explain), both on the run's own world. It runs as its
+own process, as training does, so that the results command never holds an
+accelerator. The output records which ``params.npz`` it measured (size and
+modification time), so that a retrained run is evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags
+
+PARAMS = "params.npz"
+
+
+def params_stamp(workdir: str) -> dict:
+  """What identifies the params a cached evaluation measured."""
+  st = os.stat(os.path.join(workdir, PARAMS))
+  return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def evaluate(workdir: str) -> dict[str, float]:
+  """``probe/*`` and ``text_prior/*`` of the run in ``workdir``."""
+  from vlkg import api
+  from vlkg.data import prepare
+  from vlkg.evaluators import probe, text_prior
+  data = prepare.run_dataset_dir(workdir)
+  model = api.load(workdir)
+  out = dict(probe.evaluate(model, data))
+  out.update(text_prior.evaluate(model, data))
+  return out
+
+
+def write(workdir: str, out: str) -> dict:
+  """Evaluates and writes ``{"params": stamp, "metrics": ..., "seconds": ...}``."""
+  stamp = params_stamp(workdir)
+  start = time.perf_counter()
+  result = {"params": stamp, "metrics": evaluate(workdir),
+            "seconds": time.perf_counter() - start}
+  tmp = out + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=1, sort_keys=True)
+  os.replace(tmp, out)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  result = write(flags.FLAGS.workdir, flags.FLAGS.out)
+  print(json.dumps(result["metrics"], sort_keys=True))
+
+
+if __name__ == "__main__":
+  # Defined here, not on import: the results command imports this module and has
+  # its own --out.
+  flags.DEFINE_string("workdir", None, "A finished run's directory.")
+  flags.DEFINE_string("out", None, "Where to write the JSON.")
+  flags.mark_flags_as_required(["workdir", "out"])
+  app.run(main)

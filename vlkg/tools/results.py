@@ -1,0 +1,63 @@
+"""The world protocol in one command: the base, every method fine-tuned, the claims.
+
+    python -m vlkg.tools.results [--methods clip,structure_clip] [--seeds 3]
+        [--out DIR] [--quick] [--docs docs]
+
+Trains ``configs/clip.py:base`` once into ``OUT/base`` (reused while its config is
+unchanged), fine-tunes every run from it for each seed (``configs/<m>.py:finetune``,
+``OUT/<run>/seed<S>``), evaluates each, and judges every claim that the method
+modules declare (``vlkg.results.claims``). A killed results run, started again
+with the same flags, redoes no finished stage (``vlkg.results.protocol``). A stage
+whose config has changed since it ran is an error that names the changed keys: a
+changed base makes every fine-tune under ``OUT`` stale, so use a new ``--out``.
+
+Runs: ``--methods`` (default: the baselines ``clip`` and ``negclip`` and every
+method that declares claims), plus the baselines that their claims name.
+
+Writes ``OUT/results.md`` (the claims section), ``OUT/results.png`` and
+``OUT/results.json``; with ``--docs DIR`` also the section of ``DIR/results.md``
+between its ``<!-- results:begin -->`` / ``<!-- results:end -->`` markers (the rest
+of that file is kept) and ``DIR/results.png``. The last printed line is one JSON
+object ``{"base": {metric: value}, "claims": [{"name", "method", "metric",
+"baseline", "value", "delta", "target", "met", ...}], ...}``.
+
+``--quick`` runs every stage on a tiny world with a smoke-sized model for a few
+steps (one seed unless ``--seeds`` is given), into its own default ``--out``: a
+minutes-long check that the protocol works, whose figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+
+_METHODS = flags.DEFINE_list("methods", None, "Runs to fine-tune (default: the "
+                             "baselines and every method that declares CLAIMS).")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per run (default 3; 1 with --quick).")
+_OUT = flags.DEFINE_string("out", None, "The protocol's directory (default "
+                           "~/.cache/vlkg/results, or results_quick with --quick).")
+_QUICK = flags.DEFINE_bool("quick", False, "A minutes-long pass on a tiny world.")
+_DOCS = flags.DEFINE_string("docs", "", "Also write DIR/results.md's section and "
+                            "DIR/results.png (e.g. docs); empty: only OUT.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from vlkg.results import claims, command, protocol
+  quick = _QUICK.value
+  methods = _METHODS.value or (list(protocol.BASELINES) + claims.methods_with_claims())
+  seeds = _SEEDS.value if _SEEDS.value is not None else (1 if quick else 3)
+  if seeds < 1:
+    raise app.UsageError(f"--seeds must be >= 1, got {seeds}")
+  out = _OUT.value or os.path.join("~", ".cache", "vlkg",
+                                   "results_quick" if quick else "results")
+  summary = command.run(methods, seeds, out, quick, _DOCS.value)
+  print(json.dumps(summary, sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
