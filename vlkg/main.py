@@ -40,7 +40,7 @@ def main(argv):
     from vlkg import api, train
     from vlkg.data import prepare
     directory = prepare.ensure_prepared(config)
-    result = train._run_evals(config, api.load(workdir), directory)
+    result = train._run_evals(config, api.load(workdir, dataset_dir=directory), directory)
   else:
     from vlkg.tools import export
     result = {"params": export.export(workdir)}

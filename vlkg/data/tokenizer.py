@@ -345,6 +345,18 @@ def train_sentencepiece(
   return str(model_path)
 
 
+def train_dataset_tokenizer(directory: str, texts: Iterable[str], vocab_size: int, *,
+                            seed: int, text_len: int, model_type: str) -> dict[str, Any]:
+  """Trains the tokenizer of a prepared dataset (``train_sentencepiece``) into
+  ``directory/tokenizer.model`` and returns its description, with the model's path
+  relative to ``directory`` (a dataset does not depend on where it lies)."""
+  path = train_sentencepiece(texts, os.path.join(directory, "tokenizer"), vocab_size,
+                             seed=seed, model_type=model_type)
+  desc = SentencePieceTokenizer(path, text_len).describe()
+  desc["model_path"] = os.path.basename(path)
+  return desc
+
+
 def _atomic_write(path: pathlib.Path, data: bytes) -> None:
   # Another host or process may be loading the model; never let it see half a file.
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
