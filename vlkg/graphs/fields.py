@@ -19,9 +19,10 @@ names, dtypes and shapes, so changing it prepares a new dataset.
 The data layer loops over the declared fields and names none of them: records hold
 each feature as ``[captions_per_image, *shape]``, the input pipeline picks the same
 caption for all of them, and the batch key is the feature's name. Bool features
-(validity flags) are bool in the batch. A field with ``eval_texts=True`` is also built for
-the dataset's evaluation texts (``vlkg.data.records.EVAL_TABLE``), which a method's
-evaluation encoder reads instead of parsing again (Structure-CLIP's triples).
+(validity flags) are bool in the batch. A field with ``eval_texts=True`` is also
+built for the dataset's evaluation texts (``vlkg.data.records.EVAL_TABLE``), which a
+method's evaluation encoder reads instead of parsing again (Structure-CLIP's
+triples).
 
 The builders below are the ones several methods share (triples, hard negatives,
 object phrases, MosaiCLIP's sub-graph slots); a method names them with its own

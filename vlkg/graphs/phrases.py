@@ -3,8 +3,8 @@ tower sees.
 
 LOUPE's semantics-level game (Li et al., "Fine-Grained Semantically Aligned
 Vision-Language Pre-Training", NeurIPS 2022, the semantics-level game and its
-region-phrase alignment) has regions and phrases as players; a phrase is kept or dropped through the
-text tower's ``token_mask``. The phrases are the caption's objects: each object of
+region-phrase alignment) has regions and phrases as players; a phrase is kept or
+dropped through the text tower's ``token_mask``. The phrases are the caption's objects: each object of
 the caption's scene graph is looked up in the caption's words (its noun, a synonym
 of it or a plural), and its phrase reaches back over the object's own attribute
 words and a determiner ("a big pink striped cross", "two fire hydrants"). So one
