@@ -8,6 +8,9 @@ The default trains on the built-in world with the same model, steps and seed as
 256, lr 1e-5, cosine schedule, 50 warm-up steps, 5 epochs of COCO's ~118k images),
 to be combined with ``model_init`` pointing at imported CLIP weights. Model
 selection uses the ``val`` split (``select_metric``), never ``test``.
+
+``config.mosaiclip`` (curriculum and slots) is
+``vlkg.methods.mosaiclip.default_config``, unchanged.
 """
 
 from vlkg import config as config_lib
@@ -16,14 +19,6 @@ from vlkg import config as config_lib
 def get_config(arg=None):
   preset, overrides = config_lib.parse_arg(arg)
   config = config_lib.base_config(preset, "mosaiclip")
-  config.mosaiclip = dict(
-      # Curriculum stage 1 (1 sub-caption, 1 sub-graph negative per image) lasts
-      # stage1_steps, or stage1_fraction of training when stage1_steps < 0.
-      stage1_steps=-1,
-      stage1_fraction=0.3,
-      stage1_pos=1,
-      stage1_neg=1,
-  )
   config.evals.world.splits = ("val", "test", "test_comp")
   config.select_metric = "world_val/attribute_swap"
   if preset == "vit_b32":

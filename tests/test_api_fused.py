@@ -1,4 +1,6 @@
-"""Structure-CLIP's evaluation encoder: parsed triples through the KEE, fused."""
+"""Structure-CLIP's evaluation encoder on free text: parsed triples through the KEE,
+fused (``vlkg.methods.structure_clip_eval``; with a dataset, see
+tests/methods/test_structure_clip_eval.py)."""
 
 import jax
 import numpy as np
@@ -7,6 +9,7 @@ from configs import structure_clip
 from vlkg import api, methods
 from vlkg.data import tokenizer as tok_lib
 from vlkg.graphs import tensorize, world_parser
+from vlkg.methods import structure_clip_eval
 
 
 def test_fused_text_encoder_parses_and_fuses(tmp_path):
@@ -19,10 +22,13 @@ def test_fused_text_encoder_parses_and_fuses(tmp_path):
   module = methods.build_model(config)
   params = methods.init_params(module, config, jax.random.key(0))
   encoder = api.make_encoder(module, params, tokenizer, config, batch_size=2)
-  assert isinstance(encoder, api.FusedTextModel) and encoder.encode_token_ids is None
+  # No dataset: token ids carry no graph, so only text is taken.
+  assert isinstance(encoder, structure_clip_eval.FusedTextModel)
+  assert encoder.encode_token_ids is None
   got = encoder.encode_texts(texts)
 
-  shape = tensorize.GraphShape(config.graph.max_triples, config.graph.triple_tokens)
+  sc = config.structure_clip
+  shape = tensorize.GraphShape(sc.max_triples, sc.triple_tokens)
   triples, mask = tensorize.triple_arrays([world_parser.parse(t) for t in texts],
                                           tokenizer, shape)
   want = module.apply({"params": params}, tokenizer.encode(texts), triples, mask,

@@ -101,48 +101,25 @@ class Model:
     return self.encode_images(images) @ self.encode_texts(texts).T
 
 
-class FusedTextModel(Model):
-  """Structure-CLIP's text side (PAPERS.md §1): each caption is parsed into a scene
-  graph, its triples are encoded by the KEE and fused with the text embedding, as
-  the paper's evaluation does. Token ids alone carry no graph, so this encoder only
-  takes text (``encode_token_ids`` is None)."""
-
-  encode_token_ids = None
-
-  def __init__(self, module, params, tokenizer, image_size: int, graph_shape, parse,
-               batch_size: int = 256):
-    super().__init__(module, params, tokenizer, image_size, batch_size)
-    self.graph_shape, self.parse = graph_shape, parse
-    self._fused = jax.jit(lambda p, t, tr, m: module.apply(
-        {"params": p}, t, tr, m, method=type(module).fused_text))
-
-  def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-    from vlkg.graphs import tensorize
-    if isinstance(texts, str):
-      raise TypeError("encode_texts takes a list of strings")
-    texts = list(texts)
-    triples, mask = tensorize.triple_arrays([self.parse(t) for t in texts],
-                                            self.tokenizer, self.graph_shape)
-    return self._batched(self._fused, self.tokenizer.encode(texts), triples, mask)
-
-
-def make_encoder(module, params, tokenizer, config, batch_size: int = 256) -> Model:
-  """The evaluation encoder of a run: fused text features for methods that have a
-  knowledge encoder (unless ``config.<method>.eval_text == "plain"``)."""
+def make_encoder(module, params, tokenizer, config, batch_size: int = 256,
+                 dataset_dir: str | None = None) -> Model:
+  """The evaluation encoder of a run: the method's own when its module has an
+  ``eval_encoder`` hook (e.g. Structure-CLIP's fused text features, which read the
+  prepared dataset ``dataset_dir`` where given), else the plain two towers."""
+  from vlkg import methods
   image_size = config.model.image_size
-  section = config.get(config.method) or {}
-  if hasattr(module, "fused_text") and section.get("eval_text", "fused") == "fused":
-    from vlkg import graphs
-    from vlkg.graphs import tensorize
-    backend = "world" if config.input.data == "world" else "general"
-    shape = tensorize.GraphShape(config.graph.max_triples, config.graph.triple_tokens)
-    return FusedTextModel(module, params, tokenizer, image_size, shape,
-                          lambda text: graphs.parse(text, backend), batch_size)
+  hook = getattr(methods.load(config.method), "eval_encoder", None)
+  if hook is not None:
+    encoder = hook(module, params, tokenizer, config, image_size=image_size,
+                   batch_size=batch_size, dataset_dir=dataset_dir)
+    if encoder is not None:
+      return encoder
   return Model(module, params, tokenizer, image_size, batch_size)
 
 
-def load(path: str, batch_size: int = 256) -> Model:
-  """Loads ``params.npz`` (a file, or a workdir holding one) with its ``config.json``.
+def load(path: str, batch_size: int = 256, dataset_dir: str | None = None) -> Model:
+  """Loads ``params.npz`` (a file, or a workdir holding one) with its ``config.json``;
+  ``dataset_dir``: the prepared dataset it is evaluated on (``make_encoder``).
 
   A ``config.json`` written before a key was renamed is read in today's keys
   (`vlkg.config.upgrade`).
@@ -166,4 +143,5 @@ def load(path: str, batch_size: int = 256) -> Model:
   # Imported weights without a vocabulary still embed images and token ids.
   tokenizer = (tok_lib.from_description(desc.to_dict(), base_dir=workdir)
                if desc is not None else None)
-  return make_encoder(module, jax.device_put(params), tokenizer, config, batch_size)
+  return make_encoder(module, jax.device_put(params), tokenizer, config, batch_size,
+                      dataset_dir)

@@ -39,7 +39,8 @@ def main(argv):
   elif _MODE.value == "eval":
     from vlkg import api, evaluators
     from vlkg.data import prepare
-    result = evaluators.run(config, api.load(workdir), prepare.ensure_prepared(config))
+    dataset_dir = prepare.ensure_prepared(config)
+    result = evaluators.run(config, api.load(workdir, dataset_dir=dataset_dir), dataset_dir)
   else:
     from vlkg.tools import export
     result = {"params": export.export(workdir)}

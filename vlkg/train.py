@@ -43,7 +43,7 @@ from vlkg.files import atomic_write
 CONFIG_FILE = "config.json"
 # Config keys whose change alters parameter shapes or the data a run was trained on;
 # a workdir with different values is refused rather than silently reused.
-SHAPE_KEYS = ("method", "model", "world", "graph", "input.data", "input.text_len")
+SHAPE_KEYS = ("method", "model", "world", "input.data", "input.text_len")
 
 
 class NonFiniteError(FloatingPointError):
@@ -101,7 +101,7 @@ def check_workdir_config(workdir: str, config) -> None:
                  if k != "tokenizer"})
   new = _flat(json.loads(config.to_json()))
   changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-  # A method's own section (e.g. structure_clip.kee_depth) may change shapes too.
+  # A method's own section (e.g. the depth of its extra encoder) may change shapes too.
   sections = SHAPE_KEYS + (config.method,)
   fatal = [k for k in changed if any(k == s or k.startswith(s + ".") for s in sections)]
   if fatal:
@@ -293,9 +293,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info("starting at step %d (%s%s)", start_step, kind, f": {path}" if path else "")
 
   update_step = trainer.update_step
+  batch_keys = methods.batch_keys(config)
   batches = input_pipeline.train_iterator(
       dataset_dir, batch_size=config.input.batch_size, seed=config.seed,
-      fields=method.FIELDS, start_step=start_step,
+      fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
       threads=config.input.threads)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
@@ -309,7 +310,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # One encoder per run: its jitted towers compile at the first evaluation, and
   # later evaluations only swap in the current params.
-  encoder = api.make_encoder(model, None, tokenizer, config)
+  encoder = api.make_encoder(model, None, tokenizer, config, dataset_dir=dataset_dir)
 
   def evaluate(step):
     progress.pause()
@@ -344,7 +345,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   pending = None
   while step < total_steps:
     batch = sharding.global_batch(
-        {k: v for k, v in next(batches).items() if k in method.FIELDS}, mesh)
+        {k: v for k, v in next(batches).items() if k in batch_keys}, mesh)
     state, step_metrics = update_step(state, batch)
     step += 1
     if _due(step, config.log_every_steps, total_steps):

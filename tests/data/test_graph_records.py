@@ -8,6 +8,7 @@ import os
 import pytest
 
 from configs import structure_clip
+from vlkg import methods
 from vlkg.data import input_pipeline, prepare, records, world as world_lib
 from vlkg.data import tokenizer as tok_lib
 from vlkg.data.world import build
@@ -16,7 +17,7 @@ from vlkg.graphs.scene_graph import SceneGraph
 
 TINY = ("smoke,world.num_train=120,world.num_val=8,world.num_test=8,"
         "world.num_test_comp=8,world.num_shards=2,world.workers=1")
-FIELDS = ("image", "text", "neg_text", "neg_mask", "triples", "triples_mask")
+FIELDS = ("image", "text", "triples", "triples_valid", "neg_text", "neg_valid")
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,13 @@ def test_triple_arrays_by_hand_and_truncation_counts(dataset):
 def test_clip_data_has_no_graph_fields_and_structure_data_has_them(dataset):
   config, d = dataset
   layout = records.layout_of(records.read_manifest(d))
-  assert layout.negatives and layout.max_triples == 6 and layout.triple_tokens == 5
+  assert [(f.name, f.dtype, f.shape) for f in layout.features] == [
+      ("triples", "int32", (6, 3, 5)), ("triples_valid", "bool", (6,)),
+      ("neg_text", "int32", (32,)), ("neg_valid", "bool", ())]
+  assert methods.batch_keys(config) == FIELDS
   from configs import clip
-  assert prepare.graph_config(clip.get_config()) is None
+  assert methods.fields(clip.get_config()) == ()
+  assert records.layout_for(64, 3, 32, 4, methods.fields(clip.get_config())).features == ()
   assert prepare.dataset_dir(clip.get_config(TINY)) != prepare.dataset_dir(config)
 
 
@@ -57,9 +62,10 @@ def test_batches_carry_the_negative_and_triples_of_the_picked_caption(dataset):
   b = next(input_pipeline.train_iterator(d, batch_size=16, seed=0, fields=FIELDS,
                                          shuffle_buffer=32))
   assert b["neg_text"].shape == (16, 32) and b["triples"].shape == (16, 6, 3, 5)
-  assert b["neg_mask"].all()  # the fallback kinds give every world caption a negative
+  assert b["neg_valid"].dtype == bool and b["triples_valid"].dtype == bool
+  assert b["neg_valid"].all()  # the fallback kinds give every world caption a negative
   for text, neg, triples, tmask in zip(tok.decode(b["text"]), tok.decode(b["neg_text"]),
-                                       b["triples"], b["triples_mask"]):
+                                       b["triples"], b["triples_valid"]):
     assert neg != text
     graph = general_parser.parse(text)
     # The stored triples are the picked caption's own (up to T=6).

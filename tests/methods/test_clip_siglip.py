@@ -156,8 +156,8 @@ def fake_params(model, batch):
 
 @pytest.mark.parametrize("method", [clip, siglip])
 def test_method_interface(method, batch):
-  assert method.FIELDS == ("image", "text")
   config = tiny_config()
+  assert method.fields(config) == ()
   model = method.build_model(config)
   assert isinstance(model, two_towers.TwoTowers)
   if method is clip:
@@ -195,3 +195,15 @@ def test_clip_param_gradients_are_finite(batch):
     else:
       # Clipped: the effective scale no longer depends on the parameter.
       assert g_scale == 0.0
+
+
+def test_siglip_inits_are_its_config_section():
+  """SigLIP's t' and b are written once (``default_config``) and apply as set."""
+  from configs import siglip as siglip_config
+  config = siglip_config.get_config("smoke,siglip.init_logit_bias=-5.0")
+  assert config.siglip.init_logit_scale == pytest.approx(math.log(10.0))
+  assert "init_logit_scale" not in config.model
+  model = siglip.build_model(config)
+  assert model.init_logit_bias == -5.0
+  assert model.init_logit_scale == pytest.approx(math.log(10.0))
+  assert clip.default_config() == {}

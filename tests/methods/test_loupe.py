@@ -14,7 +14,7 @@ from configs import loupe as loupe_config
 from vlkg import methods, preprocess
 from vlkg.data import input_pipeline
 from vlkg.data import tokenizer as tok_lib
-from vlkg.data.world import phrases
+from vlkg.graphs import negatives, phrases, world_parser
 from vlkg.interactions import games, shapley
 import tiny_world
 from vlkg.methods import loupe
@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
   model = methods.build_model(config)
   params = jax.jit(lambda r: methods.init_params(model, config, r))(jax.random.key(0))
   batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,
-                                             fields=loupe.FIELDS, shuffle_buffer=64))
+                                             fields=methods.batch_keys(config), shuffle_buffer=64))
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   batch["image"] = preprocess.normalize_images(batch["image"])
   return config, directory, model, params, batch
@@ -135,13 +135,16 @@ def test_phrase_spans_are_the_object_phrases(setup):
   text = ("an image of a pink rhombus to the left of a yellow filled triangle, "
           "a big purple ellipse and a small yellow hexagon")
   stats = collections.Counter()
-  spans = phrases.token_spans(tok, text, 3, stats)
+  synonyms = negatives.world_vocabulary().synonyms
+  graph = world_parser.parse(text)  # canonical words: "diamond", "large", "solid"
+  spans = phrases.token_spans(tok, text, graph, 3, synonyms, stats)
   ids = tok.encode([text])[0]
   assert [tok.decode([ids[a:b]])[0] for a, b in spans] == [
       "a pink rhombus", "a yellow filled triangle", "a big purple ellipse"]
   assert stats["phrases_truncated"] == 1  # the fourth phrase did not fit in 3
-  assert phrases.object_phrase_words("there is a picture of nothing") == []
-  assert not phrases.token_spans(tok, "", 3).any()
+  text = "there is a picture of nothing"
+  assert phrases.object_phrase_words(text, world_parser.parse(text), synonyms) == []
+  assert not phrases.token_spans(tok, "", world_parser.parse(""), 3).any()
 
 
 def test_records_spans_match_their_captions(setup):
@@ -150,8 +153,9 @@ def test_records_spans_match_their_captions(setup):
   texts = np.asarray(batch["text"])
   for i, spans in enumerate(np.asarray(batch["phrase_spans"])):
     caption = tok.decode(texts[i:i + 1])[0]
-    expected = [" ".join(caption.split()[a:b]).rstrip(",")
-                for a, b in phrases.object_phrase_words(caption)]
+    words = phrases.object_phrase_words(caption, world_parser.parse(caption),
+                                        negatives.world_vocabulary().synonyms)
+    expected = [" ".join(caption.split()[a:b]).rstrip(",") for a, b in words]
     got = [tok.decode([texts[i, a:b]])[0] for a, b in spans if b > a]
     assert got == expected[:len(got)] and len(got) == min(len(expected), 4)
 

@@ -27,10 +27,15 @@ def setup(tmp_path_factory):
 
 def test_fields_and_fingerprint(setup):
   config, directory = setup
-  assert mosaiclip.FIELDS == ("image", "text", "mosaic_texts", "mosaic_valid")
+  assert methods.batch_keys(config) == ("image", "text", "mosaic_texts", "mosaic_valid")
   layout = records.layout_of(records.read_manifest(directory))
-  assert layout.mosaic_slots == 3 + 6 + 1 and not layout.negatives
-  assert layout.max_triples == 0
+  assert [(f.name, f.dtype, f.shape) for f in layout.features] == [
+      ("mosaic_texts", "int32", (3 + 6 + 1, config.input.text_len)),
+      ("mosaic_valid", "bool", (3 + 6 + 1,))]
+  # The slot sizes are the method's, and in the fingerprint.
+  from configs import mosaiclip as mosaic_cfg
+  assert prepare.dataset_dir(mosaic_cfg.get_config(tiny_world.TINY + ",mosaiclip.max_neg=5")
+                             ) != prepare.dataset_dir(mosaic_cfg.get_config(tiny_world.TINY))
   # CLIP's dataset is not MosaiCLIP's: its fingerprint ignores the mosaic sizes.
   from configs import clip
   assert prepare.dataset_dir(clip.get_config(tiny_world.TINY)) != prepare.dataset_dir(config)
@@ -40,7 +45,7 @@ def test_records_hold_valid_mosaic_texts(setup):
   config, directory = setup
   tok = tok_lib.SentencePieceTokenizer(f"{directory}/tokenizer.model", config.input.text_len)
   it = input_pipeline.train_iterator(directory, batch_size=16, seed=0,
-                                     fields=mosaiclip.FIELDS, shuffle_buffer=64)
+                                     fields=methods.batch_keys(config), shuffle_buffer=64)
   batch = next(it)
   texts, valid = batch["mosaic_texts"], batch["mosaic_valid"]
   assert texts.shape == (16, 10, config.input.text_len) and valid.shape == (16, 10)
@@ -71,7 +76,7 @@ def test_loss_fn_equals_the_loss_on_its_inputs(setup):
   params = jax.jit(lambda r: methods.init_params(model, config, r))(jax.random.key(0))
   loss_fn = mosaiclip.make_loss_fn(model, config)
   batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=1,
-                                             fields=mosaiclip.FIELDS, shuffle_buffer=64))
+                                             fields=methods.batch_keys(config), shuffle_buffer=64))
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   batch["image"] = preprocess.normalize_images(batch["image"])
   boundary = mosaiclip.stage1_steps(config)

@@ -134,7 +134,8 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
       text=dict(width=W, depth=1, heads=2, vocab_size=VOCAB, context_length=L,
                 eot_id=VOCAB - 1),
   )
-  config.structure_clip = sc.structure_clip_config()
+  config.input = dict(text_len=L)
+  config.structure_clip = sc.default_config()
   config.structure_clip.update(kee_depth=1, max_triples=T, triple_tokens=S)
   config.structure_clip.update(overrides)
   return config
@@ -154,9 +155,9 @@ def make_batch(seed: int = 0) -> dict:
       "image": rng.normal(size=(B, 16, 16, 3)).astype(np.float32),
       "text": text,
       "neg_text": neg,
-      "neg_mask": np.array([True, True, False, True]),
+      "neg_valid": np.array([True, True, False, True]),
       "triples": triples,
-      "triples_mask": np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]], bool),
+      "triples_valid": np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]], bool),
   }
 
 
@@ -170,22 +171,26 @@ def setup():
   batch = make_batch()
   feats = jax.jit(lambda p, b: model.apply(
       {"params": p}, b["image"], b["text"], b["neg_text"], b["triples"],
-      b["triples_mask"], method=StructureCLIPModel.structure_features))(
+      b["triples_valid"], method=StructureCLIPModel.structure_features))(
           params, batch)
   return config, model, params, batch, jax.tree.map(np.asarray, feats)
 
 
 def test_interface_and_config():
-  assert sc.FIELDS == ("image", "text", "neg_text", "neg_mask", "triples",
-                       "triples_mask")
-  d = sc.structure_clip_config()
+  assert methods.batch_keys(tiny_config()) == (
+      "image", "text", "triples", "triples_valid", "neg_text", "neg_valid")
+  triples, negs = sc.fields(tiny_config())
+  assert triples.reads == {"max_triples": T, "triple_tokens": S} and triples.eval_texts
+  assert [(f.name, f.shape) for f in negs.features] == [("neg_text", (L,)), ("neg_valid", ())]
+  assert negs.reads["negatives"] == ("swap_attributes", "swap_relation")
+  d = sc.default_config()
   assert (d["lam"], d["neg_weight"], d["hinge_margin"], d["rank_margin"],
           d["hinge_mean_steps"], d["kee_depth"], d["max_triples"],
           d["triple_tokens"], d["loss"]) == (0.2, 5.0, 0.2, 0.1, 100, 6, 6, 5, "hinge")
   model = sc.build_model(tiny_config(lam=0.3, renormalize=False))
   assert isinstance(model, StructureCLIPModel)
   assert (model.lam, model.renormalize, model.kee_depth, model.kee_heads) == (
-      0.3, False, 1, None)
+      0.3, False, 1, 4)
   assert methods.load("structure_clip") is sc
   with pytest.raises(ValueError, match="loss"):
     sc.make_loss_fn(model, tiny_config(loss="infonce"))
@@ -205,7 +210,7 @@ def np_total(feats, batch, step, cfg):
   hinge = np_hinge(sim, cfg["hinge_margin"], hardest=step >= cfg["hinge_mean_steps"])
   pos = np.sum(zimg * feats["ztxt"], -1)
   neg = np.sum(zimg * feats["zneg"], -1)
-  v = batch["neg_mask"]
+  v = batch["neg_valid"]
   ranking = np.maximum(neg - pos + cfg["rank_margin"], 0)[v].mean()
   return hinge, ranking, (pos - neg)[v].mean()
 
@@ -256,7 +261,7 @@ def test_negclip_loss_fn_matches_reference(setup, negclip_text):
                       else ("ztxt", "zneg"))
   scale = min(np.exp(params["logit_scale"]), 100.0)
   nce = np_negclip(feats["zimg"], feats[pos_key], feats[neg_key], scale,
-                   batch["neg_mask"])
+                   batch["neg_valid"])
   _, ranking, _ = np_total(feats, batch, 500, config.structure_clip.to_dict())
   np.testing.assert_allclose(m["nce"], nce, rtol=1e-5)
   np.testing.assert_allclose(loss, nce + 5.0 * ranking, rtol=1e-5)

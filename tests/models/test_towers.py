@@ -237,8 +237,8 @@ def test_logit_scale_is_clipped_at_100(tiny, images, texts):
 
 
 def test_build_model_reads_inits_and_dtype(tiny, images, texts):
-  model = build_model(tiny_config(
-      init_logit_scale=math.log(10.0), init_logit_bias=-10.0, dtype="bfloat16"))
+  model = build_model(tiny_config(dtype="bfloat16"), init_logit_scale=math.log(10.0),
+                      init_logit_bias=-10.0)
   # Only the scalars: TwoTowers creates them in setup, the towers lazily.
   scalars = model.init(jax.random.key(0), method=TwoTowers.scalars)["params"]
   np.testing.assert_allclose(scalars["logit_scale"], math.log(10.0), rtol=1e-6)

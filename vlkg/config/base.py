@@ -17,7 +17,6 @@ module defines it, so that a method's defaults are written once, in the method.
 
 from __future__ import annotations
 
-import math
 
 import ml_collections
 
@@ -100,8 +99,6 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       text=dict(width=128, depth=2, heads=4, vocab_size=0, context_length=32,
                 mlp_ratio=4, act="gelu", causal=True, pool="eot", pad_id=0, eot_id=3,
                 mask_pad=True),
-      init_logit_scale=math.log(1 / 0.07),
-      init_logit_bias=0.0,
       dtype="float32",
   )
 
@@ -137,22 +134,6 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
   c.evals = ml_collections.ConfigDict({
       "world": {"type": "world", "splits": ("test", "test_comp"), "max_items": 0}})
 
-  # Scene-graph fields prebuilt into the records for methods that read them.
-  c.graph = dict(
-      max_triples=6,  # T: triples per caption (Structure-CLIP KEE)
-      triple_tokens=5,  # S: tokens per head / relation / tail
-      negatives=("swap_attributes", "swap_relation"),  # hard-negative kinds (paper)
-      # Tried only when no kind above exists for a caption (one object, no
-      # attributes to swap): without them half the world's captions have no negative.
-      fallback_negatives=("replace_attribute", "replace_object", "replace_relation"),
-      # MosaiCLIP (Singh et al., EMNLP 2023): sub-caption positives and sub-graph negatives per
-      # caption, and the probability of the object category among the negatives.
-      max_pos=3,
-      max_neg=6,
-      p1=0.15,
-      # LOUPE (Li et al., NeurIPS 2022): object phrases per caption kept as phrase players.
-      max_phrases=4,
-  )
   # Keep params_best.npz at the best value of this eval metric ("" = off). Use a
   # val metric (world_val/...): selecting on test is selecting on the answer.
   c.select_metric = ""

@@ -10,6 +10,11 @@ are read as bytes but never decoded, and no earlier epoch is replayed.
 Evaluation: a separate, non-repeating iterator, padded to a fixed number of
 full batches on every host, with a boolean ``_mask`` that marks real examples.
 
+Batch keys: ``image``, ``text`` (training: the picked caption) or ``texts``
+(evaluation: all of them), and each per-caption feature of the dataset's layout (the
+method's fields, ``vlkg.graphs.fields``) under its own name, of the picked caption in
+training and of every caption ``[K, ...]`` in evaluation; bool features are bool.
+
 Batches are dicts of host-local numpy arrays; the trainer turns them into global
 ``jax.Array``s (``vlkg.sharding``).
 """
@@ -46,11 +51,22 @@ def host_shards(files: list[dict], process_index: int, process_count: int,
 
 
 def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption: str):
-  """Parses one serialized record; picks one caption per (epoch, index) if training."""
+  """Parses one serialized record; picks one caption per (epoch, index) if training.
+
+  ``fields`` are the batch keys wanted: ``image``, ``objects`` (the world's per-image
+  metadata) and feature names; ``text`` / ``texts`` and ``index`` always come.
+  """
   tf = _tf()
   spec = layout.feature_spec()
   k, l = layout.captions_per_image, layout.text_len
   m = layout.max_objects
+  features = [f for f in layout.features if f.name in fields]
+
+  def per_caption(ex, f):
+    value = tf.reshape(ex[f.name], [k, *f.shape])
+    if f.dtype == "bool":
+      return value > 0
+    return tf.cast(value, tf.as_dtype(f.dtype))
 
   def parse(epoch, serialized):
     ex = tf.io.parse_single_example(serialized, spec)
@@ -63,24 +79,13 @@ def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption:
       pick = tf.random.stateless_uniform(
           [], seed=tf.stack([seed + epoch, ex["index"]]), maxval=k, dtype=tf.int64)
       out["text"] = ids[pick]
-      # A caption's negative and triples travel with the caption that was picked.
-      if "neg_text" in fields:
-        out["neg_text"] = tf.cast(tf.reshape(ex["neg_text_ids"], [k, l]), tf.int32)[pick]
-        out["neg_mask"] = ex["neg_valid"][pick] > 0
-      if "triples" in fields:
-        t, s = layout.max_triples, layout.triple_tokens
-        out["triples"] = tf.cast(tf.reshape(ex["triple_ids"], [k, t, 3, s]), tf.int32)[pick]
-        out["triples_mask"] = tf.reshape(ex["triple_valid"], [k, t])[pick] > 0
-      if "phrase_spans" in fields:
-        out["phrase_spans"] = tf.cast(
-            tf.reshape(ex["phrase_spans"], [k, layout.max_phrases, 2]), tf.int32)[pick]
-      if "mosaic_texts" in fields:
-        slots = layout.mosaic_slots
-        out["mosaic_texts"] = tf.cast(
-            tf.reshape(ex["mosaic_ids"], [k, slots, l]), tf.int32)[pick]
-        out["mosaic_valid"] = tf.reshape(ex["mosaic_valid"], [k, slots])[pick] > 0
+      # Every feature of a caption travels with the caption that was picked.
+      for f in features:
+        out[f.name] = per_caption(ex, f)[pick]
     elif caption == "all":
       out["texts"] = ids
+      for f in features:
+        out[f.name] = per_caption(ex, f)
     out["index"] = tf.cast(ex["index"], tf.int32)
     if "objects" in fields:
       out["object_attributes"] = tf.cast(tf.reshape(ex["object_attributes"], [m, 4]), tf.int32)

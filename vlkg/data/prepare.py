@@ -6,7 +6,8 @@
 record layout (``vlkg.data.records``).
 
 A dataset's directory name carries a fingerprint of everything that changes its
-bytes, so two configs that differ in the world, or two corpora (or two versions of
+bytes (including the fields the method declares: their features' names, dtypes and
+shapes and the config values their builders read), so two configs that differ in the world, or two corpora (or two versions of
 one corpus's annotation files), never share (or overwrite) shards, and a directory
 without a manifest (an interrupted prepare) is rebuilt, never read. A corpus is
 fingerprinted by its options, the path, size and modification time of each
@@ -36,32 +37,12 @@ def data_root(config) -> str:
   return os.path.abspath(os.path.expanduser(root))
 
 
-def graph_config(config) -> dict | None:
-  """The scene-graph fields the method reads (its FIELDS), with their sizes; None if
-  it reads none. Only these are built, so CLIP's data carries no graph tensors."""
-  from vlkg import methods
-  fields = set(methods.load(config.method).FIELDS)
-  if not fields & {"neg_text", "triples", "mosaic_texts", "phrase_spans"}:
-    return None
-  g = config.graph
-  out = {"negatives": tuple(g.negatives) if "neg_text" in fields else (),
-         "fallback_negatives": tuple(g.fallback_negatives) if "neg_text" in fields else (),
-         "max_triples": g.max_triples if "triples" in fields else 0,
-         "triple_tokens": g.triple_tokens if "triples" in fields else 0}
-  if "mosaic_texts" in fields:
-    # Only present for MosaiCLIP, so the fingerprints of the other methods' datasets
-    # (and the datasets themselves) stay what they were.
-    out.update(max_pos=g.max_pos, max_neg=g.max_neg, p1=g.p1)
-  if "phrase_spans" in fields:
-    out.update(max_phrases=g.max_phrases)
-  return out
-
-
 def _fingerprint(parts: dict, config) -> str:
-  """12 hex digits of the sha256 of ``parts`` plus the method's graph fields."""
-  graph = graph_config(config)
-  if graph:
-    parts = {**parts, "graph": graph}
+  """12 hex digits of the sha256 of ``parts`` plus the method's fields."""
+  from vlkg import methods
+  declared = methods.fields(config)
+  if declared:
+    parts = {**parts, "fields": [field.fingerprint() for field in declared]}
   key = json.dumps(parts, sort_keys=True)
   return hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -185,14 +166,12 @@ def ensure_prepared(config) -> str:
   os.makedirs(os.path.dirname(directory), exist_ok=True)
   logging.info("preparing %s into %s", config.input.data, directory)
   if config.input.data == "world":
-    from vlkg.data import world as world_lib
     from vlkg.data.world import build
-    info = build.build_atomically(directory, world_lib.settings(config),
-                                  config.input.text_len, graph_config(config))
+    info = records.build_atomically(directory, lambda tmp: build.build(tmp, config))
   else:
     from vlkg.data.corpora import build
     source = tokenizer_source(config, log=True)
-    info = records.build_atomically(
-        directory, lambda tmp: build.build(tmp, config, graph_config(config), source))
+    info = records.build_atomically(directory,
+                                    lambda tmp: build.build(tmp, config, source))
   logging.info("prepared %s in %.1fs", directory, info["build_seconds"])
   return directory

@@ -1,32 +1,40 @@
 """Prebuilt TFRecord shards: the example layout, the manifest, integrity checks, and
-the caption-graph fields every dataset (the world, real corpora) writes the same way.
+the generic loops that write them for every dataset (the world, real corpora).
 
 A prepared dataset is a directory with ``manifest.json`` (written last, so its
 presence means the directory is complete), one set of shards per split, and the
 tokenizer they were tokenised with. Each record is one image with all its captions
 already tokenised, so nothing Python-side runs in the input pipeline.
 
-A dataset differs from another only in where its images, captions and caption graphs
-come from and how a graph is said in words (``GraphText``); the scene-graph fields
-built from them (``graph_fields``, ``mosaic_fields``) are shared, so every method
-reads a real corpus exactly as it reads the world.
+Each record holds the image, its captions and their token ids, and the per-image
+metadata the evaluators read (objects, boxes, the scene graph); then, per caption,
+the features of the fields the run's method declares (``vlkg.graphs.fields``),
+which ``caption_features`` builds for every dataset alike. A dataset differs from
+another only in where its images, captions and caption graphs come from and how a
+graph is said in words (``fields.GraphText``), so every method reads a real corpus
+exactly as it reads the world.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
 import os
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from vlkg.files import atomic_write
+from vlkg.graphs import fields as fields_lib
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+# 2: features named by the method's fields (was: fixed scene-graph keys), bools as
+# int64 0/1, PNG at zlib level 1, and the evaluation table.
+FORMAT_VERSION = 2
+EVAL_TABLE = "eval_fields.npz"
 
 
 class DataError(RuntimeError):
@@ -37,29 +45,20 @@ class DataError(RuntimeError):
 class Layout:
   """Fixed shapes of the per-image fields; stored in the manifest.
 
-  Scene-graph fields exist only in datasets prepared for a method that reads them
-  (its ``FIELDS``): ``negatives`` adds one hard-negative caption per caption,
-  ``max_triples > 0`` adds each caption's triples as token ids [T, 3, S];
-  ``mosaic_slots > 0`` adds MosaiCLIP's texts of each caption (sub-captions,
-  sub-graph negatives, the whole-caption negative) as token ids [mosaic_slots, L]
-  with a validity flag per slot (``vlkg.methods.mosaiclip_loss.slot_layout``);
-  ``max_phrases > 0`` adds the token spans of each caption's object phrases
-  [P, 2] (LOUPE's phrase players, ``vlkg.data.world.phrases``).
+  ``features`` are the per-caption features of the method's fields
+  (``vlkg.graphs.fields.Feature``), each stored as ``[captions_per_image, *shape]``
+  flat; a dataset prepared for CLIP has none.
   """
   image_size: int
   captions_per_image: int
   text_len: int
   max_objects: int
-  negatives: bool = False
-  max_triples: int = 0
-  triple_tokens: int = 0
-  mosaic_slots: int = 0
-  max_phrases: int = 0
+  features: tuple[fields_lib.Feature, ...] = ()
 
   def feature_spec(self):
     import tensorflow as tf
     k, l, m = self.captions_per_image, self.text_len, self.max_objects
-    return {
+    spec = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "text_ids": tf.io.FixedLenFeature([k * l], tf.int64),
         "captions": tf.io.FixedLenFeature([k], tf.string),
@@ -68,26 +67,26 @@ class Layout:
         "object_attributes": tf.io.FixedLenFeature([m * 4], tf.int64),
         "boxes": tf.io.FixedLenFeature([m * 4], tf.float32),
         "scene_graph": tf.io.FixedLenFeature([], tf.string),
-        **self.graph_feature_spec(),
     }
-
-  def graph_feature_spec(self):
-    import tensorflow as tf
-    k, l = self.captions_per_image, self.text_len
-    spec = {}
-    if self.negatives:
-      spec["neg_text_ids"] = tf.io.FixedLenFeature([k * l], tf.int64)
-      spec["neg_valid"] = tf.io.FixedLenFeature([k], tf.int64)
-    if self.max_triples:
-      t, s = self.max_triples, self.triple_tokens
-      spec["triple_ids"] = tf.io.FixedLenFeature([k * t * 3 * s], tf.int64)
-      spec["triple_valid"] = tf.io.FixedLenFeature([k * t], tf.int64)
-    if self.mosaic_slots:
-      spec["mosaic_ids"] = tf.io.FixedLenFeature([k * self.mosaic_slots * l], tf.int64)
-      spec["mosaic_valid"] = tf.io.FixedLenFeature([k * self.mosaic_slots], tf.int64)
-    if self.max_phrases:
-      spec["phrase_spans"] = tf.io.FixedLenFeature([k * self.max_phrases * 2], tf.int64)
+    for f in self.features:
+      dtype = tf.float32 if f.dtype == "float32" else tf.int64
+      spec[f.name] = tf.io.FixedLenFeature([k * f.size], dtype)
     return spec
+
+  def to_json(self) -> dict:
+    return {**dataclasses.asdict(self), "features": [f.to_json() for f in self.features]}
+
+  @classmethod
+  def from_json(cls, data: dict) -> Layout:
+    return cls(**{**data, "features": tuple(fields_lib.Feature.from_json(f)
+                                            for f in data.get("features", ()))})
+
+
+def layout_for(image_size: int, captions_per_image: int, text_len: int, max_objects: int,
+               fields: Sequence[fields_lib.Field]) -> Layout:
+  """The layout of a dataset whose method declares ``fields``."""
+  return Layout(image_size, captions_per_image, text_len, max_objects,
+                tuple(f for field in fields for f in field.features))
 
 
 def encode_example(fields: dict[str, Any]) -> bytes:
@@ -103,8 +102,9 @@ def encode_example(fields: dict[str, Any]) -> bytes:
       arr = np.asarray(value).reshape(-1)
       if arr.dtype.kind == "f":
         feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=arr.tolist()))
-      else:
-        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=arr.tolist()))
+      else:  # ints and bools
+        feature[key] = tf.train.Feature(
+            int64_list=tf.train.Int64List(value=arr.astype(np.int64).tolist()))
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -137,7 +137,7 @@ def read_manifest(dataset_dir: str) -> dict:
 
 
 def layout_of(manifest: dict) -> Layout:
-  return Layout(**manifest["layout"])
+  return Layout.from_json(manifest["layout"])
 
 
 def split_files(dataset_dir: str, manifest: dict, split: str) -> list[dict]:
@@ -186,122 +186,119 @@ def find_bad_record(path: str, spec: dict) -> str:
   return ""
 
 
-def mosaic_slots(graph_cfg: dict) -> int:
-  """MosaiCLIP's text slots per caption besides the caption: max_pos + max_neg + 1
-  (the whole-caption negative); 0 for a method that reads none."""
-  if "max_pos" not in graph_cfg:
-    return 0
-  return graph_cfg["max_pos"] + graph_cfg["max_neg"] + 1
+# ------------------------------------------------------------ writing records
 
 
-def layout_for(image_size: int, captions_per_image: int, text_len: int,
-               max_objects: int, graph_cfg: dict | None) -> Layout:
-  """The layout of a dataset whose method reads the graph fields of ``graph_cfg``
-  (``vlkg.data.prepare.graph_config``; None or {} for none)."""
-  graph_cfg = graph_cfg or {}
-  return Layout(image_size, captions_per_image, text_len, max_objects,
-                negatives=bool(graph_cfg.get("negatives")),
-                max_triples=graph_cfg.get("max_triples", 0),
-                triple_tokens=graph_cfg.get("triple_tokens", 0),
-                mosaic_slots=mosaic_slots(graph_cfg),
-                max_phrases=graph_cfg.get("max_phrases", 0))
+def caption_features(fields: Sequence[fields_lib.Field],
+                     captions: Sequence[fields_lib.Caption], rng_key: Sequence[int],
+                     captions_per_image: int) -> dict[str, np.ndarray]:
+  """The features of ``fields`` for one image's captions, ``[K, *shape]`` each.
 
-
-def negative_kinds(graph_cfg: dict | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-  """(the paper's negative kinds, the fallbacks tried when none of those exists)."""
-  graph_cfg = graph_cfg or {}
-  return (tuple(graph_cfg.get("negatives") or ()),
-          tuple(graph_cfg.get("fallback_negatives") or ()))
-
-
-def mosaic_config(graph_cfg: dict | None) -> tuple:
-  """MosaiCLIP's (max_pos, max_neg, p1); Nones for a method that reads no mosaic."""
-  graph_cfg = graph_cfg or {}
-  return (graph_cfg.get("max_pos"), graph_cfg.get("max_neg"), graph_cfg.get("p1"))
-
-
-@dataclasses.dataclass(frozen=True)
-class GraphText:
-  """How a dataset says a scene graph in words, for its negatives and sub-captions.
-
-  Attributes:
-    vocab: ``vlkg.graphs.negatives.Vocabulary``: synonyms, converses and the words
-      that replacements draw from.
-    realise: (graph, rng) -> text; the world's own realiser on the world, the
-      template realiser of ``vocab`` on real captions.
-    reject: graphs a training text must never show (the world's held-out pairs on
-      its training split), or None.
+  Each field draws from its own generator, seeded by ``rng_key`` (the dataset's
+  (seed, split, image index)) and the field's ``stream``, and shared by the captions
+  in order; so a field's values do not depend on which other fields are declared.
+  Rows past ``len(captions)`` (a held-out image with fewer captions than K) are
+  zeros, as its padding caption rows are.
   """
-  vocab: Any
-  realise: Callable[[Any, np.random.Generator], str]
-  reject: Callable[[Any], bool] | None = None
-
-
-def graph_fields(graphs, layout: Layout, tokenizer, stats, *, kinds, text: GraphText,
-                 rng: np.random.Generator) -> dict:
-  """Each caption's scene graph as triples, and one hard negative per caption.
-
-  Negatives are made in graph space (PAPERS.md §1: attribute swaps, relation swaps)
-  by ``vlkg.graphs.negatives`` and said by ``text.realise``; ``kinds`` is
-  (the paper's kinds, fallbacks), the fallbacks tried only when no kind of the first
-  group exists. A caption without any negative gets a blank one with validity 0,
-  counted in ``stats["captions_without_negative"]``.
-  """
-  from vlkg.graphs import negatives as neg_lib
-  from vlkg.graphs import tensorize
   out = {}
-  if layout.max_triples:
-    ids, mask = tensorize.triple_arrays(
-        graphs, tokenizer, tensorize.GraphShape(layout.max_triples, layout.triple_tokens),
-        stats)
-    out.update(triple_ids=ids, triple_valid=mask.astype(np.int64))
-  if layout.negatives:
-    neg_texts, valid = [], []
-    for graph in graphs:
-      negative = None
-      for group in kinds:  # the paper's kinds first, then the fallbacks
-        negative = negative or (group and neg_lib.make_negative(
-            graph, group, rng, text.vocab, reject=text.reject))
-      if negative is None:
-        stats["captions_without_negative"] += 1
-        neg_texts.append("")
-        valid.append(0)
-      else:
-        stats[f"negatives_{negative.kind}"] += 1
-        neg_texts.append(text.realise(negative.graph, rng))
-        valid.append(1)
-    out.update(neg_text_ids=tokenizer.encode(neg_texts), neg_valid=np.array(valid))
+  for field in fields:
+    rng = np.random.default_rng([*rng_key, field.stream])
+    rows = [field.make(caption, rng) for caption in captions]
+    for f in field.features:
+      array = np.zeros((captions_per_image, *f.shape), f.numpy_dtype)
+      for j, row in enumerate(rows):
+        array[j] = row[f.name]
+      out[f.name] = array
   return out
 
 
-def mosaic_fields(graphs, layout: Layout, mosaic_cfg, tokenizer, stats, *,
-                  text: GraphText, rng: np.random.Generator) -> dict:
-  """MosaiCLIP's texts for each caption (PAPERS.md §3), in the slot layout of
-  ``vlkg.methods.mosaiclip_loss.slot_layout`` without the caption itself:
-  sub-captions, sub-graph negatives, the whole-caption negative; empty slots are
-  blank with validity 0.
-  """
-  from vlkg.graphs import decompose
-  max_pos, max_neg, p1 = mosaic_cfg
-  ids, valid = [], []
-  for graph in graphs:
-    ex = decompose.build_example(
-        graph, rng, vocab=text.vocab, realise_fn=text.realise, max_pos=max_pos,
-        max_neg=max_neg, p1=p1, reject=text.reject)
-    slots = ([*ex.positives, *[""] * (max_pos - len(ex.positives))] +
-             [*ex.negatives, *[""] * (max_neg - len(ex.negatives))] +
-             [ex.whole_negative or ""])
-    flags = ([1] * len(ex.positives) + [0] * (max_pos - len(ex.positives)) +
-             [1] * len(ex.negatives) + [0] * (max_neg - len(ex.negatives)) +
-             [int(ex.whole_negative is not None)])
-    stats["mosaic_positives"] += len(ex.positives)
-    stats["mosaic_negatives"] += len(ex.negatives)
-    stats["mosaic_whole_negatives"] += int(ex.whole_negative is not None)
-    for category in ex.categories:
-      stats[f"mosaic_negatives_{category}"] += 1
-    ids.append(tokenizer.encode(slots))
-    valid.append(flags)
-  return {"mosaic_ids": np.stack(ids), "mosaic_valid": np.array(valid, np.int64)}
+# The rng of a field for one evaluation text: (seed, _EVAL_STREAM, crc32(text), stream).
+_EVAL_STREAM = 99
+
+
+def eval_features(fields: Sequence[fields_lib.Field], texts: Iterable[str],
+                  caption_of: Callable[[str], fields_lib.Caption], seed: int,
+                  into: dict[str, dict] | None = None) -> dict[str, dict]:
+  """text -> the features of the ``eval_texts`` fields, for each distinct text not
+  already in ``into`` (which is extended and returned). A text's values depend on
+  the text alone, not on where it occurs."""
+  import zlib
+  into = {} if into is None else into
+  wanted = [f for f in fields if f.eval_texts]
+  if not wanted:
+    return into
+  for text in texts:
+    if text in into:
+      continue
+    caption, row = caption_of(text), {}
+    for field in wanted:
+      rng = np.random.default_rng([seed, _EVAL_STREAM, zlib.crc32(text.encode()),
+                                   field.stream])
+      row.update(field.make(caption, rng))
+    into[text] = row
+  return into
+
+
+def write_eval_table(directory: str, rows: dict[str, dict], tokenizer) -> None:
+  """``EVAL_TABLE``: the evaluation texts (``texts``, sorted), their token ids
+  (``text_ids``) and one array per feature, row i for text i."""
+  texts = sorted(rows)
+  arrays = {"texts": np.array(texts, dtype=str),
+            "text_ids": tokenizer.encode(texts).astype(np.int32)}
+  names = list(rows[texts[0]]) if texts else []
+  for name in names:
+    arrays[name] = np.stack([rows[t][name] for t in texts])
+  np.savez_compressed(os.path.join(directory, EVAL_TABLE), **arrays)
+
+
+def read_eval_table(directory: str) -> dict[str, np.ndarray] | None:
+  """The dataset's ``EVAL_TABLE`` as arrays, or None if it has none (its method
+  declares no ``eval_texts`` field)."""
+  path = os.path.join(directory, EVAL_TABLE)
+  if not os.path.exists(path):
+    return None
+  with np.load(path, allow_pickle=False) as data:
+    return {k: data[k] for k in data.files}
+
+
+def encode_png(image: np.ndarray) -> bytes:
+  """uint8 [H, W, 3] as PNG. zlib level 1: 5 ms instead of 26 ms for a 224 x 224
+  photo, 15% larger; at level 6 PNG encoding, not decoding or resizing, would bound
+  the prepare rate of a real corpus."""
+  import io
+
+  from PIL import Image
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+  return buf.getvalue()
+
+
+def write_shard(directory: str, split: str, shard: int, num_shards: int,
+                examples: Iterable[dict[str, Any]]) -> dict:
+  """Writes ``examples`` (each ``encode_example``'s fields) into one shard; returns
+  its manifest entry (name, number of records, bytes)."""
+  import tensorflow as tf  # imported in the worker: TF must not be forked mid-use
+  name = shard_name(split, shard, num_shards)
+  path = os.path.join(directory, name)
+  count = 0
+  with tf.io.TFRecordWriter(path) as writer:
+    for example in examples:
+      writer.write(encode_example(example))
+      count += 1
+  return {"name": name, "num_records": count, "bytes": os.path.getsize(path)}
+
+
+def merge_shards(results: Iterable[dict], splits: Iterable[str]
+                 ) -> tuple[dict[str, dict], dict[str, collections.Counter]]:
+  """The manifest's ``splits`` and the statistics per split, from the shard workers'
+  results (each with ``split``, ``file`` from ``write_shard`` and ``stats``)."""
+  manifest = {s: {"files": [], "num_examples": 0} for s in splits}
+  stats = {s: collections.Counter() for s in manifest}
+  for r in results:
+    manifest[r["split"]]["files"].append(r["file"])
+    manifest[r["split"]]["num_examples"] += r["file"]["num_records"]
+    stats[r["split"]].update(r["stats"])
+  return manifest, stats
 
 
 def build_atomically(final_dir: str, build: Callable[[str], dict]) -> dict:

@@ -345,6 +345,18 @@ def train_sentencepiece(
   return str(model_path)
 
 
+def train_dataset_tokenizer(dataset_dir: str, texts: Iterable[str], vocab_size: int, *,
+                            seed: int, text_len: int, model_type: str) -> dict[str, Any]:
+  """Trains the tokenizer of a prepared dataset (``train_sentencepiece``) into
+  ``dataset_dir/tokenizer.model`` and returns its description, with the model's path
+  relative to ``dataset_dir`` (a dataset does not depend on where it lies)."""
+  path = train_sentencepiece(texts, os.path.join(dataset_dir, "tokenizer"), vocab_size,
+                             seed=seed, model_type=model_type)
+  desc = SentencePieceTokenizer(path, text_len).describe()
+  desc["model_path"] = os.path.basename(path)
+  return desc
+
+
 def _require(desc: Mapping[str, Any], key: str) -> Any:
   if key not in desc:
     raise ValueError(

@@ -57,7 +57,7 @@ Interpretations (the paper leaves them open; each is a parameter):
   over its captions with a relation.
 
 On the world, texts come from the world's own realiser (`world_realise`, as
-``vlkg.data.world.build.graph_fields`` realises Structure-CLIP's negatives), so
+``vlkg.graphs.fields.negatives`` realises Structure-CLIP's negatives), so
 sub-captions and negatives read like the world's captions, with the same synonyms
 and lead-ins, and parse back to their graphs.
 

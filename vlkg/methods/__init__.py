@@ -1,7 +1,20 @@
 """One module per method; ``config.method = "x"`` imports ``vlkg.methods.x``.
 
-A method module provides ``FIELDS`` (the batch keys it reads), ``build_model(config)``
-and ``make_loss_fn(model, config) -> loss_fn(params, batch, rng, step)``.
+A method module is the whole method. It provides
+
+* ``fields(config) -> tuple[vlkg.graphs.fields.Field, ...]``: what it adds to each
+  caption's record, with the builders that make it at prepare time (``()`` for
+  none); the batch holds ``image``, ``text`` and every declared feature by name;
+* ``default_config() -> dict``: its ``config.<method>`` section, which
+  ``configs/<method>.py`` starts from, so each default is written once;
+* ``build_model(config)`` and ``make_loss_fn(model, config) -> loss_fn(params,
+  batch, rng, step)``;
+* optionally ``eval_encoder(module, params, tokenizer, config, *, image_size,
+  batch_size, dataset_dir)``: its evaluation encoder (``vlkg.api.make_encoder``
+  calls it; None falls back to the plain two towers).
+
+``config.method`` may also be a dotted module path (``"my_pkg.my_method"``), so that
+a method can live outside the package, e.g. in a test.
 """
 
 from __future__ import annotations
@@ -13,17 +26,33 @@ import jax.numpy as jnp
 
 
 def load(name: str):
+  """The module of method ``name``: ``vlkg.methods.<name>``, or ``name`` itself if
+  it is a dotted module path."""
+  module = name if "." in name else f"vlkg.methods.{name}"
   try:
-    return importlib.import_module(f"vlkg.methods.{name}")
+    return importlib.import_module(module)
   except ModuleNotFoundError as e:
-    if e.name == f"vlkg.methods.{name}":
-      raise ValueError(f"config.method={name!r}: there is no module vlkg/methods/{name}.py")
+    if e.name == module or module.startswith(f"{e.name}."):
+      where = f"vlkg/methods/{name}.py" if "." not in name else f"module {name}"
+      raise ValueError(f"config.method={name!r}: there is no {where}") from None
     raise
+
+
+def fields(config) -> tuple:
+  """The fields the method of ``config`` declares (``vlkg.graphs.fields.Field``)."""
+  from vlkg.graphs import fields as fields_lib
+  return fields_lib.check(load(config.method).fields(config))
+
+
+def batch_keys(config) -> tuple[str, ...]:
+  """The keys of a training batch of ``config``'s method: image, text, its features."""
+  return ("image", "text", *(n for field in fields(config) for n in field.names))
 
 
 def method_config(config, key: str, defaults: dict) -> dict:
   """``config.<key>`` over ``defaults``; a key the method does not know is an error
-  that names it (a typo must not silently fall back to the default)."""
+  that names it (a typo must not silently fall back to the default). Configs from
+  ``configs/`` carry the whole section; the defaults fill in hand-made configs."""
   out = dict(defaults)
   given = config.get(key, None)
   if given is not None:

@@ -11,8 +11,9 @@ batch-sharded inputs, GSPMD turns ``zimg @ ztxt.T`` into the global similarity
 matrix, so every example sees every other example in the global batch as a negative
 (as CLIP's 32k batch), instead of only its device-local shard.
 
-Method-module interface used by the trainer: ``FIELDS`` (batch keys read),
-``build_model(config)`` and ``make_loss_fn(model, config)``.
+Method-module interface (``vlkg.methods``): ``fields`` (none: images and captions
+only), ``default_config`` (no options), ``build_model(config)`` and
+``make_loss_fn(model, config)``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,17 @@ Array = jax.Array
 Metrics = dict[str, Array]
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, Metrics]]
 
-FIELDS = ("image", "text")
+
+
+def fields(config: ml_collections.ConfigDict) -> tuple:
+  """CLIP reads the image and its caption alone: no fields of its own."""
+  del config
+  return ()
+
+
+def default_config() -> dict:
+  """CLIP has no options of its own (its initial temperature is the paper's)."""
+  return {}
 
 
 def logit_metrics(logits: Array) -> Metrics:

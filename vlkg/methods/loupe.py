@@ -6,8 +6,8 @@ towards soft targets given by the interactions of the region-phrase game.
 
 The game (§4 "Game"). For one (image, caption) pair the players are R regions (a
 ``region_grid`` x ``region_grid`` cut of the patch grid, ``games.grid_regions``) and
-the caption's P object phrases (token spans prebuilt at prepare time,
-``vlkg.data.world.phrases``: the world's ground truth). v(S) is the cosine
+the caption's P object phrases (token spans prebuilt at prepare time from the
+caption's scene graph, the field ``vlkg.graphs.fields.phrase_spans``). v(S) is the cosine
 similarity of the image embedding computed from the patches of the regions in S
 and the text embedding computed from the tokens of the phrases in S; the other
 players' tokens are removed through the towers' attention keep-masks
@@ -73,7 +73,8 @@ import ml_collections
 import numpy as np
 
 from vlkg import methods
-from vlkg.data.world.phrases import span_mask
+from vlkg.graphs import fields as fields_lib
+from vlkg.graphs.phrases import span_mask
 from vlkg.interactions import games, shapley
 from vlkg.interactions.neural import gaussian_nll
 from vlkg.methods import clip
@@ -83,22 +84,25 @@ from vlkg.models.loupe import LoupeModel
 Array = jax.Array
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, dict[str, Array]]]
 
-FIELDS = ("image", "text", "phrase_spans")
 
 
-def loupe_config() -> dict:
+def default_config() -> dict:
   """Defaults of ``config.loupe``."""
   return dict(
+      max_phrases=4,  # P: object phrases per caption kept as phrase players
       region_grid=2,  # R = region_grid**2 regions of the patch grid
-      game_images=4,  # pairs per step whose game is computed exactly
+      game_images=4,  # pairs per step whose game is exact (2^R + 2^P tower passes each)
       ssim_weight=1.0,
       target_temperature=0.01,  # interactions are O(0.01) cosines
       target_scale=100.0,  # the estimator works in these units (I * scale)
       uncertainty_threshold=0.5,  # predicted variance / variance of the exact targets
       shapley_width=64,
       shapley_depth=0,
-      tsim_weight=0.0,  # token-level objective (> 0 turns it and its games on)
-      tsim_grid=3,  # TSIM players: tsim_grid**2 cells of the patch grid
+      # Token-level objective (a region head over cell rectangles; > 0 turns it and
+      # its games on). Off by default: at the world's budget its head stays at
+      # chance and it lowers grounding (docs/results.md, LOUPE).
+      tsim_weight=0.0,
+      tsim_grid=3,  # TSIM players: tsim_grid**2 cells (3: 2^9 image passes per game)
       tsim_images=1,  # pairs whose token-level game is computed exactly
       tsim_every=2,  # ... on every tsim_every-th step (its 2^C passes are the cost)
       tsim_temperature=0.01,
@@ -106,7 +110,12 @@ def loupe_config() -> dict:
 
 
 def _cfg(config: ml_collections.ConfigDict) -> dict:
-  return methods.method_config(config, "loupe", loupe_config())
+  return methods.method_config(config, "loupe", default_config())
+
+
+def fields(config: ml_collections.ConfigDict) -> tuple[fields_lib.Field, ...]:
+  """The token spans of each caption's object phrases, the phrase players."""
+  return (fields_lib.phrase_spans(_cfg(config)["max_phrases"]),)
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -271,7 +280,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
   grid = config.model.image_size // image.patch_size
   region_members = games.grid_regions(grid, grid, lc["region_grid"], lc["region_grid"])
   r = region_members.shape[0]
-  max_phrases = config.graph.max_phrases
+  max_phrases = lc["max_phrases"]
   coalitions = jnp.asarray(pair_coalitions(r, max_phrases))
   m = lc["game_images"]
   scale_t = lc["target_scale"]

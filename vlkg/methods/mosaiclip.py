@@ -4,10 +4,10 @@ Singh et al., EMNLP 2023; ``../shared/PAPERS.md`` §3. The model is CLIP's two t
 (``vlkg.models.two_towers``); what MosaiCLIP adds lives in the data and the loss:
 
 * Decomposition and graph-space negatives (``vlkg.graphs.decompose``) run at
-  prepare time: each caption's record carries up to ``graph.max_pos`` sub-captions,
-  ``graph.max_neg`` sub-graph negatives and one whole-caption negative, as token
-  ids in fixed slots with validity flags (``mosaic_texts`` [B, S, L],
-  ``mosaic_valid`` [B, S], S = max_pos + max_neg + 1).
+  prepare time (the field ``vlkg.graphs.fields.mosaic_slots``): each caption's
+  record carries up to ``max_pos`` sub-captions, ``max_neg`` sub-graph negatives and
+  one whole-caption negative, as token ids in fixed slots with validity flags
+  (``mosaic_texts`` [B, S, L], ``mosaic_valid`` [B, S], S = max_pos + max_neg + 1).
 * The loss (``mosaiclip_loss.mosaic_loss``): a multi-positive softmax from each
   image over every valid text of the global batch, and a softmax over images for
   the positive texts.
@@ -15,9 +15,11 @@ Singh et al., EMNLP 2023; ``../shared/PAPERS.md`` §3. The model is CLIP's two t
   sub-caption and one sub-graph negative per image, stage 2 all of them; the
   switch is a mask on the traced step, so the step compiles once.
 
-Config (``config.mosaiclip``): ``stage1_steps`` (an int; if negative,
-``stage1_fraction`` of ``total_steps`` is used), ``stage1_fraction``,
-``stage1_pos``, ``stage1_neg``. Slot counts come from ``config.graph``.
+Config (``config.mosaiclip``, ``default_config``): ``stage1_steps`` (an int; if
+negative, ``stage1_fraction`` of ``total_steps`` is used), ``stage1_fraction``,
+``stage1_pos``, ``stage1_neg``, and the slots ``max_pos``, ``max_neg`` and ``p1``
+(the probability of the object category among the negatives), which shape both the
+prepared data and the loss.
 """
 
 from __future__ import annotations
@@ -30,23 +32,46 @@ import jax.numpy as jnp
 import ml_collections
 
 from vlkg import methods
+from vlkg.graphs import fields as fields_lib
 from vlkg.methods import mosaiclip_loss
 from vlkg.models import two_towers
 
 Array = jax.Array
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, dict[str, Array]]]
 
-FIELDS = ("image", "text", "mosaic_texts", "mosaic_valid")
 
 
-def mosaiclip_config() -> dict:
+def default_config() -> dict:
   """Defaults of ``config.mosaiclip``."""
-  return dict(stage1_steps=-1, stage1_fraction=0.3, stage1_pos=1, stage1_neg=1)
+  return dict(
+      # Curriculum stage 1 (1 sub-caption, 1 sub-graph negative per image) lasts
+      # stage1_steps, or stage1_fraction of training when stage1_steps < 0.
+      stage1_steps=-1,
+      stage1_fraction=0.3,
+      stage1_pos=1,
+      stage1_neg=1,
+      # Sub-caption positives and sub-graph negatives per caption, and the
+      # probability of the object category among the negatives.
+      max_pos=3,
+      max_neg=6,
+      p1=0.15,
+  )
+
+
+def _cfg(config: ml_collections.ConfigDict) -> dict:
+  return methods.method_config(config, "mosaiclip", default_config())
+
+
+def fields(config: ml_collections.ConfigDict) -> tuple[fields_lib.Field, ...]:
+  """Each caption's sub-captions and negatives in their slots."""
+  m = _cfg(config)
+  return (fields_lib.mosaic_slots(m["max_pos"], m["max_neg"], m["p1"],
+                                  config.input.text_len),)
 
 
 def stage1_steps(config: ml_collections.ConfigDict) -> int:
   """Steps in curriculum stage 1: ``stage1_steps`` if >= 0, else a fraction of training."""
-  m = methods.method_config(config, "mosaiclip", mosaiclip_config())
+  m = _cfg(config)
   if m["stage1_steps"] >= 0:
     return int(m["stage1_steps"])
   return int(round(m["stage1_fraction"] * config.total_steps))
@@ -66,9 +91,9 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
   texts go through the text tower in one call. Metrics: those of ``mosaic_loss``
   plus ``stage`` (1 or 2).
   """
-  max_pos, max_neg = config.graph.max_pos, config.graph.max_neg
+  m = _cfg(config)
+  max_pos, max_neg = m["max_pos"], m["max_neg"]
   boundary = stage1_steps(config)
-  m = methods.method_config(config, "mosaiclip", mosaiclip_config())
   stage1_pos, stage1_neg = m["stage1_pos"], m["stage1_neg"]
   positive = mosaiclip_loss.positive_slots(max_pos, max_neg)
 
@@ -78,7 +103,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
     texts = jnp.concatenate([batch["text"][:, None], batch["mosaic_texts"]], axis=1)
     k = texts.shape[1]
     if k != 2 + max_pos + max_neg:
-      raise ValueError(f"mosaic_texts has {k - 1} slots; config.graph gives "
+      raise ValueError(f"mosaic_texts has {k - 1} slots; config.mosaiclip gives "
                        f"{1 + max_pos + max_neg}: the dataset was prepared with "
                        "other max_pos/max_neg")
     valid = jnp.concatenate(

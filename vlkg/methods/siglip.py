@@ -13,8 +13,9 @@ gradients. Unlike softmax InfoNCE, no normalisation across the batch is needed.
 As for CLIP, the loss is taken over the full arrays given; under ``jit`` with
 sharded inputs GSPMD computes the global N x N matrix.
 
-Method-module interface used by the trainer: ``FIELDS``, ``build_model(config)``
-and ``make_loss_fn(model, config)``.
+Method-module interface (``vlkg.methods``): ``fields`` (none), ``default_config``
+(``config.siglip``: the initial ``init_logit_scale`` t' and ``init_logit_bias`` b,
+written only here), ``build_model(config)`` and ``make_loss_fn(model, config)``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vlkg.methods.clip import FIELDS, LossFn, Metrics, logit_metrics
+from vlkg import methods
+from vlkg.methods.clip import LossFn, Metrics, fields, logit_metrics
 from vlkg.models import two_towers
 
 Array = jax.Array
 
-__all__ = ["FIELDS", "build_model", "make_loss_fn", "siglip_loss"]
+__all__ = ["build_model", "default_config", "fields", "make_loss_fn", "siglip_loss"]
+
+
+def default_config() -> dict:
+  """Defaults of ``config.siglip``: §3.2's t' = log 10 and b = -10, so that training
+  starts at the prior of rare positives."""
+  return dict(init_logit_scale=two_towers.SIGLIP_INIT_LOGIT_SCALE,
+              init_logit_bias=two_towers.SIGLIP_INIT_LOGIT_BIAS)
 
 
 def siglip_loss(
@@ -61,11 +70,12 @@ def siglip_loss(
 
 
 def build_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The two-tower model of ``config.model``; SigLIP's inits where not configured."""
+  """The two-tower model of ``config.model``, initialised as ``config.siglip`` says."""
+  sc = methods.method_config(config, "siglip", default_config())
   return two_towers.build_model(
       config,
-      init_logit_scale=two_towers.SIGLIP_INIT_LOGIT_SCALE,
-      init_logit_bias=two_towers.SIGLIP_INIT_LOGIT_BIAS,
+      init_logit_scale=sc["init_logit_scale"],
+      init_logit_bias=sc["init_logit_bias"],
   )
 
 

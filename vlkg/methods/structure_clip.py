@@ -31,7 +31,7 @@ Interpretation choices (the paper does not fix them; all are config keys):
   PAPERS.md states ("the row mean instead of the max"). The public code differs:
   it keeps the max for image->text, and its text->image mean includes the
   positive itself.
-* Missing negatives (``neg_mask`` False: the caption's graph gave no valid swap)
+* Missing negatives (``neg_valid`` False: the caption's graph gave no valid swap)
   are left out of the ranking term's mean and out of NegCLIP's softmax.
 * ``negclip_text``: which text features NegCLIP compares. ``"fused"`` (default)
   fuses the true captions with their KEE vector and each negative with the KEE
@@ -43,8 +43,10 @@ Interpretation choices (the paper does not fix them; all are config keys):
 * The fused feature is L2-renormalised (``renormalize``; see
   ``vlkg.models.kee``); the public code adds without renormalising.
 
-Method-module interface used by the trainer: ``FIELDS``, ``build_model(config)``,
-``make_loss_fn(model, config)``.
+Method-module interface (``vlkg.methods``): ``fields`` (each caption's triples and
+its hard negative, built at prepare time by ``vlkg.graphs.fields``),
+``default_config`` (``config.structure_clip``), ``build_model``, ``make_loss_fn`` and
+``eval_encoder`` (the fused text features, ``vlkg.methods.structure_clip_eval``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vlkg import methods
+from vlkg.graphs import fields as fields_lib
 from vlkg.models import two_towers
 from vlkg.models.kee import StructureCLIPModel
 
@@ -64,46 +67,73 @@ Array = jax.Array
 Metrics = dict[str, Array]
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, Metrics]]
 
-FIELDS = ("image", "text", "neg_text", "neg_mask", "triples", "triples_mask")
-
 LOSSES = ("hinge", "negclip")
 NEGCLIP_TEXTS = ("fused", "plain")
+EVAL_TEXTS = ("fused", "plain")
 
 
-def structure_clip_config() -> dict:
-  """Defaults of ``config.structure_clip`` (PAPERS.md §1 values)."""
+def default_config() -> dict:
+  """Defaults of ``config.structure_clip`` (the paper's values where it gives them).
+
+  ``max_triples``, ``triple_tokens`` and the negative kinds shape both the prepared
+  data and the model, and exist only here.
+  """
   return dict(
       loss="hinge",  # "hinge" (the paper) or "negclip"
       lam=0.2,  # weight of normalise(KEE) in the fused text feature
       renormalize=True,  # L2-renormalise the fused feature
       kee_depth=6,
-      kee_heads=None,  # None: the text tower's heads
+      kee_heads=4,  # the paper does not give them; the world's text tower has 4
       kee_mlp_ratio=4.0,
       max_triples=6,  # T: triples per caption
       triple_tokens=5,  # S: tokens for each of head / relation / tail
+      # Hard-negative kinds (the paper's: attribute swaps, relation swaps), and those
+      # tried only when none of them exists for a caption (one object, no attributes
+      # to swap): without them half the world's captions have no negative.
+      negatives=("swap_attributes", "swap_relation"),
+      fallback_negatives=("replace_attribute", "replace_object", "replace_relation"),
       hinge_margin=0.2,
       hinge_mean_steps=100,  # steps with the mean (not hardest) negative
       rank_margin=0.1,
       neg_weight=5.0,
       negclip_text="fused",  # "fused" or "plain"
-      # Text features at evaluation: "fused" parses each caption and adds its KEE
-      # vector, as the paper evaluates; "plain" uses the text tower alone.
+      # Text features at evaluation: "fused" adds each caption's KEE vector, as the
+      # paper evaluates; "plain" uses the text tower alone.
       eval_text="fused",
   )
 
 
 def _cfg(config: ml_collections.ConfigDict) -> dict:
-  """``config.structure_clip`` over the defaults; None means "use the default"."""
-  defaults = structure_clip_config()
-  out = methods.method_config(config, "structure_clip", defaults)
-  # None means "use the default", except for kee_heads where None is a value.
-  out.update({k: defaults[k] for k, v in out.items() if v is None and k != "kee_heads"})
-  if out["loss"] not in LOSSES:
-    raise ValueError(f"structure_clip.loss={out['loss']!r}; expected one of {LOSSES}")
-  if out["negclip_text"] not in NEGCLIP_TEXTS:
-    raise ValueError(f"structure_clip.negclip_text={out['negclip_text']!r}; "
-                     f"expected one of {NEGCLIP_TEXTS}")
+  """``config.structure_clip`` over the defaults, checked."""
+  out = methods.method_config(config, "structure_clip", default_config())
+  for key, allowed in (("loss", LOSSES), ("negclip_text", NEGCLIP_TEXTS),
+                       ("eval_text", EVAL_TEXTS)):
+    if out[key] not in allowed:
+      raise ValueError(f"structure_clip.{key}={out[key]!r}; expected one of {allowed}")
   return out
+
+
+def fields(config: ml_collections.ConfigDict) -> tuple[fields_lib.Field, ...]:
+  """Each caption's triples (also for the evaluation texts, which the fused
+  evaluation encoder reads) and one scene-graph hard negative."""
+  sc = _cfg(config)
+  return (fields_lib.triples(sc["max_triples"], sc["triple_tokens"], eval_texts=True),
+          fields_lib.negatives(sc["negatives"], sc["fallback_negatives"],
+                               config.input.text_len))
+
+
+def eval_encoder(module, params, tokenizer, config, *, image_size: int,
+                 batch_size: int = 256, dataset_dir: str | None = None):
+  """Fused text features for evaluation (``structure_clip_eval.FusedTextModel``), or
+  None for the plain towers when ``eval_text == "plain"``."""
+  sc = _cfg(config)
+  if sc["eval_text"] != "fused":
+    return None
+  from vlkg.methods import structure_clip_eval
+  return structure_clip_eval.make(module, params, tokenizer, config, image_size=image_size,
+                                  batch_size=batch_size, dataset_dir=dataset_dir,
+                                  max_triples=sc["max_triples"],
+                                  triple_tokens=sc["triple_tokens"])
 
 
 def vse_hinge(sim: Array, margin: float = 0.2, hardest: bool = True) -> Array:
@@ -229,7 +259,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   ``config.model`` is read exactly as by ``two_towers.build_model`` (CLIP's
   inits where not configured); ``config.structure_clip`` supplies ``kee_depth``,
   ``kee_heads``, ``kee_mlp_ratio``, ``max_triples``, ``triple_tokens``, ``lam``
-  and ``renormalize`` (defaults in ``structure_clip_config``).
+  and ``renormalize`` (defaults in ``default_config``).
   """
   towers = two_towers.build_model(
       config, init_logit_scale=two_towers.CLIP_INIT_LOGIT_SCALE, init_logit_bias=0.0
@@ -262,10 +292,10 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
     config: the experiment config; ``config.structure_clip`` is read.
 
   Returns:
-    A function of ``params`` (the ``"params"`` collection), ``batch`` (the
-    ``FIELDS``: ``image`` float32 [B, H, W, 3] normalised, ``text`` and
-    ``neg_text`` int32 [B, L], ``neg_mask`` bool [B], ``triples`` int32
-    [B, T, 3, S], ``triples_mask`` bool [B, T]), ``rng`` (unused: no dropout)
+    A function of ``params`` (the ``"params"`` collection), ``batch`` (``image``
+    float32 [B, H, W, 3] normalised, ``text`` and the ``fields``: ``neg_text``
+    int32 [B, L], ``neg_valid`` bool [B], ``triples`` int32 [B, T, 3, S],
+    ``triples_valid`` bool [B, T]), ``rng`` (unused: no dropout)
     and ``step`` (selects the mean or hardest hinge). Metrics: ``hinge`` (on the
     fused features, also logged in NegCLIP mode), ``ranking``, ``i2t_acc``,
     ``t2i_acc``, ``pos_neg_margin`` (mean over valid negatives of
@@ -278,10 +308,10 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
     del rng
     f = model.apply(
         {"params": params}, batch["image"], batch["text"], batch["neg_text"],
-        batch["triples"], batch["triples_mask"],
+        batch["triples"], batch["triples_valid"],
         method=StructureCLIPModel.structure_features,
     )
-    valid = batch["neg_mask"].astype(bool)
+    valid = batch["neg_valid"].astype(bool)
     zimg = f["zimg"]
     pos = jnp.sum(zimg * f["ztxt"], axis=-1)
     neg = jnp.sum(zimg * f["zneg"], axis=-1)

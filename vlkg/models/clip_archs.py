@@ -17,7 +17,6 @@ class-token image pooling.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from vlkg.data import clip_bpe
@@ -111,7 +110,5 @@ def model_config(arch: str | ClipArch) -> dict[str, Any]:
                "mlp_ratio": 4, "act": act, "causal": True, "pool": "eot",
                "pad_id": clip_bpe.PAD_ID, "eot_id": a.vocab_size - 1,
                "mask_pad": False},
-      "init_logit_scale": math.log(1 / 0.07),
-      "init_logit_bias": 0.0,
       "dtype": "float32",
   }

@@ -166,12 +166,6 @@ class TwoTowers(nn.Module):
     return zimg, ztxt, extras
 
 
-def _get(cfg: ml_collections.ConfigDict, key: str, default: Any) -> Any:
-  """cfg[key], with a missing key or a None placeholder meaning "use default"."""
-  value = cfg.get(key, None)
-  return default if value is None else value
-
-
 def build_model(
     config: ml_collections.ConfigDict,
     *,
@@ -198,17 +192,15 @@ def build_model(
     text.eot_id [None]: end-of-text id; None pools at argmax(ids) as OpenAI CLIP.
     text.mask_pad [True]: mask pad keys; False for OpenAI CLIP weights, whose pad
       id 0 is also the symbol "!" (see ``TextTransformer``).
-    init_logit_scale [keyword default]: initial log of the logit scale.
-    init_logit_bias [keyword default]: initial logit bias.
     max_logit_scale [100.0]: clip of exp(logit_scale); None = no clip.
     dtype ["float32"]: compute dtype, e.g. "bfloat16".
     param_dtype ["float32"]: parameter storage dtype.
 
   Args:
     config: the experiment config; only ``config.model`` is read.
-    init_logit_scale: used when ``config.model`` has no ``init_logit_scale``
-      (methods pass their paper's value, e.g. SigLIP log 10).
-    init_logit_bias: likewise for ``init_logit_bias`` (SigLIP -10).
+    init_logit_scale: initial log of the logit scale: the method's, CLIP's
+      log(1/0.07) by default (SigLIP's comes from ``config.siglip``).
+    init_logit_bias: initial logit bias (SigLIP's -10).
 
   Returns:
     The unbound module.
@@ -243,8 +235,8 @@ def build_model(
       image=image,
       text=text,
       embed_dim=m.embed_dim,
-      init_logit_scale=_get(m, "init_logit_scale", init_logit_scale),
-      init_logit_bias=_get(m, "init_logit_bias", init_logit_bias),
+      init_logit_scale=init_logit_scale,
+      init_logit_bias=init_logit_bias,
       max_logit_scale=m.get("max_logit_scale", 100.0),
       dtype=jnp.dtype(m.get("dtype", "float32")),
       param_dtype=jnp.dtype(m.get("param_dtype", "float32")),

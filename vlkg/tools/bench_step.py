@@ -52,7 +52,7 @@ def run(config, repeats: int, peer: bool) -> dict:
   # spans, MosaiCLIP's texts), so each method's step is timed on what it trains on.
   host_batch = next(input_pipeline.train_iterator(
       dataset_dir, batch_size=config.input.batch_size, seed=0,
-      fields=methods.load(config.method).FIELDS, shuffle_buffer=1000))
+      fields=methods.batch_keys(config), shuffle_buffer=1000))
   batch = sharding.global_batch(host_batch, trainer.mesh)
   compiled = trainer.update_step.lower(state, batch).compile()
   flops = _flops(compiled)

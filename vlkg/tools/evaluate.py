@@ -64,14 +64,15 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
     # Before loading the model, so a typo costs no time.
     raise FileNotFoundError(f"--data {data} does not exist")
   from vlkg import api
-  model = api.load(workdir)
   if benchmark == "world":
     from vlkg.data import prepare
     from vlkg.evaluators import world
     if data is None:
       data = prepare.run_dataset_dir(workdir)
-    return world.evaluate(model, data, splits=("test", "test_comp"))
-  return real_benchmarks.evaluate(model, benchmark=benchmark, data=data, images=images)
+    return world.evaluate(api.load(workdir, dataset_dir=data), data,
+                          splits=("test", "test_comp"))
+  return real_benchmarks.evaluate(api.load(workdir), benchmark=benchmark, data=data,
+                                  images=images)
 
 
 def main(argv):

@@ -51,14 +51,14 @@ def test_coco_prepares_records_every_method_reads(module, coco_dir, tmp_path):
   assert manifest["corpus"]["train"]["missing_first"] == ["6"]
   assert manifest["splits"]["train"]["num_examples"] == 5
   assert manifest["splits"]["val"]["num_examples"] == 3
-  fields = methods.load(config.method).FIELDS
+  fields = methods.batch_keys(config)
   batch = next(input_pipeline.train_iterator(directory, batch_size=4, seed=0,
                                              fields=fields))
   assert batch["image"].shape == (4, 64, 64, 3) and batch["image"].dtype == np.uint8
   assert batch["text"].shape == (4, 32)
   if module is structure_clip:
-    assert batch["neg_text"].shape == (4, 32) and batch["neg_mask"].shape == (4,)
-    assert batch["triples"].shape == (4, 6, 3, 5) and batch["triples_mask"].any()
+    assert batch["neg_text"].shape == (4, 32) and batch["neg_valid"].shape == (4,)
+    assert batch["triples"].shape == (4, 6, 3, 5) and batch["triples_valid"].any()
   tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=directory)
   assert set(tokenizer.decode(batch["text"])) <= {c.strip() for c in fx.CAPTIONS}
   # Held-out split: all captions of each image, missing slots are all-pad rows.
@@ -135,8 +135,8 @@ def test_visual_genome_graphs_come_from_the_ground_truth(tmp_path):
   feature = example.features.feature
   graph = SceneGraph.from_json(feature["scene_graph"].bytes_list.value[0].decode())
   assert graph.relations == ((0, "riding", 1),)
-  triples = np.array(feature["triple_ids"].int64_list.value).reshape(3, 6, 3, 5)
-  valid = np.array(feature["triple_valid"].int64_list.value).reshape(3, 6)
+  triples = np.array(feature["triples"].int64_list.value).reshape(3, 6, 3, 5)
+  valid = np.array(feature["triples_valid"].int64_list.value).reshape(3, 6)
   first = [tuple(tokenizer.decode(triples[0, t])) for t in range(valid[0].sum())]
   assert first == [("horse", "is", "brown"), ("man", "riding", "horse")]
 
@@ -147,15 +147,14 @@ def test_mosaiclip_and_loupe_fields_on_captions(tmp_path):
   for module in (mosaiclip, loupe):
     config = make_config(module, "captions", path, tmp_path / "d")
     directory = prepare.ensure_prepared(config)
-    fields = methods.load(config.method).FIELDS
     batch = next(input_pipeline.train_iterator(directory, batch_size=4, seed=0,
-                                               fields=fields))
+                                               fields=methods.batch_keys(config)))
     if module is mosaiclip:
-      slots = config.graph.max_pos + config.graph.max_neg + 1
+      slots = config.mosaiclip.max_pos + config.mosaiclip.max_neg + 1
       assert batch["mosaic_texts"].shape == (4, slots, 32) and batch["mosaic_valid"].any()
     else:
       spans = batch["phrase_spans"]
-      assert spans.shape == (4, config.graph.max_phrases, 2)
+      assert spans.shape == (4, config.loupe.max_phrases, 2)
       assert (spans[:, 0, 1] > spans[:, 0, 0]).all()  # every caption names an object
       tokenizer = tok_lib.from_description(records.read_manifest(directory)["tokenizer"],
                                            base_dir=directory)
@@ -314,7 +313,7 @@ def test_clip_bpe_tokenizer_is_copied_into_the_dataset(coco_dir, tmp_path):
   assert os.path.isfile(os.path.join(directory, "tiny_vocab.txt.gz"))
   tokenizer = tok_lib.from_description(desc, base_dir=directory)
   batch = next(input_pipeline.train_iterator(
-      directory, batch_size=4, seed=0, fields=methods.load("structure_clip").FIELDS))
+      directory, batch_size=4, seed=0, fields=methods.batch_keys(config)))
   assert (batch["text"][:, 0] == tokenizer.bos_id).all()  # CLIP's SOT
   squeeze = lambda t: "".join(t.lower().split())
   assert {squeeze(t) for t in tokenizer.decode(batch["text"])} <= set(map(squeeze, fx.CAPTIONS))

@@ -10,12 +10,13 @@ unchanged:
 * ``captions_per_image`` (K) captions: the first K; on the training split an image
   with fewer repeats them in turn (training draws one of K uniformly), on the
   held-out split the missing slots are padding (all-pad ids), which retrieval skips;
-* the scene-graph fields the method reads (``records.graph_fields``,
-  ``records.mosaic_fields``, phrase spans) from each caption's graph: the ground
-  truth where the corpus has one (Visual Genome), else
-  ``vlkg.graphs.parse(text, backend="general")`` (with the corpus's vocabulary added
-  to the lexicon when it has one); negatives and sub-captions are said by the
-  template realiser.
+* the features of the fields the method declares (``records.caption_features``),
+  from each caption's graph: the ground truth where the corpus has one (Visual
+  Genome), else ``vlkg.graphs.parse(text, backend="general")`` (with the corpus's
+  vocabulary added to the lexicon when it has one); negatives and sub-captions are
+  said by the template realiser;
+* for the held-out split's captions, the features of the ``eval_texts`` fields in
+  ``records.EVAL_TABLE``, for the method's evaluation encoder.
 
 What is left out is counted and reported in ``manifest.json`` (``corpus``) and the
 log, never dropped silently: images whose file is missing (with the first keys),
@@ -37,6 +38,7 @@ import math
 import os
 import shutil
 import time
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,6 @@ TOKENIZER_SAMPLE = 200_000  # training captions a corpus tokenizer is trained on
 IMAGES_PER_SHARD = 2_000
 MIN_TRAIN_SHARDS = 16  # so that up to 16 hosts each read their own shards
 MISSING_LISTED = 100  # keys of missing images kept in the manifest
-_NEGATIVE_STREAM, _MOSAIC_STREAM = 2, 3
 _EMPTY_GRAPH = json.dumps({"objects": [], "attributes": [], "relations": []}).encode()
 
 
@@ -61,7 +62,7 @@ class Settings:
   captions_per_image: int
   text_len: int
   seed: int
-  graph: dict
+  config: Any  # the run's config: its method's fields are rebuilt in each worker
   vocabulary: str  # the corpus's vocabulary as JSON; "" if it has none
 
 
@@ -89,12 +90,33 @@ def _parser(vocabulary_json: str):
 
 
 @functools.lru_cache(maxsize=2)
-def _graph_text(vocabulary_json: str) -> records.GraphText:
+def _graph_text(vocabulary_json: str):
+  """How real captions say a graph (``vlkg.graphs.fields.GraphText``): the template
+  realiser over the parser's lexicon."""
   from vlkg.graphs import decompose
+  from vlkg.graphs import fields as fields_lib
   from vlkg.graphs import negatives as neg_lib
   parser = _parser(vocabulary_json)
   vocab = neg_lib.Vocabulary.from_lists(parser.objects, parser.attributes, parser.relations)
-  return records.GraphText(vocab, decompose.template_realiser(vocab))
+  return fields_lib.GraphText(vocab, decompose.template_realiser(vocab))
+
+
+def _graph(text: str, truth, vocabulary_json: str, stats):
+  """A caption's graph: the corpus's ground truth, else parsed (counted)."""
+  if truth is not None:
+    stats["graphs_ground_truth"] += 1
+    return truth
+  stats["graphs_parsed"] += 1
+  return _parser(vocabulary_json).parse(text)
+
+
+def _captions(texts, truths, settings: Settings, tokenizer, stats) -> list:
+  from vlkg.graphs import fields as fields_lib
+  text_of = _graph_text(settings.vocabulary)
+  stats = collections.Counter() if stats is None else stats
+  return [fields_lib.Caption(t, functools.partial(_graph, t, truth, settings.vocabulary,
+                                                  stats), tokenizer, text_of, stats)
+          for t, truth in zip(texts, truths)]
 
 
 def load_image(item: corpora.Item, size: int) -> np.ndarray | None:
@@ -129,15 +151,6 @@ def load_image(item: corpora.Item, size: int) -> np.ndarray | None:
   return preprocess.resize(pixels[None], size)[0]
 
 
-def _png(image: np.ndarray) -> bytes:
-  # zlib level 1: 5 ms instead of 26 ms for a 224 x 224 photo, 15% larger. At level 6
-  # PNG encoding, not decoding or resizing, would bound the prepare rate.
-  from PIL import Image
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-  return buf.getvalue()
-
-
 def _pad_rows(array: np.ndarray, k: int) -> np.ndarray:
   array = np.asarray(array)
   pad = np.zeros((k - array.shape[0],) + array.shape[1:], array.dtype)
@@ -145,8 +158,10 @@ def _pad_rows(array: np.ndarray, k: int) -> np.ndarray:
 
 
 def item_fields(item: corpora.Item, index: int, split: str, image: np.ndarray,
-                settings: Settings, layout: records.Layout, tokenizer, stats) -> dict | None:
-  """The record of one item, or None if it has no caption left (counted)."""
+                settings: Settings, layout: records.Layout, tokenizer, stats,
+                fields=(), eval_rows: dict | None = None) -> dict | None:
+  """The record of one item, or None if it has no caption left (counted). On the
+  held-out split, the captions' ``eval_texts`` features go into ``eval_rows``."""
   texts, truths = [], []
   for k, caption in enumerate(item.captions):
     text = corpora.norm_text(caption)
@@ -172,74 +187,51 @@ def item_fields(item: corpora.Item, index: int, split: str, image: np.ndarray,
   stats["truncated_captions"] += sum(n > layout.text_len for n in lengths)
   stats["caption_tokens"] += sum(lengths)
   stats["caption_words"] += sum(len(t.split()) for t in texts)
-  ids = _pad_rows(tokenizer.encode(texts), k)
-  fields = {
-      "image": _png(image), "text_ids": ids,
+  example = {
+      "image": records.encode_png(image), "text_ids": _pad_rows(tokenizer.encode(texts), k),
       "captions": [t.encode() for t in texts] + [b""] * (k - real),
       "index": index, "num_objects": 0,
       "object_attributes": np.zeros((0,), np.int64),
       "boxes": np.zeros((0,), np.float32),
       "scene_graph": (json.dumps(item.image_graph.to_json()).encode()
                       if item.image_graph is not None else _EMPTY_GRAPH)}
-  if not (layout.negatives or layout.max_triples or layout.mosaic_slots
-          or layout.max_phrases):
-    return fields
-  vocabulary_json = settings.vocabulary
-  parser = _parser(vocabulary_json)
-  graphs = []
-  for text, truth in zip(texts, truths):
-    if truth is not None:
-      stats["graphs_ground_truth"] += 1
-      graphs.append(truth)
-    else:
-      stats["graphs_parsed"] += 1
-      graphs.append(parser.parse(text))
-  text_of = _graph_text(vocabulary_json)
-  split_id = SPLITS.index(split)
-  extra = {}
-  if layout.negatives or layout.max_triples:
-    rng = np.random.default_rng([settings.seed, split_id, index, _NEGATIVE_STREAM])
-    extra.update(records.graph_fields(graphs, layout, tokenizer, stats,
-                                      kinds=records.negative_kinds(settings.graph),
-                                      text=text_of, rng=rng))
-  if layout.max_phrases:
-    from vlkg.data.corpora import phrases
-    extra["phrase_spans"] = np.stack([phrases.token_spans(
-        tokenizer, t, parser, layout.max_phrases, stats) for t in texts])
-  if layout.mosaic_slots:
-    rng = np.random.default_rng([settings.seed, split_id, index, _MOSAIC_STREAM])
-    extra.update(records.mosaic_fields(graphs, layout, records.mosaic_config(settings.graph),
-                                       tokenizer, stats, text=text_of, rng=rng))
-  fields.update({key: _pad_rows(value, k) for key, value in extra.items()})
-  return fields
+  if fields:
+    captions = _captions(texts, truths, settings, tokenizer, stats)
+    example.update(records.caption_features(
+        fields, captions, (settings.seed, SPLITS.index(split), index), k))
+    if split != "train" and eval_rows is not None:
+      truth_of = dict(zip(texts, truths))
+      records.eval_features(fields, texts, lambda t: _captions(
+          [t], [truth_of[t]], settings, tokenizer, None)[0], settings.seed, into=eval_rows)
+  return example
 
 
 def _write_shard(task) -> dict:
   """Worker: decodes, resizes, captions and tokenises one shard's items."""
   out_dir, split, shard, count, items, start, settings, layout, tokenizer_desc = task
-  import tensorflow as tf  # imported in the worker: TF must not be forked mid-use
+  from vlkg import methods
   from vlkg.data import tokenizer as tok_lib
   tokenizer = tok_lib.from_description(tokenizer_desc, base_dir=out_dir)
-  name = records.shard_name(split, shard, count)
+  fields = methods.fields(settings.config)
   stats = collections.Counter()
-  missing, written = [], 0
-  with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
+  missing, eval_rows = [], {}
+
+  def examples():
     for j, item in enumerate(items):
       image = load_image(item, settings.image_size)
       if image is None:
         stats["missing_images"] += 1
         missing.append(item.key)
         continue
-      fields = item_fields(item, start + j, split, image, settings, layout, tokenizer,
-                           stats)
-      if fields is None:
-        continue
-      writer.write(records.encode_example(fields))
-      written += 1
-  stats["images"] += written
-  size = os.path.getsize(os.path.join(out_dir, name))
-  return {"split": split, "file": {"name": name, "num_records": written, "bytes": size},
-          "stats": dict(stats), "missing": missing}
+      example = item_fields(item, start + j, split, image, settings, layout, tokenizer,
+                            stats, fields, eval_rows)
+      if example is not None:
+        yield example
+
+  file = records.write_shard(out_dir, split, shard, count, examples())
+  stats["images"] += file["num_records"]
+  return {"split": split, "file": file, "stats": dict(stats), "missing": missing,
+          "eval_rows": eval_rows}
 
 
 # ------------------------------------------------------------------ tokenizer
@@ -260,12 +252,9 @@ def _train_tokenizer(out_dir: str, train_items, vocab_size: int, seed: int,
     raise ValueError("the training split has no captions to train a tokenizer on")
   parser = _parser(vocabulary_json)
   lexicon = [*parser.objects, *parser.attributes, *parser.relations]
-  path = tok_lib.train_sentencepiece(texts[:TOKENIZER_SAMPLE] + lexicon,
-                                     os.path.join(out_dir, "tokenizer"), vocab_size,
-                                     seed=seed, model_type="bpe")
-  desc = tok_lib.SentencePieceTokenizer(path, text_len).describe()
-  desc["model_path"] = os.path.basename(path)
-  return desc
+  return tok_lib.train_dataset_tokenizer(out_dir, texts[:TOKENIZER_SAMPLE] + lexicon,
+                                         vocab_size, seed=seed, text_len=text_len,
+                                         model_type="bpe")
 
 
 def _copy_tokenizer(out_dir: str, desc: dict, base_dir: str, text_len: int) -> dict:
@@ -287,12 +276,14 @@ def _copy_tokenizer(out_dir: str, desc: dict, base_dir: str, text_len: int) -> d
 # ---------------------------------------------------------------------- build
 
 
-def build(out_dir: str, config, graph_cfg, tokenizer_source) -> dict:
-  """Writes the complete dataset of ``config.input`` into ``out_dir`` (new).
+def build(out_dir: str, config, tokenizer_source) -> dict:
+  """Writes the complete dataset of ``config.input``, with the fields of
+  ``config.method`` (``vlkg.methods.fields``), into ``out_dir`` (new).
 
   ``tokenizer_source`` is (description, base_dir) of a given tokenizer, or
   (None, "") to train a sentencepiece model on the training captions.
   """
+  from vlkg import methods
   from vlkg.data import tokenizer as tok_lib
   start = time.time()
   name = config.input.data
@@ -330,9 +321,9 @@ def build(out_dir: str, config, graph_cfg, tokenizer_source) -> dict:
   settings = Settings(name=name, image_size=config.model.image_size,
                       captions_per_image=config.input.captions_per_image,
                       text_len=config.input.text_len, seed=config.seed,
-                      graph=dict(graph_cfg or {}), vocabulary=vocabulary_json)
+                      config=config, vocabulary=vocabulary_json)
   layout = records.layout_for(settings.image_size, settings.captions_per_image,
-                              settings.text_len, 0, graph_cfg)
+                              settings.text_len, 0, methods.fields(config))
   tasks = []
   for split, items in splits.items():
     count = num_shards(split, len(items))
@@ -342,14 +333,12 @@ def build(out_dir: str, config, graph_cfg, tokenizer_source) -> dict:
                     int(bounds[shard]), settings, layout, desc))
   results = records.map_shards(_write_shard, tasks, config.world.workers)
 
-  manifest_splits = {s: {"files": [], "num_examples": 0} for s in splits}
-  stats = {s: collections.Counter() for s in splits}
-  missing = {s: [] for s in splits}
+  manifest_splits, stats = records.merge_shards(results, splits)
+  missing, eval_rows = {s: [] for s in splits}, {}
   for r in results:
-    manifest_splits[r["split"]]["files"].append(r["file"])
-    manifest_splits[r["split"]]["num_examples"] += r["file"]["num_records"]
-    stats[r["split"]].update(r["stats"])
     missing[r["split"]] += r["missing"]
+    for text, row in r["eval_rows"].items():
+      eval_rows.setdefault(text, row)
   for split in splits:
     if manifest_splits[split]["num_examples"] == 0:
       raise corpora.CorpusError(options.path or name, f"split {split!r}: no image could "
@@ -373,7 +362,9 @@ def build(out_dir: str, config, graph_cfg, tokenizer_source) -> dict:
           "build_seconds": round(time.time() - start, 1)}
   with open(os.path.join(out_dir, "corpus.json"), "w") as f:
     json.dump(info, f, indent=1, sort_keys=True)
+  if eval_rows:
+    records.write_eval_table(out_dir, eval_rows, tokenizer)
   records.write_manifest(out_dir, {
-      "name": name, "splits": manifest_splits, "layout": dataclasses.asdict(layout),
+      "name": name, "splits": manifest_splits, "layout": layout.to_json(),
       "tokenizer": desc, "corpus": report})
   return info
