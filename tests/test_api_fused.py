@@ -18,7 +18,8 @@ def test_fused_text_encoder_parses_and_fuses(tmp_path):
   model_path = tok_lib.train_sentencepiece(texts * 20, str(tmp_path / "tok"), 64,
                                            model_type="bpe")
   tokenizer = tok_lib.SentencePieceTokenizer(model_path, 32)
-  config = structure_clip.get_config(f"smoke,model.text.vocab_size={tokenizer.vocab_size}")
+  config = structure_clip.get_config(f"smoke,model.text.vocab_size={tokenizer.vocab_size},"
+                                     "structure_clip.kee_depth=1")
   module = methods.build_model(config)
   params = methods.init_params(module, config, jax.random.key(0))
   encoder = api.make_encoder(module, params, tokenizer, config, batch_size=2)
