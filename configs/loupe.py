@@ -1,4 +1,4 @@
-"""LOUPE (Li et al., NeurIPS 2022; PAPERS.md §4): fine-grained region-phrase
+"""LOUPE (Li et al., NeurIPS 2022): fine-grained region-phrase
 alignment from Shapley interactions, with an uncertainty-aware neural estimator.
 
     python -m vlkg.main --config configs/loupe.py --workdir /tmp/vlkg_loupe

@@ -1,4 +1,4 @@
-"""MosaiCLIP (Singh et al., EMNLP 2023; PAPERS.md §3): scene-graph decomposition,
+"""MosaiCLIP (Singh et al., EMNLP 2023): scene-graph decomposition,
 coarse-to-fine contrastive learning, graph-space negatives and a curriculum.
 
     python -m vlkg.main --config configs/mosaiclip.py --workdir /tmp/vlkg_mosaiclip

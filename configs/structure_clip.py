@@ -1,4 +1,4 @@
-"""Structure-CLIP (Huang et al., AAAI 2024; PAPERS.md §1): scene-graph hard negatives
+"""Structure-CLIP (Huang et al., AAAI 2024): scene-graph hard negatives
 and a knowledge-enhanced triple encoder on the CLIP dual encoder.
 
     python -m vlkg.main --config configs/structure_clip.py --workdir /tmp/vlkg_structure_clip

@@ -1,4 +1,4 @@
-"""The grounding evaluator (LOUPE, PAPERS.md §4): pointing, component boxes, IoU and
+"""The grounding evaluator (LOUPE, Li et al., NeurIPS 2022): pointing, component boxes, IoU and
 chance against hand-worked examples; object phrases and their ambiguity; end to end
 on a tiny prepared world with an oracle encoder (every peak inside its box) and a
 constant encoder (every map a tie: the first patch is the peak, the whole image the

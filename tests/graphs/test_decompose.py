@@ -1,4 +1,4 @@
-"""MosaiCLIP's decomposition into sub-graphs and its graph-space negatives (PAPERS.md §3)."""
+"""MosaiCLIP's decomposition into sub-graphs and its graph-space negatives (Singh et al., EMNLP 2023)."""
 
 import collections
 

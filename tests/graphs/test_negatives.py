@@ -1,4 +1,4 @@
-"""Graph-space negatives (PAPERS.md §1, §3) and their template realisation."""
+"""Graph-space negatives (Structure-CLIP, Huang et al., AAAI 2024; MosaiCLIP, Singh et al., EMNLP 2023) and their template realisation."""
 
 import collections
 

@@ -1,5 +1,5 @@
 """Caption -> scene-graph parsers: exact graphs on hand-written captions, and the
-world parser's round trip on sampled captions (PAPERS.md §1: Structure-CLIP's
+world parser's round trip on sampled captions (Structure-CLIP, Huang et al., AAAI 2024: Structure-CLIP's
 rule-based text scene-graph parser)."""
 
 from __future__ import annotations

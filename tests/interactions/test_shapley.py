@@ -1,7 +1,7 @@
 """Tests for vlkg.interactions.shapley: exact and Monte Carlo estimators.
 
 The interaction is LOUPE's I([S]) = phi([S] | N') - sum_{i in S} phi(i | N\\S + i)
-(PAPERS.md §4). The hand-worked values are derived in the comments; a brute-force
+(LOUPE, Li et al., NeurIPS 2022). The hand-worked values are derived in the comments; a brute-force
 numpy reference builds the reduced games explicitly, independently of the
 estimator's one-table formula.
 """

@@ -1,6 +1,6 @@
 """Tests for the towers' keep-masks: removing players through the attention mask.
 
-LOUPE's value function (PAPERS.md §4 "Game") keeps only the players of a coalition.
+LOUPE's value function (LOUPE, Li et al., NeurIPS 2022 "Game") keeps only the players of a coalition.
 A removed patch or token must be as good as absent: the kept tokens' outputs equal
 those of a run on the physically gathered subset (positional embeddings gathered
 the same way), which is what every test below compares against.

@@ -88,7 +88,7 @@ def has_token_ids(encoder: object) -> bool:
 class ImageTokenEncoder(Encoder, typing.Protocol):
   """An `Encoder` that can also give its patch tokens in the joint space.
 
-  Fine-grained evaluations (phrase grounding, LOUPE, PAPERS.md §4) compare each
+  Fine-grained evaluations (phrase grounding, LOUPE, Li et al., NeurIPS 2022) compare each
   patch with a text embedding, so the tokens must live where ``encode_texts``
   does: projected like the pooled image embedding, each of unit norm.
   """

@@ -1,6 +1,6 @@
 """Zero-shot phrase grounding on the synthetic world, from patch-phrase alignment.
 
-LOUPE (Li et al., NeurIPS 2022; ``../shared/PAPERS.md`` §4 "Claim") argues that
+LOUPE (Li et al., NeurIPS 2022 "Claim") argues that
 region-phrase alignment can be learned from image-text pairs alone, without box
 annotations, and reports zero-shot grounding. This evaluator measures that ability
 for any encoder that exposes its patch tokens in the joint space

@@ -18,8 +18,7 @@ The world's suites are written in the real benchmarks' file formats (see
   format): correct iff the positive scores strictly higher.
 * Retrieval on one split's records with open_clip's metrics
   (`vlkg.evaluators.retrieval.evaluate_split`), every caption of every image.
-* Phrase grounding on ``test`` (`vlkg.evaluators.grounding`, LOUPE, PAPERS.md
-  §4): pointing game and accuracy at IoU >= 0.5 of each object phrase's
+* Phrase grounding on ``test`` (`vlkg.evaluators.grounding`, LOUPE, Li et al., NeurIPS 2022): pointing game and accuracy at IoU >= 0.5 of each object phrase's
   patch-phrase similarity map, for encoders with ``encode_image_tokens``.
 
 Metric names (DESIGN contract): ``world/<suite>`` on ``test``, ``world_comp/<suite>``

@@ -1,4 +1,4 @@
-"""Scene graphs of captions: the structure behind Structure-CLIP (PAPERS.md §1).
+"""Scene graphs of captions: the structure behind Structure-CLIP (Huang et al., AAAI 2024).
 
 ``parse(text)`` turns a caption into a ``SceneGraph`` with a rule-based parser, as
 Structure-CLIP does before it builds its negatives and its triple encoder's input.

@@ -1,4 +1,5 @@
-"""MosaiCLIP's scene-graph decomposition and its graph-space negatives (PAPERS.md §3).
+"""MosaiCLIP's scene-graph decomposition and its graph-space negatives (Singh et al.,
+EMNLP 2023).
 
 MosaiCLIP trains on more than one text per image. The caption's scene graph is cut
 into sub-graphs of one or two objects with their attributes ("Decomposition", §3),
@@ -22,7 +23,7 @@ Interpretations (the paper leaves them open; each is a parameter):
   caption is already the image's positive, and is never given twice. At most
   ``max_pos`` (3) are kept, drawn uniformly; they come in random order, so any prefix
   is a uniform sample too (the stage-1 curriculum takes one).
-* *Negative categories.* PAPERS.md §3 names them p1 (object), p2 (relation) and p3
+* *Negative categories.* MosaiCLIP, Singh et al., EMNLP 2023 names them p1 (object), p2 (relation) and p3
   (attribute), so
 
     - p1 -> ``f_obj``: replace an attribute of a one-object sub-graph;
@@ -84,7 +85,7 @@ CATEGORY_KINDS: dict[str, tuple[str, ...]] = {
     F_REL: (negatives.SWAP_RELATION, negatives.REPLACE_OBJECT, negatives.REPLACE_RELATION),
     F_ATTR: (negatives.SWAP_ATTRIBUTES, negatives.REPLACE_ATTRIBUTE),
 }
-# NegCLIP's whole-caption negative: swaps only, as in Structure-CLIP (PAPERS.md §1).
+# NegCLIP's whole-caption negative: swaps only, as in Structure-CLIP (Huang et al., AAAI 2024).
 WHOLE_KINDS: tuple[str, ...] = (negatives.SWAP_ATTRIBUTES, negatives.SWAP_RELATION)
 SOURCES: tuple[str, ...] = ("subgraphs", "positives")  # what negatives are edits of
 
@@ -114,7 +115,7 @@ def is_unit(g: SceneGraph, connected_only: bool = True) -> bool:
 
 
 def subgraphs(graph: SceneGraph, *, connected_only: bool = True) -> list[SceneGraph]:
-  """Every sub-graph with one or two objects, with their attributes (PAPERS.md §3).
+  """Every sub-graph with one or two objects, with their attributes (MosaiCLIP, Singh et al., EMNLP 2023).
 
   One-object sub-graphs first, by object; then pairs (i, j), i < j, in order. A
   pair keeps the relations between its two objects; with ``connected_only`` a pair
@@ -306,7 +307,7 @@ def mine_negatives(graph: SceneGraph, positives: Sequence[SceneGraph],
                    reject: negatives.Reject | None = None, connected_only: bool = True,
                    sources: str = "subgraphs", whole_kinds: Sequence[str] = WHOLE_KINDS,
                    ) -> tuple[list[SubNegative], negatives.Negative | None]:
-  """MosaiCLIP's negative sub-graphs and the whole-caption negative (PAPERS.md §3).
+  """MosaiCLIP's negative sub-graphs and the whole-caption negative (MosaiCLIP, Singh et al., EMNLP 2023).
 
   Args:
     graph: The caption's scene graph.

@@ -2,7 +2,7 @@
 
 Structure-CLIP parses each caption into objects, attributes and relations with a
 rule-based text scene-graph parser before it builds its negatives and its triple
-encoder's input (PAPERS.md §1). This is vlkg's parser for real captions (COCO, Visual
+encoder's input (Structure-CLIP, Huang et al., AAAI 2024). This is vlkg's parser for real captions (COCO, Visual
 Genome, CC): no spaCy, no model, only lexicons precompiled into dicts, so that
 preparing a million captions costs seconds, not hours, and the result is the same on
 every machine.

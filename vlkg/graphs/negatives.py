@@ -1,10 +1,10 @@
 """Hard negatives built in graph space: swaps and replacements of a scene graph.
 
-Structure-CLIP (PAPERS.md §1) trains on negatives made from the caption's scene graph
+Structure-CLIP (Huang et al., AAAI 2024) trains on negatives made from the caption's scene graph
 by swapping attributes between two objects ("a red car and a white bus" -> "a white
 car and a red bus") and by swapping the subject and object of a relation ("a man
 riding a horse" -> "a horse riding a man"), skipping symmetric relations. MosaiCLIP
-(PAPERS.md §3) adds replacements: of an attribute, of an object and of a relation.
+(MosaiCLIP, Singh et al., EMNLP 2023) adds replacements: of an attribute, of an object and of a relation.
 Both require that a negative never equals the positive.
 
 Every negative here is a function from a `SceneGraph` to a `SceneGraph`, turned into
@@ -145,7 +145,7 @@ def swap_attributes(g: SceneGraph, rng: np.random.Generator, *,
                     converse: Mapping[str, str] | None = None,
                     symmetric: Iterable[str] = SYMMETRIC_RELATIONS,
                     reject: Reject | None = None) -> Negative | None:
-  """Swaps one attribute between two objects (PAPERS.md §1; MosaiCLIP's f_attr, §3).
+  """Swaps one attribute between two objects (Structure-CLIP, Huang et al., AAAI 2024; MosaiCLIP's f_attr, Singh et al., EMNLP 2023).
 
   "a red car and a white bus" -> "a white car and a red bus". Each of the two
   attribute entries keeps its place in ``g.attributes``; only the words trade.
@@ -192,7 +192,7 @@ def swap_relation(g: SceneGraph, rng: np.random.Generator,
                   synonyms: Synonyms | None = None,
                   converse: Mapping[str, str] | None = None,
                   reject: Reject | None = None) -> Negative | None:
-  """Swaps the subject and object of one relation (PAPERS.md §1; f_rel, §3).
+  """Swaps the subject and object of one relation (Structure-CLIP, Huang et al., AAAI 2024; MosaiCLIP's f_rel, Singh et al., EMNLP 2023).
 
   "a man riding a horse" -> "a horse riding a man"; the relation keeps its place in
   ``g.relations``. Skipped: symmetric relations (``symmetric``, default
@@ -321,7 +321,7 @@ def make_negative(g: SceneGraph, kinds: Sequence[str], rng: np.random.Generator,
                   reject: Reject | None = None) -> Negative | None:
   """One negative of the first kind, in a seeded random order, that has one.
 
-  With ``p``, the order is drawn like MosaiCLIP's category sampling (PAPERS.md §3):
+  With ``p``, the order is drawn like MosaiCLIP's category sampling (MosaiCLIP, Singh et al., EMNLP 2023):
   the first kind with probability proportional to its weight, the next among the
   rest, and so on; a kind of weight 0 is never tried. Without ``p`` all orders are
   equally likely.

@@ -1,6 +1,6 @@
 """Template realisation of a scene graph as text.
 
-Graph-space negatives (Structure-CLIP, PAPERS.md §1; MosaiCLIP, §3) are edits of a
+Graph-space negatives (Structure-CLIP, Huang et al., AAAI 2024; MosaiCLIP, Singh et al., EMNLP 2023) are edits of a
 scene graph; the text encoder needs them as captions. MosaiCLIP realises its
 sub-graphs with templates ("{attr} {obj} {rel} {attr} {obj}", §3), and so does this
 module, in the same surface form as the synthetic world's own captions

@@ -1,7 +1,8 @@
 """The scene graph of a caption or an image: objects, their attributes, relations.
 
 This is the shared structure behind Structure-CLIP's negatives and triple encoder
-(PAPERS.md §1), MosaiCLIP's decomposition (§3) and LOUPE's phrases (§4).
+(Structure-CLIP, Huang et al., AAAI 2024), MosaiCLIP's decomposition (Singh et al., EMNLP 2023) and LOUPE's phrases (Li et al.,
+NeurIPS 2022).
 
 JSON form (the ``vlkg.tools.parse`` contract)::
 

@@ -1,6 +1,6 @@
 """Scene graphs as fixed-size arrays, built once at prepare time.
 
-Structure-CLIP's knowledge-enhanced encoder (PAPERS.md §1) reads at most ``T`` (6)
+Structure-CLIP's knowledge-enhanced encoder (Structure-CLIP, Huang et al., AAAI 2024) reads at most ``T`` (6)
 triples per caption, each of head, relation and tail tokenised separately into at
 most ``S`` (5) tokens. Shapes are fixed by the config so the training step keeps
 static shapes; what does not fit is counted, never silently cut.

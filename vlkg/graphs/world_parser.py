@@ -1,7 +1,7 @@
 """Exact parser of the synthetic world's caption grammar, and the ground-truth graph.
 
 Structure-CLIP turns every caption into a scene graph with a rule-based text parser
-before it builds negatives and triples (PAPERS.md §1). On the world the grammar is
+before it builds negatives and triples (Structure-CLIP, Huang et al., AAAI 2024). On the world the grammar is
 known (``vlkg.data.world.captions``), so the parse can be exact: ``parse(text)``
 equals ``graph_of(caption)`` for every realisation of every sampled logical form,
 which the tests check on 10,000 captions. This gives the world's training and
@@ -20,7 +20,7 @@ Knowledge noun phrases ("a warm-colored shape with four corners", "a scarlet
 crux") keep their concept words as written: "round"/"polygonal", "warm-colored",
 the aliases "scarlet" and "crux", and "four corners" become attributes and object
 names verbatim. They are *not* mapped to canonical values, because resolving them
-needs the knowledge graph (PAPERS.md §2, §5), which is exactly what the knowledge
+needs the knowledge graph (Knowledge-CLIP, Pan et al., NeurIPS 2022; REAVL, Rao et al., ACM MM 2023), which is exactly what the knowledge
 suite tests a model for; a parser that resolved them would leak the answer.
 """
 

@@ -1,6 +1,6 @@
 """Cooperative games whose players are image and text units (LOUPE's games).
 
-LOUPE (Li et al., NeurIPS 2022; ``../shared/PAPERS.md`` §4 "Game") scores an
+LOUPE (Li et al., NeurIPS 2022 "Game") scores an
 image-text pair as a cooperative game: the players are input units, patch tokens
 and text tokens at the token level, regions and phrases at the semantics level,
 and the value v(S) is the image-text similarity computed with only the players in
@@ -190,7 +190,7 @@ def towers_game(model: Any, variables: Any, image: Any, ids: Any,
 
   Each player is a group of tokens: a region is a set of patches, a phrase a set
   of text positions. v(S) is the cosine similarity of the image and text
-  embeddings computed with only the tokens of S's players kept (PAPERS.md §4).
+  embeddings computed with only the tokens of S's players kept (LOUPE, Li et al., NeurIPS 2022).
 
   Args:
     model: a module with ``embed_images(images, patch_mask=)`` and

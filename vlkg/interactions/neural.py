@@ -1,6 +1,6 @@
 """Uncertainty-aware neural Shapley interactions, with a sampling fallback (LOUPE).
 
-``../shared/PAPERS.md`` §4 "Uncertainty-aware neural Shapley interaction
+LOUPE (Li et al., NeurIPS 2022) "Uncertainty-aware neural Shapley interaction
 learning": a light network (``vlkg.models.shapley_net``) predicts the interactions
 I([S]) of candidate coalitions from the players' features, each with a variance.
 It is trained on Monte Carlo estimates with a Gaussian negative log-likelihood;

@@ -1,6 +1,6 @@
 """Shapley values and coalition interactions: exact and Monte Carlo (LOUPE).
 
-``../shared/PAPERS.md`` §4 "Shapley value and interaction":
+LOUPE (Li et al., NeurIPS 2022) "Shapley value and interaction":
 
   phi(i | N) = sum_{S subset N\\{i}} |S|! (n - |S| - 1)! / n! (v(S + i) - v(S)),
   I([S]) = phi([S] | N') - sum_{i in S} phi(i | N\\S + i),

@@ -1,6 +1,6 @@
 """LOUPE: fine-grained region-phrase alignment from Shapley interactions.
 
-Li et al., NeurIPS 2022; ``../shared/PAPERS.md`` §4. On top of CLIP's contrastive
+Li et al., NeurIPS 2022. On top of CLIP's contrastive
 loss, the semantics-level objective (SSIM) trains a region-phrase alignment matrix
 towards soft targets given by the interactions of the region-phrase game.
 

@@ -1,6 +1,6 @@
 """MosaiCLIP: coarse-to-fine contrastive learning in image-text-graph space.
 
-Singh et al., EMNLP 2023; ``../shared/PAPERS.md`` §3. The model is CLIP's two towers
+Singh et al., EMNLP 2023. The model is CLIP's two towers
 (``vlkg.models.two_towers``); what MosaiCLIP adds lives in the data and the loss:
 
 * Decomposition and graph-space negatives (``vlkg.graphs.decompose``) run at

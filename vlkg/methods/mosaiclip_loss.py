@@ -1,7 +1,7 @@
 """MosaiCLIP's coarse-to-fine contrastive loss and its curriculum masks.
 
 Singh et al., "Coarse-to-Fine Contrastive Learning in Image-Text-Graph Space for
-Improved Vision-Language Compositionality", EMNLP 2023; ``../shared/PAPERS.md`` §3
+Improved Vision-Language Compositionality", EMNLP 2023
 ("Loss", "Curriculum").
 
 Each image i owns K text slots in a fixed layout (static shapes, one jit):
@@ -23,9 +23,9 @@ negatives) and P(i) are image i's valid positives;
 
 the usual softmax over the N images; L = (L_i2t + L_t2i) / 2.
 
-Interpretation choices (all visible in the code; PAPERS.md leaves them open):
+Interpretation choices (all visible in the code; the paper leaves them open):
 
-* Reduction: PAPERS.md writes L_i2t as a sum over images; vlkg takes the mean over
+* Reduction: the paper writes L_i2t as a sum over images; vlkg takes the mean over
   images (and over positive texts for L_t2i), as CLIP's loss does, so the loss scale
   does not depend on the batch size.
 * Invalid slots are removed exactly: their logits are replaced by the float32
@@ -64,7 +64,7 @@ def curriculum_valid(valid: Array, step: Array, stage1_steps: int, max_pos: int,
   """Masks slots for the curriculum: stage 1 keeps at most ``stage1_pos`` sub-caption
   positives and ``stage1_neg`` sub-graph negatives per image, stage 2 all of them.
 
-  PAPERS.md §3 "Curriculum". The caption and the whole-caption negative are kept in
+  MosaiCLIP, Singh et al., EMNLP 2023 "Curriculum". The caption and the whole-caption negative are kept in
   both stages. The switch is a ``jnp.where`` on the traced ``step``: the shapes never
   change, so the training step compiles once ("mask, don't reshape").
 

@@ -1,7 +1,7 @@
 """Structure-CLIP: scene-graph hard negatives and a Knowledge-Enhanced Encoder.
 
 Huang et al., "Structure-CLIP: Towards Scene Graph Knowledge to Enhance Multi-modal
-Structured Representations", AAAI 2024; ``../shared/PAPERS.md`` §1. The model is
+Structured Representations", AAAI 2024. The model is
 ``vlkg.models.kee.StructureCLIPModel`` (CLIP's two towers plus the KEE, §1
 "Knowledge-Enhanced Encoder"); the loss (§1 "Loss") is
 
@@ -28,7 +28,7 @@ Interpretation choices (the paper does not fix them; all are config keys):
   takes ``torch.mean`` over the per-example sums; VSE++'s own code sums), so its
   size does not depend on the batch size.
 * The mean warm-up averages over the negatives j != i in both directions, as
-  PAPERS.md states ("the row mean instead of the max"). The public code differs:
+  the paper's warm-up reads ("the row mean instead of the max"). The public code differs:
   it keeps the max for image->text, and its text->image mean includes the
   positive itself.
 * Missing negatives (``neg_valid`` False: the caption's graph gave no valid swap)

@@ -1,7 +1,7 @@
 """A relation-aware Transformer over graph node tokens.
 
 Used by the structure/knowledge methods (e.g. Structure-CLIP's Knowledge-Enhanced
-Encoder, ``../shared/PAPERS.md`` §1, and the graph encoders of §2-§3) wherever a
+Encoder, Structure-CLIP (Huang et al., AAAI 2024), and the graph encoders of Knowledge-CLIP and MosaiCLIP) wherever a
 set of node (or triple) tokens has to be contextualised, optionally along typed
 edges.
 

@@ -1,6 +1,6 @@
 """Structure-CLIP's Knowledge-Enhanced Encoder (KEE) and the model that carries it.
 
-Structure-CLIP (Huang et al., AAAI 2024; ``../shared/PAPERS.md`` §1,
+Structure-CLIP (Huang et al., AAAI 2024,
 "Knowledge-Enhanced Encoder") encodes the caption's scene-graph triples and adds the
 result to the text embedding:
 

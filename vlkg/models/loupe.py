@@ -1,7 +1,7 @@
 """LOUPE's model: CLIP's two towers plus the neural Shapley interaction estimator.
 
 Li et al., "Fine-Grained Semantically Aligned Vision-Language Pre-Training",
-NeurIPS 2022; ``../shared/PAPERS.md`` §4. Params are ``{img, txt, logit_scale,
+NeurIPS 2022. Params are ``{img, txt, logit_scale,
 logit_bias, shapley, region_head}``: the towers keep CLIP's names (CLIP checkpoints
 load with ``model_init_new="^(shapley|region_head)/"``, and ``vlkg.api`` serves the
 model unchanged); ``shapley`` is the ``ShapleyInteractionNet`` trained inside the

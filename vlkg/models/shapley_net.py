@@ -1,7 +1,7 @@
 """A light network that predicts coalition interactions with a variance (LOUPE).
 
-LOUPE's "uncertainty-aware neural Shapley interaction learning" (``../shared/
-PAPERS.md`` §4): a light network predicts the interaction values from the players'
+LOUPE's "uncertainty-aware neural Shapley interaction learning" (Li et al.,
+NeurIPS 2022): a light network predicts the interaction values from the players'
 features, together with a variance; it is trained on sampled estimates with a
 Gaussian negative log-likelihood, and the variance decides when to fall back to
 sampling (``vlkg.interactions.neural``).

@@ -158,7 +158,7 @@ class TextTransformer(nn.Module):
         mask, so the kept tokens compute exactly what they would on the kept
         subsequence alone with its positional embeddings. The pooled token (EOT, or
         the last non-pad one) is always kept and the pooling position is still
-        ``pool_index(ids)``. This is how LOUPE removes text players (PAPERS.md §4
+        ``pool_index(ids)``. This is how LOUPE removes text players (LOUPE, Li et al., NeurIPS 2022
         "Game"). Outputs at removed positions are meaningless. None (default)
         leaves the computation unchanged.
 

@@ -81,7 +81,7 @@ class VisionTransformer(nn.Module):
         keys for every query, so the class token and the kept patches compute
         exactly what they would on the kept subset alone (with its positional
         embeddings); ``"gap"`` averages the kept patches only. This is how LOUPE
-        removes players from a game (PAPERS.md §4 "Game"). The class token is
+        removes players from a game (LOUPE, Li et al., NeurIPS 2022 "Game"). The class token is
         always kept. The outputs at removed positions are meaningless. None
         (default) keeps every patch and leaves the computation unchanged.
 

@@ -2,7 +2,7 @@
 
     python -m vlkg.tools.bench shapley
 
-Protocol (``../shared/PAPERS.md`` §4; every choice below is ours):
+Protocol (LOUPE, Li et al., NeurIPS 2022; every choice below is ours):
 
 * Model: a small ``TwoTowers`` (ViT on 32x32 images in 8x8 patches, width 32,
   depth 2; text width 32, depth 2, 16 tokens; embed 32), randomly initialised with

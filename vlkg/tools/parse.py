@@ -5,7 +5,7 @@
 The output is exactly ``SceneGraph.to_json()``:
 ``{"objects": [...], "attributes": [[i, attr], ...], "relations": [[s, pred, o], ...]}``.
 The parsers are the rule-based text scene-graph parsers of Structure-CLIP
-(PAPERS.md §1); see ``vlkg.graphs``.
+(Structure-CLIP, Huang et al., AAAI 2024); see ``vlkg.graphs``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 The world grid shows training scenes with the captions they are stored with, and
 test_comp scenes (held-out color-shape pairs) with their first caption.
 
-The interaction maps (LOUPE, PAPERS.md §4) show, for the first ``--num`` test images
+The interaction maps (LOUPE, Li et al., NeurIPS 2022) show, for the first ``--num`` test images
 of a run's world (``--data``, default the dataset of ``DIR/config.json``), the
 image with its ground-truth boxes and then one map per object phrase: the phrases,
 heatmaps and boxes that `vlkg.evaluators.grounding` scores. Each map is the cosine

@@ -8,8 +8,7 @@ Words are split into three groups per concept:
   * ``name``: the canonical word, used in the scene graph;
   * ``synonyms``: other words that training captions use for the same concept;
   * ``aliases``: words that only the knowledge graph knows. They never occur in a
-    training caption, so a model can only learn them through knowledge (PAPERS.md
-    §2, §5).
+    training caption, so a model can only learn them through knowledge (Knowledge-CLIP, Pan et al., NeurIPS 2022; REAVL, Rao et al., ACM MM 2023).
 """
 
 from __future__ import annotations
