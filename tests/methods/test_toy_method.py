@@ -60,7 +60,7 @@ def make_loss_fn(model, config):
 
 # -------------------------------------------------------------------------- tests
 
-STEPS = ",total_steps=3,log_every=1,checkpoint_every=3,input.batch_size=8"
+STEPS = ",total_steps=3,log_every_steps=1,checkpoint_every_steps=3,input.batch_size=8"
 
 
 def _config(extra: str) -> ml_collections.ConfigDict:

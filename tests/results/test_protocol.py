@@ -362,7 +362,7 @@ def test_quick_results_end_to_end(tmp_path):
     assert isinstance(c["value"], float) and isinstance(c["delta"], float)
     assert c["met"] in (True, False)
   assert summary["seeds"] == [0]
-  # A fine-tune evaluates only at its end (eval_every=0: no step-0 eval).
+  # A fine-tune evaluates only at its end (eval_every_steps=0: no step-0 eval).
   records = [json.loads(l) for l in open(tmp_path / "out" / "clip" / "seed0" / "metrics.jsonl")]
   assert [r["step"] for r in records if "world/attribute_swap" in r] == [4]
   again = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True,

@@ -142,7 +142,7 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
   c.sharding_rules = []  # [(regex over param path, PartitionSpec tuple)]
 
   section = method_section(method)
-  if section is not None:
+  if section:  # a method with no options (CLIP) has no section
     c[method] = section
 
   if preset == "smoke":
