@@ -16,6 +16,7 @@ continues at the restored step (``input_pipeline.train_iterator(start_step=...)`
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -31,7 +32,8 @@ import optax
 from absl import logging
 from flax import traverse_util
 
-from vlkg import api, checkpoint, methods, metrics as metrics_lib, optim, sharding
+from vlkg import api, checkpoint, methods, metrics as metrics_lib, optim, preemption
+from vlkg import sharding, workdir_lock
 from vlkg.data import input_pipeline, prepare, records
 from vlkg.data import tokenizer as tok_lib
 from vlkg.files import atomic_write
@@ -248,8 +250,18 @@ def _prepare_once(config) -> str:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics."""
+  """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics.
+
+  Holds the workdir's lock throughout (``vlkg.workdir_lock``). SIGTERM or SIGINT
+  saves the step and raises ``preemption.Preempted`` (``vlkg.preemption``).
+  """
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.hold(workdir, enabled=jax.process_index() == 0), \
+      contextlib.ExitStack() as cleanup:
+    return _train_and_evaluate(config, workdir, cleanup)
+
+
+def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> dict:
   directory = _prepare_once(config)
   config = resolve_config(config, directory)
   check_workdir_config(workdir, config)
@@ -267,7 +279,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                  keep_every=config.keep_every)
   kind, path = checkpoint.resolve_init(workdir, config.resume, config.model_init)
   if kind == "workdir":
-    state = ckpt.restore(ckpt.latest_step(), abstract_state)
+    _, state = ckpt.restore_latest(abstract_state)
   elif kind == "resume":
     other = checkpoint.Checkpointer(path, read_only=True)
     state = other.restore(other.latest_step(), abstract_state)
@@ -322,7 +334,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last.update(evaluate(0))
   step = start_step
   pending = None
+  watcher = cleanup.enter_context(preemption.Watcher(ckpt))
   while step < config.total_steps:
+    if watcher.reached(step):
+      watcher.stop(step, state, start_step)
     batch = sharding.global_batch(
         {k: v for k, v in next(batches).items() if k in method.FIELDS}, mesh)
     state, step_metrics = update_step(state, batch)
@@ -343,6 +358,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ckpt.save(step, state)
     if config.evals and _due(step, config.eval_every, config.total_steps):
       last.update(evaluate(step))
+  watcher.close()  # from here on a signal ends the run as usual
   ckpt.wait()
   if is_main:
     checkpoint.save_params_npz(os.path.join(workdir, "params.npz"), state["params"])
