@@ -178,7 +178,7 @@ def make_encoder(module, params, tokenizer, config, batch_size: int = 256) -> Mo
   if hasattr(module, "fused_text") and section.get("eval_text", "fused") == "fused":
     from vlkg import graphs
     from vlkg.graphs import tensorize
-    backend = "world" if config.input.data == "world" else "general"
+    backend = "world" if config.input.data in ("world", "tfds:vlkg_world") else "general"
     shape = tensorize.GraphShape(config.graph.max_triples, config.graph.triple_tokens)
     return FusedTextModel(module, params, tokenizer, image_size, shape,
                           lambda text: graphs.parse(text, backend), batch_size)

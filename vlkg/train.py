@@ -300,7 +300,7 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
       directory, batch_size=config.input.batch_size, seed=config.seed,
       fields=method.FIELDS, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
-      threads=config.input.threads)
+      threads=config.input.threads, data=config.input.data)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
   progress = metrics_lib.Progress(config.total_steps, config.input.batch_size, start_step)
 

@@ -3,7 +3,8 @@
 ``config.input.data`` picks the data: ``"world"`` (the built-in synthetic world,
 ``vlkg.data.world.build``) or a real corpus (``vlkg.data.corpora``: ``coco``,
 ``karpathy``, ``visual_genome``, ``captions``, ``tfds_coco``). Both give the same
-record layout (``vlkg.data.records``).
+record layout (``vlkg.data.records``). ``"tfds:vlkg_world"`` is the world read
+through its TFDS dataset (``vlkg.data.world.tfds_builder``; ``_ensure_tfds``).
 
 A dataset's directory name carries a fingerprint of everything that changes its
 bytes, so two configs that differ in the world, or two corpora (or two versions of
@@ -169,7 +170,7 @@ def run_dataset_dir(run: str) -> str:
 
 def dataset_dir(config) -> str:
   data = config.input.data
-  if data == "world":
+  if data in ("world", TFDS_WORLD):
     # Corpus options on the world would be ignored; more likely input.data was forgotten.
     # (.get: the config.json of a run from before these keys existed has none.)
     for key in ("path", "images", "tokenizer"):
@@ -192,7 +193,7 @@ def corpus_evals(config) -> bool:
   (if on) at ``retrieval/val/image_to_text_R@1``. Only evals and a select_metric
   that read the world's suites are changed; returns whether anything was.
   """
-  if config.input.data == "world":
+  if config.input.data in ("world", TFDS_WORLD):
     return False
   import ml_collections
   changed = False
@@ -230,13 +231,13 @@ def ensure_prepared(config) -> str:
                     {k: dict(v) for k, v in config.evals.items()}, config.select_metric)
   directory = dataset_dir(config)
   if os.path.exists(os.path.join(directory, records.MANIFEST)):
-    return directory
+    return _ensure_tfds(config, directory)
   if os.path.exists(directory):
     logging.warning("%s has no manifest (an interrupted prepare?); rebuilding it", directory)
     shutil.rmtree(directory)
   os.makedirs(os.path.dirname(directory), exist_ok=True)
   logging.info("preparing %s into %s", config.input.data, directory)
-  if config.input.data == "world":
+  if config.input.data in ("world", TFDS_WORLD):
     from vlkg.data.world import build
     info = build.build_atomically(directory, config.world, config.input.text_len,
                                   graph_config(config))
@@ -246,4 +247,16 @@ def ensure_prepared(config) -> str:
     info = records.build_atomically(
         directory, lambda tmp: build.build(tmp, config, graph_config(config), source))
   logging.info("prepared %s in %.1fs", directory, info["build_seconds"])
+  return _ensure_tfds(config, directory)
+
+
+TFDS_WORLD = "tfds:vlkg_world"  # vlkg.data.world.tfds_builder.DATA
+
+
+def _ensure_tfds(config, directory: str) -> str:
+  """For ``input.data="tfds:vlkg_world"``: the TFDS dataset of the prepared world,
+  built inside its directory if missing; the directory is returned either way."""
+  if config.input.data == TFDS_WORLD:
+    from vlkg.data.world import tfds_builder
+    logging.info("TFDS %s: %s", tfds_builder.NAME, tfds_builder.ensure_built(directory))
   return directory
