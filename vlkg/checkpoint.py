@@ -183,11 +183,11 @@ class Checkpointer:
         state, error = None, e
       if _all_hosts(error is None):
         break
-      first_error = first_error or error or RuntimeError(
-          f"step {step} of {self.directory} failed to restore on another host")
+      reason = error or RuntimeError("it failed to restore on another host")
+      first_error = first_error or reason
       logging.warning("checkpoint step %d in %s cannot be restored (%s); trying the "
                       "step before it", step, self.directory,
-                      str(first_error if error is None else error).splitlines()[0][:300])
+                      (str(reason).splitlines() or [type(reason).__name__])[0][:300])
       broken.append(step)
     else:
       raise first_error
@@ -246,6 +246,7 @@ def _set_aside(directory: str, name: str) -> str:
       n += 1
       final = f"{target}.{n}"
     os.rename(os.path.join(directory, name), final)
+    return final
   return target
 
 
@@ -254,8 +255,9 @@ def _set_aside_unfinished(directory: str) -> None:
   out of the checkpoints, with a warning naming the step.
 
   orbax never lists them as steps, so a resumed run starts from the newest finished
-  one by itself; set aside, they no longer block saving that step again, and are
-  kept for inspection. Called when a run opens its checkpoints, before it saves.
+  one by itself, and it deletes them (when it opens the directory with
+  ``cleanup_tmp_directories``, or when it saves that step again); set aside, they
+  are kept for inspection. Called when a run opens its checkpoints, before it saves.
   """
   unfinished = []
   if os.path.isdir(directory):
