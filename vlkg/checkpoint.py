@@ -84,10 +84,11 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save,
-        # A crash mid-save leaves a tmp directory; clearing it lets the resumed run
-        # save that step again instead of tripping over the leftover.
-        cleanup_tmp_directories=True,
+        # A crash mid-save leaves a tmp directory, which orbax would delete here;
+        # _set_aside_unfinished moves it out of the way instead, with a warning.
+        cleanup_tmp_directories=False,
         create=True)
+    _set_aside_unfinished(self.directory)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_handlers=handler)
 
@@ -155,6 +156,54 @@ class Checkpointer:
       raise ValueError(
           f"cannot restore step {step} of {self.directory} onto the target: {e}") from e
 
+  def restore_latest(self, abstract_state: PyTree) -> tuple[int, PyTree]:
+    """Restores the newest step that can be read, like ``restore``.
+
+    A step that fails to restore while an older one restores (a truncated or
+    corrupt file: a disk that filled up, a copy cut short) is logged as a warning
+    that names it and moved to ``broken_<directory name>/``, out of orbax's sight,
+    so that the run saves that step anew when it gets there; nothing is deleted.
+    When no step can be restored the newest step's error is raised: that is a
+    target that does not fit (or every step broken), not something to skip.
+
+    All hosts try the same steps and agree on the outcome, so they fall back
+    together even when only some of them read a broken file.
+
+    Returns:
+      (step, state).
+    """
+    steps = sorted(self.all_steps(), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    broken, first_error = [], None
+    for step in steps:
+      try:
+        state, error = self.restore(step, abstract_state), None
+      except Exception as e:  # pylint: disable=broad-except
+        state, error = None, e
+      if _all_hosts(error is None):
+        break
+      reason = error or RuntimeError("it failed to restore on another host")
+      first_error = first_error or reason
+      logging.warning("checkpoint step %d in %s cannot be restored (%s); trying the "
+                      "step before it", step, self.directory,
+                      (str(reason).splitlines() or [type(reason).__name__])[0][:300])
+      broken.append(step)
+    else:
+      raise first_error
+    if broken:
+      moved = [_set_aside(self.directory, str(s)) for s in broken]
+      _sync(f"broken checkpoints of {self.directory} set aside")
+      logging.warning("resuming from step %d of %s; the broken step(s) %s were moved to "
+                      "%s", step, self.directory, broken, moved)
+      self._manager.reload()
+    return step, state
+
+  def reached_preemption(self, step: int) -> bool:
+    """Whether every host reached the step at which jax's pre-emption sync manager
+    says to save (``vlkg.preemption``); always False without jax.distributed."""
+    return self._manager.reached_preemption(step)
+
   def wait(self) -> None:
     """Blocks until every started save is on disk."""
     self._manager.wait_until_finished()
@@ -168,6 +217,56 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+def _all_hosts(ok: bool) -> bool:
+  """Whether ``ok`` holds on every process (a collective on several hosts)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
+
+
+def _sync(tag: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"vlkg: {tag}")
+
+
+def _set_aside(directory: str, name: str) -> str:
+  """Moves ``directory/name`` to ``broken_<basename>/`` beside ``directory`` (on
+  process 0; callers ``_sync`` after) and returns where it goes."""
+  parent, base = os.path.split(directory.rstrip(os.sep))
+  target = os.path.join(parent, f"broken_{base}", name)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    final, n = target, 0
+    while os.path.exists(final):  # the same step broken twice: keep both
+      n += 1
+      final = f"{target}.{n}"
+    os.rename(os.path.join(directory, name), final)
+    return final
+  return target
+
+
+def _set_aside_unfinished(directory: str) -> None:
+  """Moves the tmp directories of saves that never finished (a run killed mid-save)
+  out of the checkpoints, with a warning naming the step.
+
+  orbax never lists them as steps, so a resumed run starts from the newest finished
+  one by itself, and it deletes them (when it opens the directory with
+  ``cleanup_tmp_directories``, or when it saves that step again); set aside, they
+  are kept for inspection. Called when a run opens its checkpoints, before it saves.
+  """
+  unfinished = []
+  if os.path.isdir(directory):
+    unfinished = sorted(n for n in os.listdir(directory) if TMP_SUFFIX in n)
+  for name in unfinished:
+    moved = _set_aside(directory, name)
+    logging.warning("checkpoint step %s in %s was never finished (a run stopped while "
+                    "saving it); moved to %s", name.split(".")[0], directory, moved)
+  _sync(f"unfinished checkpoints of {directory} set aside")
 
 
 def load_checkpoint_params(directory: str, step: int | None = None,

@@ -21,6 +21,7 @@ the method, the optimizer and the loop read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,7 +36,8 @@ from absl import logging
 from flax import traverse_util
 
 from vlkg import api, checkpoint, config as config_lib, evaluators, methods
-from vlkg import metrics as metrics_lib, optim, preprocess, sharding
+from vlkg import metrics as metrics_lib, optim, preemption, preprocess, sharding
+from vlkg import workdir_lock
 from vlkg.data import input_pipeline, prepare, records
 from vlkg.data import tokenizer as tok_lib
 from vlkg.files import atomic_write
@@ -255,9 +257,19 @@ def _prepare_once(config) -> str:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics."""
+  """Trains ``config`` in ``workdir`` (resuming if possible); returns the last metrics.
+
+  Holds the workdir's lock throughout (``vlkg.workdir_lock``). SIGTERM or SIGINT
+  saves the step and raises ``preemption.Preempted`` (``vlkg.preemption``).
+  """
   config_lib.durations.check(config)  # before a long prepare
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.hold(workdir, enabled=jax.process_index() == 0), \
+      contextlib.ExitStack() as cleanup:
+    return _train_and_evaluate(config, workdir, cleanup)
+
+
+def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> dict:
   dataset_dir = _prepare_once(config)
   config = resolve_config(config, dataset_dir)
   check_workdir_config(workdir, config)
@@ -276,7 +288,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                  keep_every=config.keep_every)
   kind, path = checkpoint.resolve_init(workdir, config.resume, config.model_init)
   if kind == "workdir":
-    state = ckpt.restore(ckpt.latest_step(), abstract_state)
+    _, state = ckpt.restore_latest(abstract_state)
   elif kind == "resume":
     other = checkpoint.Checkpointer(path, read_only=True)
     state = other.restore(other.latest_step(), abstract_state)
@@ -298,7 +310,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       dataset_dir, batch_size=config.input.batch_size, seed=config.seed,
       fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
-      threads=config.input.threads)
+      threads=config.input.threads, data=config.input.data)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
   progress = metrics_lib.Progress(total_steps, config.input.batch_size, start_step)
 
@@ -343,7 +355,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last.update(evaluate(start_step))
   step = start_step
   pending = None
+  watcher = cleanup.enter_context(preemption.Watcher(ckpt))
   while step < total_steps:
+    if watcher.reached(step):
+      watcher.stop(step, state, start_step)
     batch = sharding.global_batch(
         {k: v for k, v in next(batches).items() if k in batch_keys}, mesh)
     state, step_metrics = update_step(state, batch)
@@ -364,6 +379,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ckpt.save(step, state)
     if config.evals and _due(step, config.eval_every_steps, total_steps):
       last.update(evaluate(step))
+  watcher.close()  # from here on a signal ends the run as usual
   ckpt.wait()
   if is_main:
     checkpoint.save_params_npz(os.path.join(workdir, "params.npz"), state["params"])

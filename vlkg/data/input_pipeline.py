@@ -119,17 +119,33 @@ class _Diagnosing:
       raise records.DataError(f"input pipeline failed reading {self._files}: {e}") from e
 
 
+def source_files(dataset_dir: str, manifest: dict, split: str, data: str) -> list[dict]:
+  """The files a split is read from: the prepared shards, or for
+  ``data="tfds:vlkg_world"`` the files of the TFDS dataset built from them
+  (``vlkg.data.world.tfds_builder``), whose examples are the same records with the
+  same features, so everything after this reads them alike."""
+  if data.startswith("tfds:"):
+    from vlkg.data.world import tfds_builder
+    if data != tfds_builder.DATA:
+      raise ValueError(f"config.input.data={data!r}: the TFDS source is "
+                       f"{tfds_builder.DATA!r}")
+    return tfds_builder.split_files(dataset_dir, split)
+  return records.split_files(dataset_dir, manifest, split)
+
+
 def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,
                    fields: Sequence[str] = TRAIN_FIELDS, start_step: int = 0,
                    shuffle_buffer: int = 10_000, prefetch: int = 2,
                    split: str = "train", threads: int = 0,
                    process_index: int | None = None,
-                   process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                   process_count: int | None = None,
+                   data: str = "") -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator of host-local training batches, starting at ``start_step``.
 
   ``batch_size`` is the global batch; each host yields ``batch_size / process_count``.
   ``threads`` bounds tf.data's thread pool (0: one per core). On a small CPU host the
-  training step needs the cores more than the pipeline does.
+  training step needs the cores more than the pipeline does. ``data`` is
+  ``config.input.data``; it matters only for a TFDS source (``source_files``).
   """
   tf = _tf()
   import jax
@@ -141,7 +157,7 @@ def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,
   local_batch = batch_size // process_count
   manifest = records.read_manifest(dataset_dir)
   layout = records.layout_of(manifest)
-  shards = host_shards(records.split_files(dataset_dir, manifest, split),
+  shards = host_shards(source_files(dataset_dir, manifest, split, data),
                        process_index, process_count, dataset_dir, split)
   paths = [s["path"] for s in shards]
   n_local = sum(s["num_records"] for s in shards)

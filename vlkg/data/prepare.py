@@ -3,7 +3,8 @@
 ``config.input.data`` picks the data: ``"world"`` (the built-in synthetic world,
 ``vlkg.data.world.build``) or a real corpus (``vlkg.data.corpora``: ``coco``,
 ``karpathy``, ``visual_genome``, ``captions``, ``tfds_coco``). Both give the same
-record layout (``vlkg.data.records``).
+record layout (``vlkg.data.records``). ``"tfds:vlkg_world"`` is the world read
+through its TFDS dataset (``vlkg.data.world.tfds_builder``; ``_ensure_tfds``).
 
 A dataset's directory name carries a fingerprint of everything that changes its
 bytes (including the fields the method declares: their features' names, dtypes and
@@ -26,6 +27,15 @@ import os
 import shutil
 
 from vlkg.data import records
+
+TFDS_WORLD = "tfds:vlkg_world"  # vlkg.data.world.tfds_builder.DATA
+
+
+def is_world(data: str) -> bool:
+  """Whether ``config.input.data`` is the built-in world (read directly or through
+  its TFDS dataset)."""
+  return data in ("world", TFDS_WORLD)
+
 
 # Fields of config.world that do not change the dataset's bytes.
 _NOT_FINGERPRINTED = ("workers",)
@@ -139,7 +149,7 @@ def run_dataset_dir(run: str) -> str:
 
 def dataset_dir(config) -> str:
   data = config.input.data
-  if data == "world":
+  if is_world(data):
     # Corpus options on the world would be ignored; more likely input.data was forgotten.
     # (.get: the config.json of a run from before these keys existed has none.)
     for key in ("path", "images", "tokenizer"):
@@ -159,13 +169,13 @@ def ensure_prepared(config) -> str:
   """The dataset directory of ``config``, built first if missing or incomplete."""
   directory = dataset_dir(config)
   if os.path.exists(os.path.join(directory, records.MANIFEST)):
-    return directory
+    return _ensure_tfds(config, directory)
   if os.path.exists(directory):
     logging.warning("%s has no manifest (an interrupted prepare?); rebuilding it", directory)
     shutil.rmtree(directory)
   os.makedirs(os.path.dirname(directory), exist_ok=True)
   logging.info("preparing %s into %s", config.input.data, directory)
-  if config.input.data == "world":
+  if is_world(config.input.data):
     from vlkg.data.world import build
     info = records.build_atomically(directory, lambda tmp: build.build(tmp, config))
   else:
@@ -174,4 +184,13 @@ def ensure_prepared(config) -> str:
     info = records.build_atomically(directory,
                                     lambda tmp: build.build(tmp, config, source))
   logging.info("prepared %s in %.1fs", directory, info["build_seconds"])
+  return _ensure_tfds(config, directory)
+
+
+def _ensure_tfds(config, directory: str) -> str:
+  """For ``input.data="tfds:vlkg_world"``: the TFDS dataset of the prepared world,
+  built inside its directory if missing; the directory is returned either way."""
+  if config.input.data == TFDS_WORLD:
+    from vlkg.data.world import tfds_builder
+    logging.info("TFDS %s: %s", tfds_builder.NAME, tfds_builder.ensure_built(directory))
   return directory

@@ -71,7 +71,8 @@ def for_data(config) -> tuple[dict[str, dict], str]:
   evals = {name: spec.to_dict() if hasattr(spec, "to_dict") else dict(spec)
            for name, spec in config.evals.items()}
   select = config.select_metric
-  if config.input.data == "world":
+  from vlkg.data import prepare
+  if prepare.is_world(config.input.data):
     return evals, select
   kept = {n: s for n, s in evals.items() if s.get("type") != "world"}
   if len(kept) < len(evals):

@@ -94,7 +94,8 @@ def make(module, params, tokenizer, config, *, image_size: int, batch_size: int,
   shape = (max_triples, 3, triple_tokens)
   if table is not None and ("triples" not in table or table["triples"].shape[1:] != shape):
     table = None  # prepared for another method or other sizes
-  backend = "world" if config.input.data == "world" else "general"
+  from vlkg.data import prepare
+  backend = "world" if prepare.is_world(config.input.data) else "general"
   return FusedTextModel(module, params, tokenizer, image_size,
                         tensorize.GraphShape(max_triples, triple_tokens),
                         lambda text: graphs.parse(text, backend), table, batch_size)

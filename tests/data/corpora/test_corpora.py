@@ -73,7 +73,7 @@ def test_coco_prepares_records_every_method_reads(module, coco_dir, tmp_path):
   assert select == ("retrieval/val/image_to_text_R@1" if module is structure_clip else "")
 
 
-def test_karpathy_splits_and_records(tmp_path):
+def test_karpathy_splits_and_records(tmp_path, caplog):
   path = fx.karpathy(str(tmp_path / "k"))
   corpus = karpathy.read(options(path))
   assert [i.key for i in corpus.splits["train"]] == ["0", "1", "2", "3"]
@@ -83,8 +83,21 @@ def test_karpathy_splits_and_records(tmp_path):
   assert len(test["train"]) == 2 and [i.key for i in test["val"]] == ["6"]
   with pytest.raises(ValueError, match="unknown Karpathy split"):
     karpathy.read(options(path, train_split="training"))
-  directory = prepare.ensure_prepared(make_config(clip, "karpathy", path, tmp_path / "d"))
+  with caplog.at_level(logging.INFO):
+    directory = prepare.ensure_prepared(make_config(clip, "karpathy", path, tmp_path / "d"))
   assert records.read_manifest(directory)["splits"]["val"]["num_examples"] == 2
+  # One progress line per shard, the last at 100% (4 train + 2 val images).
+  progress = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith("prepare karpathy: ")]
+  assert progress[-1].startswith("prepare karpathy: 6/6 images (100%), ")
+  assert progress[-1].endswith("ETA 0:00:00") and len(progress) >= 2
+
+
+def test_progress_line_has_rate_and_eta():
+  from vlkg.data.corpora import build
+  assert build.progress_line("coco", 4000, 118287, 80.0) == (
+      "prepare coco: 4000/118287 images (3%), 50.0 images/s, ETA 0:38:06")
+  assert build.progress_line("cc", 0, 10, 0.0).endswith("0.0 images/s, ETA ?")
 
 
 def test_captions_tsv_and_jsonl(tmp_path):

@@ -29,7 +29,9 @@ item. Work is split by shard over worker processes, each item's randomness seede
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import datetime
 import functools
 import io
 import json
@@ -273,6 +275,35 @@ def _copy_tokenizer(out_dir: str, desc: dict, base_dir: str, text_len: int) -> d
   return desc
 
 
+def progress_line(name: str, done: int, total: int, seconds: float) -> str:
+  """``prepare coco: 4000/118287 images (3%), 52.1 images/s, ETA 0:36:35``."""
+  rate = done / max(seconds, 1e-9)
+  eta = (total - done) / rate if rate > 0 else float("inf")
+  eta_text = str(datetime.timedelta(seconds=round(eta))) if math.isfinite(eta) else "?"
+  return (f"prepare {name}: {done}/{total} images ({100 * done // max(total, 1)}%), "
+          f"{rate:.1f} images/s, ETA {eta_text}")
+
+
+def _write_shards(tasks: list, workers: int, name: str) -> list:
+  """``records.map_shards(_write_shard, tasks, workers)`` that logs a progress line
+  with an ETA as each shard finishes: a real corpus takes hours to prepare."""
+  total = sum(len(task[4]) for task in tasks)
+  workers = max(1, min(workers, len(tasks)))
+  start, done, results = time.time(), 0, []
+  with contextlib.ExitStack() as stack:
+    if workers == 1:
+      finished = map(_write_shard, tasks)
+    else:
+      import multiprocessing
+      pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+      finished = pool.imap(_write_shard, tasks, chunksize=1)  # in order, as they end
+    for task, result in zip(tasks, finished):
+      results.append(result)
+      done += len(task[4])
+      logging.info(progress_line(name, done, total, time.time() - start))
+  return results
+
+
 # ---------------------------------------------------------------------- build
 
 
@@ -331,7 +362,7 @@ def build(out_dir: str, config, tokenizer_source) -> dict:
     for shard in range(count):
       tasks.append((out_dir, split, shard, count, items[bounds[shard]:bounds[shard + 1]],
                     int(bounds[shard]), settings, layout, desc))
-  results = records.map_shards(_write_shard, tasks, config.world.workers)
+  results = _write_shards(tasks, config.world.workers, name)
 
   manifest_splits, stats = records.merge_shards(results, splits)
   missing, eval_rows = {s: [] for s in splits}, {}
