@@ -50,3 +50,13 @@ def test_failure_with_no_old_file_leaves_nothing(tmp_path):
   with pytest.raises(TypeError):
     atomic_write(tmp_path / "n.bin", 3)  # neither bytes, str nor callable
   assert os.listdir(tmp_path) == []
+
+
+def test_read_json_names_the_file_line_and_column(tmp_path):
+  from vlkg.files import read_json
+  path = tmp_path / "a.json"
+  path.write_text('{"a": 1,\n "b": }')
+  with pytest.raises(KeyError, match=r"a\.json: malformed JSON \(Expecting value at line 2 column 7\)"):
+    read_json(path, KeyError)
+  path.write_text('[1, 2]')
+  assert read_json(path) == [1, 2]

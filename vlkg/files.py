@@ -49,3 +49,15 @@ def atomic_write(path: "str | os.PathLike", content: Content) -> str:
       os.unlink(tmp)
     raise
   return path
+
+
+def read_json(path: "str | os.PathLike", error: type[Exception] = ValueError):
+  """The JSON value of ``path``; malformed JSON raises ``error`` naming the file, the
+  line and the column (a missing file stays a FileNotFoundError)."""
+  import json
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise error(f"{os.fspath(path)}: malformed JSON ({e.msg} at line {e.lineno} "
+                f"column {e.colno})") from e

@@ -98,11 +98,8 @@ def tokenizer_source(config, log: bool = False) -> tuple[dict | None, str]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{origin}={spec!r}: no tokenizer description at {path}; "
                             "set config.input.tokenizer to a tokenizer JSON or a run dir")
-  try:
-    with open(path) as f:
-      data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: malformed JSON ({e})") from e
+  from vlkg.files import read_json
+  data = read_json(path)
   desc = data.get("tokenizer", data) if isinstance(data, dict) else None
   if not isinstance(desc, dict) or "type" not in desc:
     raise ValueError(f"{path} ({origin}) has no tokenizer description: expected a "

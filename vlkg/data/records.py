@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from vlkg.files import atomic_write
+from vlkg.files import atomic_write, read_json
 from vlkg.graphs import fields as fields_lib
 
 MANIFEST = "manifest.json"
@@ -122,11 +122,7 @@ def read_manifest(dataset_dir: str) -> dict:
   if not os.path.exists(path):
     raise DataError(f"{dataset_dir}: no {MANIFEST}; the dataset is missing or was only "
                     "half written. Run `python -m vlkg.tools.prepare --config ...`.")
-  try:
-    with open(path) as f:
-      manifest = json.load(f)
-  except json.JSONDecodeError as e:
-    raise DataError(f"{path}: malformed JSON ({e})") from e
+  manifest = read_json(path, DataError)
   for key in ("format_version", "splits", "layout", "tokenizer"):
     if key not in manifest:
       raise DataError(f"{path}: missing field {key!r}")
