@@ -7,7 +7,8 @@ import collections
 import numpy as np
 import pytest
 
-from configs import common
+from vlkg import config as config_lib
+from vlkg.data import world as world_lib
 from vlkg.data import records
 from vlkg.data import tokenizer as tok_lib
 from vlkg.data.world import build, scene as scene_lib
@@ -27,7 +28,7 @@ def tokenizer(tmp_path_factory):
 
 
 def captions(tokenizer, texts=TEXTS, stats=None):
-  spec = build.world_spec(common.base_config("smoke").world)
+  spec = build.world_spec(world_lib.settings(config_lib.base_config("smoke")))
   text_of = build.world_graph_text(spec, "train")
   return [F.Caption(t, lambda t=t: world_parser.parse(t), tokenizer, text_of, stats)
           for t in texts]

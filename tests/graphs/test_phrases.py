@@ -3,7 +3,8 @@ against the caption's synonyms) and free captions (plurals, multi-word nouns).""
 
 import numpy as np
 
-from configs import common
+from vlkg import config as config_lib
+from vlkg.data import world as world_lib
 from vlkg.data.world import build, scene as scene_lib
 from vlkg.graphs import general_parser, negatives, phrases, world_parser
 from vlkg.graphs.scene_graph import SceneGraph
@@ -27,7 +28,7 @@ def test_world_phrases_are_each_objects_own_words():
 
 
 def test_every_world_phrase_says_exactly_its_object():
-  cfg = common.base_config("smoke").world
+  cfg = world_lib.settings(config_lib.base_config("smoke"))
   spec = build.world_spec(cfg)
   checked = 0
   for index in range(100):
