@@ -37,6 +37,9 @@ Array = jax.Array
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, dict[str, Array]]]
 
 FIELDS = ("image", "text", "mosaic_texts", "mosaic_valid")
+# What the console shows beside vlkg.metrics.HEADLINE: the curriculum stage, and the
+# caption-over-sub-graph-negative gap the method trains for.
+HEADLINE = ("stage", "pos_neg_gap")
 
 
 def mosaiclip_config() -> dict:

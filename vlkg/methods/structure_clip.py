@@ -65,6 +65,9 @@ Metrics = dict[str, Array]
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, Metrics]]
 
 FIELDS = ("image", "text", "neg_text", "neg_mask", "triples", "triples_mask")
+# What the console shows beside vlkg.metrics.HEADLINE: the hard-negative ranking
+# loss and margin (the attribute and relation swaps are shown anyway).
+HEADLINE = ("ranking", "pos_neg_margin")
 
 LOSSES = ("hinge", "negclip")
 NEGCLIP_TEXTS = ("fused", "plain")
