@@ -106,6 +106,17 @@ def test_check_config_overrides_names_the_closest_key():
     console.check_config_overrides(["prog", "--config=configs/nope.py"], values)
 
 
+def test_exit_if_user_error(capsys):
+  with pytest.raises(SystemExit) as e:
+    console.exit_if_user_error(errors.UnknownConfigKey("unknown config key 'x'"))
+  assert e.value.code == console.EXIT_USER_ERROR
+  assert capsys.readouterr().err == "error: unknown config key 'x'\n"
+  # A bug, or a user error at --verbosity=1, is left to raise with its traceback.
+  assert console.exit_if_user_error(ValueError("shapes differ")) is None
+  assert console.exit_if_user_error(errors.UserError("x"), verbosity=1) is None
+  assert capsys.readouterr().err == ""
+
+
 def _main(*args, cwd=ROOT):
   return subprocess.run([sys.executable, "-m", "vlkg.main", *args, "--workdir",
                          "/nonexistent/never_written"], cwd=cwd, capture_output=True,

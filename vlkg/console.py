@@ -91,9 +91,14 @@ def quiet_native_logs(environ=None, argv=None) -> dict:
   return set_
 
 
-def _verbose() -> bool:
+def _verbosity() -> int:
+  """absl's verbosity, once the flags are parsed."""
   from absl import logging as absl_logging
-  return absl_logging.get_verbosity() >= VERBOSE
+  return absl_logging.get_verbosity()
+
+
+def _verbose() -> bool:
+  return _verbosity() >= VERBOSE
 
 
 class _BackendProbe(logging.Filter):
@@ -212,8 +217,3 @@ def run(main, argv=None) -> None:
       raise
 
   app.run(guarded, argv=argv, flags_parser=parse_flags)
-
-
-def _verbosity() -> int:
-  from absl import logging as absl_logging
-  return absl_logging.get_verbosity()
