@@ -45,9 +45,12 @@ def _record(name, level, msg, pathname="x.py"):
 
 @pytest.fixture
 def verbosity():
-  before = absl_logging.get_verbosity()
+  """absl_logging.set_verbosity, undone after the test (the logger's own level: a
+  verbosity read back and set again would pin a level it did not have)."""
+  logger = logging.getLogger("absl")
+  before = logger.level
   yield absl_logging.set_verbosity
-  absl_logging.set_verbosity(before)
+  logger.setLevel(before)
 
 
 def test_log_filters_drop_only_the_start_up_notices(verbosity):

@@ -60,7 +60,7 @@ def test_pause_resume_measures_the_eval(monkeypatch):
 def test_log_line_shows_loss_and_training_metrics(caplog):
   p = metrics.Progress(20, 32, 0, eval_every=10, show=metrics.TRAIN_KEYS + ("ranking",))
   p.eval_seconds = 2.0
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):
     p.tick(5, {"loss": 3.5071, "i2t_acc": 0.25, "grad_norm": 4.77, "lr": 4.74e-4,
                "ranking": 0.1, "neg_logit_mean": -2.0})
   line = caplog.records[-1].getMessage()
@@ -96,7 +96,7 @@ def test_headline_picks_the_main_figures_in_order():
 
 
 def test_eval_table(caplog):
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):
     metrics.log_eval(450, {"world/attribute_swap": 0.547, "grounding/pointing_acc": 0.1744,
                            "world/n_items": 1000.0}, 31.62)
   assert caplog.records[-1].getMessage() == (
