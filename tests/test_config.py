@@ -13,7 +13,7 @@ from ml_collections import config_flags
 
 from configs import clip, mosaiclip, structure_clip
 from vlkg import config as config_lib
-from vlkg import methods, optim
+from vlkg import errors, methods, optim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,6 +66,20 @@ def test_unknown_key_without_a_close_one_says_so():
   with pytest.raises(KeyError) as e:
     clip.get_config("smoke,zzzzzz=3")
   assert str(e.value) == "\"unknown config key 'zzzzzz'\""
+
+
+def test_check_keys_names_the_closest_key_of_either_syntax():
+  """vlkg.console checks --config.a.b keys with check_keys before ml_collections
+  applies them, so both syntaxes give the same error."""
+  config = clip.get_config("smoke")
+  config_lib.overrides.check_keys(config, ["total_steps", "model.image.width", "evals"])
+  with pytest.raises(errors.UnknownConfigKey) as e:
+    config_lib.overrides.check_keys(config, ["total_steps", "total_step"])
+  assert e.value.args[0] == "unknown config key 'total_step'; did you mean 'total_steps'?"
+  with pytest.raises(errors.UnknownConfigKey, match="did you mean 'model.image.width'"):
+    config_lib.overrides.check_keys(config, ["model.imag.width"])
+  with pytest.raises(errors.UnknownConfigKey, match="unknown config key 'seed.x'"):
+    config_lib.overrides.check_keys(config, ["seed.x"])  # below a leaf
 
 
 def test_command_line_overrides_and_their_suggestions():

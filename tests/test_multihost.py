@@ -36,11 +36,13 @@ def test_two_cpu_processes_train_one_model(tmp_path):
   subprocess.run(
       ["bash", os.path.join(ROOT, "launch", "multihost_cpu.sh"), "2", "2",
        "--config", "configs/clip.py:smoke,total_steps=6,eval_every_steps=0", "--workdir",
-       str(workdir)], cwd=ROOT, env=env, check=True, timeout=600)
+       str(workdir), "--verbosity=1"], cwd=ROOT, env=env, check=True, timeout=600)
   finals = []
   for p in range(2):
-    lines = (workdir / f"process_{p}.log").read_text().strip().splitlines()
-    finals.append(json.loads(lines[-1]))
+    # --verbosity=1: each process logs its final metrics as one JSON object.
+    log = (workdir / f"process_{p}.log").read_text()
+    line = [l for l in log.splitlines() if "] final metrics: " in l][-1]
+    finals.append(json.loads(line.split("] final metrics: ", 1)[1]))
   assert finals[0]["loss"] == finals[1]["loss"]
   assert (workdir / "params.npz").exists() and (workdir / "metrics.jsonl").exists()
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]

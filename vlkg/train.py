@@ -35,7 +35,7 @@ import optax
 from absl import logging
 from flax import traverse_util
 
-from vlkg import api, checkpoint, config as config_lib, evaluators, methods
+from vlkg import api, checkpoint, config as config_lib, errors, evaluators, methods
 from vlkg import metrics as metrics_lib, optim, preemption, preprocess, sharding
 from vlkg import workdir_lock
 from vlkg.data import input_pipeline, prepare, records
@@ -94,7 +94,8 @@ def _flat(d: dict) -> dict:
 
 
 def check_workdir_config(workdir: str, config) -> None:
-  """Refuses a workdir trained with different shapes; warns about other changes."""
+  """Refuses a workdir trained with different shapes (`vlkg.errors.ConfigError`);
+  warns about other changes."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return
@@ -107,7 +108,7 @@ def check_workdir_config(workdir: str, config) -> None:
   sections = SHAPE_KEYS + (config.method,)
   fatal = [k for k in changed if any(k == s or k.startswith(s + ".") for s in sections)]
   if fatal:
-    raise ValueError(
+    raise errors.ConfigError(
         f"{path} was written by a run with a different model or data: "
         + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in fatal)
         + ". Use a new --workdir, or restore the old values.")
@@ -284,9 +285,11 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
   method, model, tx, mesh = trainer.method, trainer.model, trainer.tx, trainer.mesh
   abstract_state, state_sharding = trainer.abstract_state, trainer.state_sharding
 
+  # Before the Checkpointer exists: a bad resume / model_init path then fails
+  # with nothing of orbax's still running.
+  kind, path = checkpoint.resolve_init(workdir, config.resume, config.model_init)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep,
                                  keep_every=config.keep_every)
-  kind, path = checkpoint.resolve_init(workdir, config.resume, config.model_init)
   if kind == "workdir":
     _, state = ckpt.restore_latest(abstract_state)
   elif kind == "resume":
@@ -303,6 +306,15 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
                    opt_state=jax.jit(tx.init, out_shardings=state_sharding["opt_state"])(params))
   start_step = int(state["step"])
   logging.info("starting at step %d (%s%s)", start_step, kind, f": {path}" if path else "")
+  if (start_step >= total_steps
+      and os.path.exists(os.path.join(workdir, "params.npz"))):
+    # A finished run, run again: what it ended with. (Without params.npz it was
+    # killed before its final eval, which the loop below then runs.)
+    logging.info("%s is already finished (step %d of %d): nothing to train; its final "
+                 "metrics are those in its %s", workdir, start_step, total_steps,
+                 metrics_lib.METRICS_FILE)
+    ckpt.close()
+    return metrics_lib.read_final(workdir)
 
   update_step = trainer.update_step
   batch_keys = methods.batch_keys(config)
@@ -312,7 +324,12 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
       threads=config.input.threads, data=config.input.data)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
-  progress = metrics_lib.Progress(total_steps, config.input.batch_size, start_step)
+  # A method may name more headline metrics (train or eval) than metrics_lib's.
+  headline = tuple(getattr(method, "HEADLINE", ()))
+  progress = metrics_lib.Progress(
+      total_steps, config.input.batch_size, start_step,
+      eval_every=config.eval_every_steps if config.evals else None,
+      show=metrics_lib.TRAIN_KEYS + headline)
 
   best_path = os.path.join(workdir, "params_best.json")
   best = {"value": -np.inf, "step": None}
@@ -341,7 +358,7 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
           atomic_write(best_path, json.dumps({"metric": config.select_metric, **best}))
       results["selected_step"] = best["step"]
     writer.write(step, results)
-    progress.resume()
+    metrics_lib.log_eval(step, results, progress.resume(), headline, config.select_metric)
     return results
 
   last = {}
@@ -371,9 +388,9 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
         raise NonFiniteError(
             f"non-finite {name} at step {bad + 1}; the update was skipped and the last "
             f"good checkpoint kept (step {ckpt.latest_step()})")
-      rates = progress.tick(step)
       lr = float(optim.schedule(config)(step - 1))
-      last = {**{k: float(v) for k, v in pending.items()}, **rates, "lr": lr}
+      last = {**{k: float(v) for k, v in pending.items()}, "lr": lr}
+      last.update(progress.tick(step, last))
       writer.write(step, last)
     if _due(step, config.checkpoint_every_steps, total_steps):
       ckpt.save(step, state)

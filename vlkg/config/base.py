@@ -21,6 +21,7 @@ from __future__ import annotations
 import ml_collections
 
 from vlkg.config import durations
+from vlkg.errors import ConfigError
 
 PRESETS = ("default", "smoke", "vit_b32", "base", "finetune")
 # The finetune preset's model_init until the caller sets it: training fails on it
@@ -39,7 +40,7 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
   """An unlocked config of ``method`` at ``preset``; ``configs/<method>.py`` adds its
   own changes and calls `vlkg.config.finalize`."""
   if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+    raise ConfigError(f"unknown preset {preset!r}; expected one of {PRESETS}")
   c = ml_collections.ConfigDict()
   c.method = method
   c.seed = 0

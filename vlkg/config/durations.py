@@ -30,6 +30,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from vlkg.errors import ConfigError
+
 GROUPS = ("total", "optim.warmup", "log_every", "eval_every", "checkpoint_every")
 UNITS = ("steps", "examples", "epochs")
 
@@ -72,25 +74,25 @@ def given(config, name: str) -> tuple[str, float]:
   """The one key of group ``name`` that is set, and its value.
 
   Raises:
-    ValueError: If none or several of the group's keys are set, or the value is
-      not a number >= 0 (a whole number for steps and examples); the message names
-      the keys.
+    ConfigError: (a ValueError) if none or several of the group's keys are set,
+      or the value is not a number >= 0 (a whole number for steps and examples);
+      the message names the keys.
   """
   node, leaf = _section(config, name)
   set_ = [(f"{name}_{u}", node.get(f"{leaf}_{u}", None)) for u in UNITS]
   set_ = [(k, v) for k, v in set_ if v is not None]
   group = ", ".join(keys(name))
   if not set_:
-    raise ValueError(f"config sets none of {group}: set exactly one")
+    raise ConfigError(f"config sets none of {group}: set exactly one")
   if len(set_) > 1:
-    raise ValueError(
+    raise ConfigError(
         "config sets " + " and ".join(f"{k}={v!r}" for k, v in set_) + "; set "
         f"exactly one of {group} (clear the rest, e.g. --config.{set_[0][0]}=None)")
   key, value = set_[0]
   whole = not key.endswith("_epochs")
   if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
       or (whole and value != int(value))):
-    raise ValueError(f"config.{key}={value!r}: expected a "
+    raise ConfigError(f"config.{key}={value!r}: expected a "
                      f"{'whole ' if whole else ''}number >= 0")
   return key, value
 

@@ -5,7 +5,9 @@
 any number of ``dotted.key=value`` pairs. Values are Python literals where they
 parse as one (``10``, ``(1, 2)``, ``'x'``, ``None``) and strings otherwise. The
 ``--config.a.b=value`` flags of ml_collections are applied after ``get_config`` by
-ml_collections itself, which also names the closest key of a typo.
+ml_collections itself; `check_keys` checks their keys first, so that a typo in
+either syntax is the same one-line error (`vlkg.errors.UnknownConfigKey`) naming
+the closest key.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import ast
 import difflib
 
 import ml_collections
+
+from vlkg.errors import ConfigError, UnknownConfigKey
 
 
 def parse_arg(arg: str | None, presets: tuple[str, ...]) -> tuple[str, dict]:
@@ -24,7 +28,7 @@ def parse_arg(arg: str | None, presets: tuple[str, ...]) -> tuple[str, dict]:
     presets: The preset names; the first is the default.
 
   Raises:
-    ValueError: For a preset not in ``presets``.
+    ConfigError: (a ValueError) for a preset not in ``presets``.
   """
   preset, overrides = presets[0], {}
   for part in filter(None, _split_top_level(arg or "")):
@@ -37,7 +41,7 @@ def parse_arg(arg: str | None, presets: tuple[str, ...]) -> tuple[str, dict]:
     else:
       preset = part.strip()
   if preset not in presets:
-    raise ValueError(f"unknown preset {preset!r} in config arg {arg!r}; "
+    raise ConfigError(f"unknown preset {preset!r} in config arg {arg!r}; "
                      f"expected one of {presets}")
   return preset, overrides
 
@@ -73,26 +77,43 @@ def leaf_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
   return out
 
 
-def unknown_key_error(config: ml_collections.ConfigDict, dotted: str) -> KeyError:
+def unknown_key_error(config: ml_collections.ConfigDict, dotted: str) -> UnknownConfigKey:
   """``unknown config key 'total_step'; did you mean 'total_steps'?``: a key that
   was renamed names its new name, any other the closest known key (difflib)."""
   from vlkg.config import legacy
   if dotted in legacy.MOVED:
-    return KeyError(f"unknown config key {dotted!r}; it is now {legacy.MOVED[dotted]!r}")
+    return UnknownConfigKey(
+        f"unknown config key {dotted!r}; it is now {legacy.MOVED[dotted]!r}")
   close = difflib.get_close_matches(dotted, leaf_keys(config), n=1, cutoff=0.6)
   hint = f"; did you mean {close[0]!r}?" if close else ""
-  return KeyError(f"unknown config key {dotted!r}{hint}")
+  return UnknownConfigKey(f"unknown config key {dotted!r}{hint}")
+
+
+def _parent(config: ml_collections.ConfigDict, dotted: str):
+  """(the ConfigDict that holds ``dotted``, its last part); an unknown key raises
+  `unknown_key_error`."""
+  node = config
+  *parents, leaf = dotted.split(".")
+  for p in parents:
+    if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
+      raise unknown_key_error(config, dotted)
+    node = node[p]
+  if leaf not in node:
+    raise unknown_key_error(config, dotted)
+  return node, leaf
+
+
+def check_keys(config: ml_collections.ConfigDict, keys) -> None:
+  """Raises `unknown_key_error` for the first dotted key of ``keys`` that
+  ``config`` does not have: ``--config.a.b=value`` flags are checked with it
+  before ml_collections applies them (`vlkg.console`), so that both override
+  syntaxes give the same message."""
+  for dotted in keys:
+    _parent(config, dotted)
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
   """Sets dotted keys; an unknown key is an error that names the closest known one."""
   for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
-        raise unknown_key_error(config, dotted)
-      node = node[p]
-    if leaf not in node:
-      raise unknown_key_error(config, dotted)
+    node, leaf = _parent(config, dotted)
     node[leaf] = value

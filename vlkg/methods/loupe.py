@@ -84,6 +84,9 @@ from vlkg.models.loupe import LoupeModel
 Array = jax.Array
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, dict[str, Array]]]
 
+# What the console shows beside vlkg.metrics.HEADLINE: the region-phrase objective,
+# and how often the estimator falls back to the exact game (grounding is shown anyway).
+HEADLINE = ("ssim", "fallback_rate")
 
 
 def default_config() -> dict:

@@ -39,6 +39,9 @@ from vlkg.models import two_towers
 Array = jax.Array
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, dict[str, Array]]]
 
+# What the console shows beside vlkg.metrics.HEADLINE: the curriculum stage, and the
+# caption-over-sub-graph-negative gap the method trains for.
+HEADLINE = ("stage", "pos_neg_gap")
 
 
 def default_config() -> dict:

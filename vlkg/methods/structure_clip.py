@@ -67,6 +67,10 @@ Array = jax.Array
 Metrics = dict[str, Array]
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, Metrics]]
 
+# What the console shows beside vlkg.metrics.HEADLINE: the hard-negative ranking
+# loss and margin (the attribute and relation swaps are shown anyway).
+HEADLINE = ("ranking", "pos_neg_margin")
+
 LOSSES = ("hinge", "negclip")
 NEGCLIP_TEXTS = ("fused", "plain")
 EVAL_TEXTS = ("fused", "plain")

@@ -19,6 +19,7 @@ import platform
 from absl import app, flags
 from ml_collections import config_flags
 
+from vlkg import console
 from vlkg.tools import timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/clip.py", "Config file.",
@@ -113,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  console.run(main)

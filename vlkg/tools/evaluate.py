@@ -21,6 +21,7 @@ import os
 
 from absl import app, flags
 
+from vlkg import console
 from vlkg.evaluators import real_benchmarks
 
 # The real benchmarks, in their on-disk formats, and the world's own suites.
@@ -90,4 +91,4 @@ def main(argv):
 if __name__ == "__main__":
   _define_flags()
   flags.mark_flags_as_required(["workdir", "benchmark"])
-  app.run(main)
+  console.run(main)

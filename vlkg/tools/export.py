@@ -29,7 +29,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from vlkg import checkpoint, config as config_lib
+from vlkg import checkpoint, config as config_lib, console
 from vlkg.files import atomic_write
 
 FORMATS = ("npz", "open_clip")
@@ -137,4 +137,4 @@ if __name__ == "__main__":
   jax.config.update("jax_platforms", "cpu")
   _define_flags()
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  console.run(main)

@@ -39,7 +39,7 @@ import shutil
 from absl import app, flags, logging
 import jax
 
-from vlkg import checkpoint, config as config_lib
+from vlkg import checkpoint, config as config_lib, console
 from vlkg.convert import open_clip as convert
 from vlkg.convert import readers
 from vlkg.data import clip_bpe
@@ -117,4 +117,4 @@ if __name__ == "__main__":
   jax.config.update("jax_platforms", "cpu")
   _define_flags()
   flags.mark_flags_as_required(["checkpoint", "arch", "out"])
-  app.run(main)
+  console.run(main)

@@ -37,6 +37,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from vlkg import console
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/clip.py", "Config file.",
                                           lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Where to write the PNG (default: "
@@ -313,4 +315,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  console.run(main)

@@ -15,9 +15,10 @@ import json
 import os
 
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from vlkg import console
 from vlkg.data import prepare
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -46,4 +47,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  console.run(main)

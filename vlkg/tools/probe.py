@@ -9,7 +9,9 @@ Prints one JSON object: ``probe/shape``, ``probe/color``, ``probe/size``,
 
 import json
 
-from absl import app, flags
+from absl import flags
+
+from vlkg import console
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with params.npz.")
 _DATA = flags.DEFINE_string("data", None, "Prepared world; default: the run's own.")
@@ -29,4 +31,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  console.run(main)

@@ -9,7 +9,9 @@ prior alone), ``/agreement`` and the sighted accuracy per swapped attribute kind
 
 import json
 
-from absl import app, flags
+from absl import flags
+
+from vlkg import console
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory with params.npz.")
 _DATA = flags.DEFINE_string("data", None, "Prepared world; default: the run's own.")
@@ -26,4 +28,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir"])
-  app.run(main)
+  console.run(main)
