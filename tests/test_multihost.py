@@ -60,8 +60,8 @@ def test_sigterm_on_one_host_stops_every_host_at_one_step(tmp_path):
   import time
   workdir = tmp_path / "run"
   workdir.mkdir()
-  args = ["--config", "configs/clip.py:smoke,total_steps=200,eval_every=0,log_every=10,"
-          "checkpoint_every=1000", "--workdir", str(workdir)]
+  args = ["--config", "configs/clip.py:smoke,total_steps=200,eval_every_steps=0,log_every_steps=10,"
+          "checkpoint_every_steps=1000", "--workdir", str(workdir)]
   port = 20000 + os.getpid() % 20000
   procs, logs = [], [workdir / f"process_{p}.log" for p in range(2)]
   for p in range(2):

@@ -45,7 +45,7 @@ def _main(workdir, data_dir, extra=()):
 
 
 # Long enough that a signal sent once training runs arrives before the end.
-RUN = ("--config.total_steps=40", "--config.checkpoint_every=10")
+RUN = ("--config.total_steps=40", "--config.checkpoint_every_steps=10")
 
 
 def _wait_for(condition, what, proc, timeout=300):
