@@ -11,7 +11,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from vlkg import console, errors
+from vlkg import config as config_lib, console, errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,7 +133,7 @@ def _main(*args, cwd=ROOT):
      "error: unknown config key 'total_step'; did you mean 'total_steps'?"),
     (["--config", "configs/clip.py:smok"],
      "error: unknown preset 'smok' in config arg 'smok'; expected one of "
-     "('default', 'smoke', 'vit_b32')"),
+     f"{config_lib.PRESETS}"),
 ])
 def test_config_mistakes_end_with_one_line(args, message):
   out = _main(*args)
