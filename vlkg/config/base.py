@@ -58,6 +58,9 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       num_test_comp=1_000,
       captions_per_image=3,
       max_clauses=3,
+      # Chance that a caption's noun phrase names its object's color. Lower values
+      # leave more captions that only shape, size and texture tell apart.
+      caption_color_rate=0.9,
       num_shards=16,
       vocab_size=512,
       # BPE learns the world's words whole; unigram at this corpus size splits

@@ -98,6 +98,21 @@ def test_every_caption_is_true_of_its_scene():
   assert kinds[1] > 0 and kinds[2] > 0 and kinds[3] > 0  # lengths vary
 
 
+@pytest.mark.parametrize("p_color", [0.0, 0.3, 0.9])
+def test_color_mention_rate_is_the_configured_one_and_captions_stay_true(p_color):
+  rng = np.random.default_rng(3)
+  colors = {c.name for c in ontology.COLORS}
+  said = total = 0
+  for s in scenes("train", 300):
+    caption = cap.sample_caption(s, rng, 3, p_color)
+    assert ref.is_true(cap.realise(caption, rng), s)
+    phrases = [np_ for c in caption
+               for np_ in ((c,) if isinstance(c, cap.NounPhrase) else (c.subject, c.object))]
+    said += sum(np_.attribute("color") in colors for np_ in phrases)
+    total += len(phrases)
+  assert abs(said / total - p_color) < 0.05, (said, total)
+
+
 def test_caption_wording_varies_with_synonyms_and_templates():
   rng = np.random.default_rng(2)
   texts = [t for s in scenes("train", 300) for t in cap.sample_captions(s, rng, 3)]

@@ -49,7 +49,7 @@ def scene_captions(spec, world_cfg, scene) -> list[str]:
   rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
                                scene.index, _CAPTION_STREAM])
   return cap.sample_captions(scene, rng, world_cfg.captions_per_image,
-                             world_cfg.max_clauses)
+                             world_cfg.max_clauses, world_cfg.caption_color_rate)
 
 
 def _object_fields(scene, max_objects):

@@ -15,6 +15,7 @@ AMBIGUOUS otherwise. A caption is the conjunction of its clauses.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Union
 
 import numpy as np
@@ -167,12 +168,13 @@ def realise(caption: Caption, rng=None, prefix: bool = True) -> str:
 
 
 def describe(obj: WorldObject, rng: np.random.Generator, p_size=0.5,
-             p_texture=0.5) -> NounPhrase:
-  """A noun phrase that is true of ``obj``; color is said most of the time."""
+             p_texture=0.5, p_color=0.9) -> NounPhrase:
+  """A noun phrase that is true of ``obj``; color is said with probability
+  ``p_color`` (most of the time by default), size and texture less often."""
   attrs = []
   if rng.random() < p_size:
     attrs.append(("size", obj.size))
-  if rng.random() < 0.9:
+  if rng.random() < p_color:
     attrs.append(("color", obj.color))
   if rng.random() < (p_texture if obj.texture != "solid" else p_texture / 4):
     attrs.append(("texture", obj.texture))
@@ -184,13 +186,19 @@ def full_np(obj: WorldObject, kinds=("color",)) -> NounPhrase:
                                      if k in kinds))
 
 
-def sample_caption(scene: Scene, rng: np.random.Generator, max_clauses: int = 3) -> Caption:
-  """A true caption: one object, two objects and a relation, or several clauses."""
+def sample_caption(scene: Scene, rng: np.random.Generator, max_clauses: int = 3,
+                   p_color: float = 0.9) -> Caption:
+  """A true caption: one object, two objects and a relation, or several clauses.
+
+  ``p_color`` is the chance that a noun phrase names its object's color.
+  """
+  describe_ = functools.partial(describe, p_color=p_color)
   objs = scene.objects
   relations = scene.true_relations()
   kind = rng.choice(["object", "relation", "clauses"], p=[0.3, 0.4, 0.3])
   if kind == "relation" and relations:
-    return (_relation_clause(scene, relations[int(rng.integers(len(relations)))], rng),)
+    return (_relation_clause(scene, relations[int(rng.integers(len(relations)))], rng,
+                             describe_),)
   if kind == "clauses" and len(objs) > 1:
     order = rng.permutation(len(objs))
     clauses, used = [], set()
@@ -200,26 +208,26 @@ def sample_caption(scene: Scene, rng: np.random.Generator, max_clauses: int = 3)
       partners = [r for r in relations if r[0] == i and r[2] not in used]
       if partners and rng.random() < 0.5:
         r = partners[int(rng.integers(len(partners)))]
-        clauses.append(_relation_clause(scene, r, rng))
+        clauses.append(_relation_clause(scene, r, rng, describe_))
         used.update((r[0], r[2]))
       else:
-        clauses.append(describe(objs[i], rng))
+        clauses.append(describe_(objs[i], rng))
         used.add(i)
     return tuple(clauses)
-  return (describe(objs[int(rng.integers(len(objs)))], rng),)
+  return (describe_(objs[int(rng.integers(len(objs)))], rng),)
 
 
-def _relation_clause(scene, relation, rng) -> Relation:
+def _relation_clause(scene, relation, rng, describe_=describe) -> Relation:
   i, pred, j = relation
-  return Relation(describe(scene.objects[i], rng), pred, describe(scene.objects[j], rng))
+  return Relation(describe_(scene.objects[i], rng), pred, describe_(scene.objects[j], rng))
 
 
 def sample_captions(scene: Scene, rng: np.random.Generator, k: int,
-                    max_clauses: int = 3) -> list[str]:
+                    max_clauses: int = 3, p_color: float = 0.9) -> list[str]:
   """``k`` distinct true captions of the scene (fewer only if the scene is tiny)."""
   out: list[str] = []
   for _ in range(8 * k):
-    text = realise(sample_caption(scene, rng, max_clauses), rng)
+    text = realise(sample_caption(scene, rng, max_clauses, p_color), rng)
     if text not in out:
       out.append(text)
     if len(out) == k:
