@@ -61,6 +61,9 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # Chance that a caption's noun phrase names its object's color. Lower values
       # leave more captions that only shape, size and texture tell apart.
       caption_color_rate=0.9,
+      # Share of training scenes that are plain: one object, captions that never
+      # name its color (vlkg.data.world.build.is_plain). Eval splits are unchanged.
+      plain_scene_rate=0.0,
       num_shards=16,
       vocab_size=512,
       # BPE learns the world's words whole; unigram at this corpus size splits

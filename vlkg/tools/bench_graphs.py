@@ -108,14 +108,14 @@ def world_caption_graphs(n: int, world_cfg, split: str = "train"
   Returns:
     (graphs, the reject hook ``build`` uses on ``split``).
   """
-  from vlkg.data.world import build, scene as scene_lib
+  from vlkg.data.world import build
   from vlkg.graphs import world_parser
   spec = build.world_spec(world_cfg)
   graphs: list[SceneGraph] = []
   index = 0
   while len(graphs) < n:
-    scene = scene_lib.sample_scene(spec, split, index)
-    graphs += [world_parser.parse(t) for t in build.scene_captions(spec, world_cfg, scene)]
+    _, texts = build.scene_and_captions(spec, world_cfg, split, index)
+    graphs += [world_parser.parse(t) for t in texts]
     index += 1
   reject = negatives.world_heldout_reject(spec.heldout_pairs) if split == "train" else None
   return graphs[:n], reject

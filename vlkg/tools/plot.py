@@ -80,15 +80,14 @@ def caption_grid(images: list[np.ndarray], texts: list[list[str]], cols: int,
 
 def plot_world(config, out: str, rows: int, cols: int, scale: int) -> None:
   from vlkg.data import world as world_lib
-  from vlkg.data.world import build, render, scene as scene_lib
+  from vlkg.data.world import build, render
   world = world_lib.settings(config)
   spec = build.world_spec(world)
   images, texts = [], []
   for k in range(rows * cols):
     split, index = ("test_comp", k) if k >= (rows - 1) * cols else ("train", k)
-    s = scene_lib.sample_scene(spec, split, index)
+    s, caps = build.scene_and_captions(spec, world, split, index)
     images.append(render.render(s))
-    caps = build.scene_captions(spec, world, s)
     texts.append(caps if split == "train" else [f"[test_comp] {caps[0]}"])
   caption_grid(images, texts, cols, scale).save(out)
   print(out)

@@ -9,6 +9,7 @@ the manifest is written: an interrupted build is never mistaken for a dataset.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import logging
@@ -27,7 +28,7 @@ EVAL_SPLITS = ("val", "test", "test_comp")
 GENERATOR_VERSION = 1
 # Seed streams of a scene's captions and suite items; the method's fields draw from
 # their own (``vlkg.graphs.fields.Field.stream``).
-_CAPTION_STREAM, _SUITE_STREAM = 1, 100
+_CAPTION_STREAM, _PLAIN_STREAM, _SUITE_STREAM = 1, 2, 100
 TOKENIZER_SAMPLE = 4_000  # training scenes whose captions train the tokenizer
 
 
@@ -45,11 +46,40 @@ def split_sizes(world_cfg) -> dict[str, int]:
           "test": world_cfg.num_test, "test_comp": world_cfg.num_test_comp}
 
 
-def scene_captions(spec, world_cfg, scene) -> list[str]:
+def is_plain(spec, world_cfg, split: str, index: int) -> bool:
+  """Whether training scene ``index`` is a *plain* scene: one object, captions that
+  name its shape (and maybe size and texture) but never its color.
+
+  A share ``world.plain_scene_rate`` of the training scenes is plain. In them shape
+  is the only thing that tells one caption from another, so the text tower must
+  separate the shape words while the image tower learns to see shapes; without
+  them both towers settle on color first and shape stays at chance
+  (docs/results.md, "Why the world's CLIP learns no shape"). Evaluation splits are
+  never plain, so every suite and the held-out pairs stay as they are.
+  """
+  rate = world_cfg.get("plain_scene_rate", 0.0)
+  if split != "train" or rate <= 0:
+    return False
+  rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(split), index,
+                               _PLAIN_STREAM])
+  return bool(rng.random() < rate)
+
+
+def scene_and_captions(spec, world_cfg, split: str, index: int):
+  """(scene, captions) of scene ``index`` of ``split``, as the dataset holds them."""
+  plain = is_plain(spec, world_cfg, split, index)
+  if plain:
+    spec = dataclasses.replace(spec, min_objects=1, max_objects=1)
+  scene = scene_lib.sample_scene(spec, split, index)
+  return scene, scene_captions(spec, world_cfg, scene, plain)
+
+
+def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
   rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
                                scene.index, _CAPTION_STREAM])
+  color_rate = 0.0 if plain else world_cfg.caption_color_rate
   return cap.sample_captions(scene, rng, world_cfg.captions_per_image,
-                             world_cfg.max_clauses, world_cfg.caption_color_rate)
+                             world_cfg.max_clauses, color_rate)
 
 
 def _object_fields(scene, max_objects):
@@ -114,9 +144,8 @@ def _write_shard(task) -> dict:
 
   def examples():
     for index in indices:
-      scene = scene_lib.sample_scene(spec, split, index)
+      scene, texts = scene_and_captions(spec, world_cfg, split, index)
       png = records.encode_png(render.render(scene))
-      texts = scene_captions(spec, world_cfg, scene)
       lengths = tokenizer.unpadded_lengths(texts)
       stats["truncated_captions"] += sum(n > layout.text_len for n in lengths)
       stats["caption_tokens"] += sum(lengths)
@@ -158,7 +187,7 @@ def _train_tokenizer(out_dir, spec, world_cfg, kg_text: list[str], text_len: int
   from vlkg.data import tokenizer as tok_lib
   texts = []
   for index in range(min(TOKENIZER_SAMPLE, world_cfg.num_train)):
-    texts += scene_captions(spec, world_cfg, scene_lib.sample_scene(spec, "train", index))
+    texts += scene_and_captions(spec, world_cfg, "train", index)[1]
   # The knowledge graph's words join the corpus so that aliases get pieces of their
   # own; they still never occur in a training caption.
   return tok_lib.train_dataset_tokenizer(out_dir, texts + kg_text, world_cfg.vocab_size,
