@@ -1,9 +1,10 @@
 """The shape diagnosis: confuser counts by hand, and a tiny supervised run."""
 
 import numpy as np
+import pytest
 
 from vlkg.data.world import captions as cap
-from vlkg.data.world import scene as scene_lib
+from vlkg.data.world import ontology, scene as scene_lib
 from vlkg.tools import shape_diagnosis
 
 
@@ -52,3 +53,24 @@ def test_supervised_shape_runs_and_reports_by_size():
                       "seconds"}
   assert 0.0 <= out["accuracy"] <= 1.0 and out["chance"] == 1 / 9
   assert np.isfinite(out["loss"])
+
+
+def test_mean_offdiagonal_cosine_by_hand():
+  # Rows (1, 0), (0, 2), (1, 1): cosines 0, 1/sqrt2, 1/sqrt2; mean over 6 ordered pairs.
+  x = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+  assert shape_diagnosis.mean_offdiagonal_cosine(x) == pytest.approx(
+      (0 + 2 / np.sqrt(2)) / 3)
+
+
+def test_word_separation_sees_which_words_an_encoder_reads():
+  # A fake text tower that reads the color word only: shapes collapse to one point.
+  colors = [c.name for c in ontology.COLORS]
+
+  def encode(texts):
+    return np.array([[1.0] + [float(w == c) for c in colors]
+                     for t in texts for w in [t.split()[1]]])
+
+  out = shape_diagnosis.word_separation(encode)
+  assert out["words/shape"] == pytest.approx(1.0)
+  assert out["words/shape_after_color"] == pytest.approx(1.0)
+  assert out["words/color"] == pytest.approx(0.5)

@@ -2,6 +2,7 @@
 
     python -m vlkg.tools.shape_diagnosis confusers [--batch_size 128 --batches 5]
     python -m vlkg.tools.shape_diagnosis supervised [--stem conv --image_size 64 ...]
+    python -m vlkg.tools.shape_diagnosis words --workdir RUN
 
 Each prints one JSON object.
 
@@ -20,6 +21,11 @@ world's CLIP learns no shape"):
   to name the shape of one-object world images, scored on held-out scenes, split by
   object size. If even a supervised tower could not learn shape at the world's
   resolution, no contrastive objective could.
+* ``word_separation``: the text side. A trained run's text embeddings of one-noun
+  captions that differ only in the shape word ("a circle", "a square", ...), or only
+  in the color word ("a red circle", "a blue circle", ...): the mean cosine between
+  distinct captions of a set. Near 1 means the text tower does not tell those words
+  apart, so InfoNCE gives the image tower no direction towards them.
 """
 
 from __future__ import annotations
@@ -169,14 +175,40 @@ def supervised_shape(image_size: int = 64, patch_size: int = 8, stem: str = "pat
           "seconds": round(time.perf_counter() - start, 1)}
 
 
+def mean_offdiagonal_cosine(embeddings: np.ndarray) -> float:
+  """Mean cosine between distinct rows (rows are L2-normalised first)."""
+  x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+  sims = x @ x.T
+  n = len(x)
+  return float((sims.sum() - np.trace(sims)) / (n * n - n))
+
+
+def word_separation(encode_texts) -> dict[str, float]:
+  """``words/shape`` (captions "a <shape>"), ``words/shape_after_color`` ("a red
+  <shape>") and ``words/color`` ("a <color> circle"): mean cosines between distinct
+  captions of each set, from ``encode_texts`` (list of str -> [N, D])."""
+  shapes = [s.name for s in ontology.SHAPES]
+  colors = [c.name for c in ontology.COLORS]
+  sets = {"words/shape": [f"a {s}" for s in shapes],
+          "words/shape_after_color": [f"a red {s}" for s in shapes],
+          "words/color": [f"a {c} circle" for c in colors]}
+  return {k: mean_offdiagonal_cosine(np.asarray(encode_texts(v), np.float64))
+          for k, v in sets.items()}
+
+
 def main(argv):
   import json
   from absl import app
-  if len(argv) != 2 or argv[1] not in ("confusers", "supervised"):
+  if len(argv) != 2 or argv[1] not in ("confusers", "supervised", "words"):
     raise app.UsageError("usage: python -m vlkg.tools.shape_diagnosis "
-                         "{confusers|supervised} [flags]")
+                         "{confusers|supervised|words} [flags]")
   f = _FLAGS
-  if argv[1] == "confusers":
+  if argv[1] == "words":
+    if not f.workdir.value:
+      raise app.UsageError("words needs --workdir RUN (a run with params.npz)")
+    from vlkg import api
+    result = word_separation(api.load(f.workdir.value).encode_texts)
+  elif argv[1] == "confusers":
     spec = scene_lib.WorldSpec(seed=f.seed.value, image_size=f.image_size.value)
     result = batch_confusers(spec, f.batch_size.value, f.batches.value, f.seed.value)
   else:
@@ -194,6 +226,7 @@ class _FLAGS:  # defined only when run as a program (flags are process-global)
 if __name__ == "__main__":
   from absl import app, flags
   _FLAGS.seed = flags.DEFINE_integer("seed", 0, "World and training seed.")
+  _FLAGS.workdir = flags.DEFINE_string("workdir", "", "words: the run to read.")
   _FLAGS.image_size = flags.DEFINE_integer("image_size", 64, "Image side.")
   _FLAGS.patch_size = flags.DEFINE_integer("patch_size", 8, "ViT patch side.")
   _FLAGS.stem = flags.DEFINE_enum("stem", "patch", ["patch", "conv"], "ViT stem.")
