@@ -191,12 +191,13 @@ def test_a_changed_config_is_an_error_before_anything_trains(tmp_path):
   p.run()
   path = tmp_path / "base" / "config.json"
   data = json.loads(path.read_text())
+  steps = data["total_steps"]
   data["total_steps"] += 1
   path.write_text(json.dumps(data))
   p2 = protocol.Protocol(str(tmp_path), ["clip"], [0, 1], runner=FakeRunner(),
                          log=lambda s: None)
   with pytest.raises(protocol.StaleRunError, match=r"base was trained with another "
-                     r"config \(total_steps: 901 -> 900\).*new --out"):
+                     rf"config \(total_steps: {steps + 1} -> {steps}\).*new --out"):
     p2.run()
   assert p2.runner.calls == []
 

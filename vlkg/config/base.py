@@ -171,7 +171,20 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
     # image_size is 224.
     from vlkg.models import clip_archs
     c.model = clip_archs.model_config("ViT-B-32-quickgelu")
-  # ``base`` keeps the default settings.
+  if preset in ("base", "finetune"):
+    # Early convolutions (Xiao et al., "Early Convolutions Help Transformers See
+    # Better", NeurIPS 2021, §3): the world's small shapes are learned much faster
+    # than through a patch stem (docs/results.md, "Why the world's CLIP learns no
+    # shape"). Fine-tunes share the base's towers.
+    c.model.image.stem = "conv"
+  if preset == "base":
+    # The world base model: a CLIP that knows objects and fails at binding, the
+    # regime the structure papers fine-tune in. Plain one-object scenes whose
+    # captions never say colour make shape the first thing both towers agree on.
+    c.world.plain_scene_rate = 0.4
+    c.total_steps = 2800
+    c.eval_every_steps = 700
+    c.evals.probe = {"type": "probe"}
   if preset == "finetune":
     # Every method fine-tunes the base alike: equal steps, batch and schedule; the
     # one eval is at the end (eval_every_steps=0).
