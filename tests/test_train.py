@@ -363,3 +363,15 @@ def test_eval_encoder_is_built_once_and_follows_the_params(data_dir, tmp_path, m
   assert not np.array_equal(seen[0], seen[2])
   assert built[0]._embed_images._cache_size() == 1  # pylint: disable=protected-access
   assert built[0].params is None  # not held between evaluations
+
+
+def test_training_stages_read_plain_scenes_first_only_on_the_world():
+  from configs import clip
+  from vlkg import errors, train
+  assert train.training_stages(clip.get_config("smoke")) == [("train", None)]
+  c = clip.get_config("smoke,world.num_plain=64,world.plain_steps=5")
+  assert train.training_stages(c) == [("plain", 5), ("train", None)]
+  base = clip.get_config("base")
+  assert train.training_stages(base) == [("plain", 600), ("train", None)]
+  with pytest.raises(errors.ConfigError, match="world.num_plain is 0"):
+    train.training_stages(clip.get_config("smoke,world.plain_steps=5"))

@@ -246,6 +246,19 @@ def _due(step: int, every: int, total_steps: int) -> bool:
   return step == total_steps or (every > 0 and step % every == 0)
 
 
+def training_stages(config) -> list[tuple[str, int | None]]:
+  """The splits a run reads, in turn (``input_pipeline.staged_train_iterator``): on
+  the world, its plain scenes for ``world.plain_steps`` steps, then "train"."""
+  plain_steps = config.world.get("plain_steps", 0)
+  if not plain_steps or not prepare.is_world(config.input.data):
+    return [("train", None)]
+  if not config.world.get("num_plain", 0):
+    raise errors.ConfigError(f"world.plain_steps={plain_steps} reads the plain scenes, "
+                             "but world.num_plain is 0: set world.num_plain (e.g. "
+                             "20000) or world.plain_steps=0")
+  return [("plain", plain_steps), ("train", None)]
+
+
 def _prepare_once(config) -> str:
   """``prepare.ensure_prepared`` on process 0 only; the others wait, then find it."""
   if jax.process_count() == 1:
@@ -318,9 +331,9 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
 
   update_step = trainer.update_step
   batch_keys = methods.batch_keys(config)
-  batches = input_pipeline.train_iterator(
-      dataset_dir, batch_size=config.input.batch_size, seed=config.seed,
-      fields=batch_keys, start_step=start_step,
+  batches = input_pipeline.staged_train_iterator(
+      dataset_dir, stages=training_stages(config), batch_size=config.input.batch_size,
+      seed=config.seed, fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
       threads=config.input.threads, data=config.input.data)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)

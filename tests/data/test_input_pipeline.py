@@ -72,6 +72,44 @@ def test_resume_at_a_step_continues_the_same_stream(dataset):
     np.testing.assert_array_equal(a["image"], b["image"])
 
 
+@pytest.fixture(scope="module")
+def plain_dataset(tmp_path_factory):
+  root = tmp_path_factory.mktemp("plain_data")
+  return prepare.ensure_prepared(tiny_config(root, ",world.num_plain=40"))
+
+
+def test_plain_split_is_read_like_train_and_has_one_object_per_scene(plain_dataset):
+  # Its captions come from build.scene_and_captions (tested in test_world.py).
+  manifest = records.read_manifest(plain_dataset)
+  assert manifest["splits"]["plain"]["num_examples"] == 40
+  assert manifest["splits"]["train"]["num_examples"] == 90
+  it = input_pipeline.train_iterator(plain_dataset, batch_size=8, seed=0,
+                                     shuffle_buffer=8, split="plain",
+                                     fields=("image", "text", "objects"))
+  seen = np.concatenate([next(it)["num_objects"] for _ in range(5)])
+  assert len(seen) == 40 and (seen == 1).all()
+
+
+def test_staged_iterator_reads_stages_in_turn_and_resumes_anywhere(plain_dataset):
+  kw = dict(batch_size=8, seed=2, shuffle_buffer=64, fields=("image", "text", "objects"))
+  stages = [("plain", 6), ("train", None)]  # 6 steps of 8 cross the 40 plain scenes
+  full = batches(input_pipeline.staged_train_iterator(plain_dataset, stages=stages,
+                                                      **kw), 10)
+  assert all((b["num_objects"] == 1).all() for b in full[:6])
+  plain_only = batches(input_pipeline.train_iterator(plain_dataset, split="plain", **kw), 6)
+  train_only = batches(input_pipeline.train_iterator(plain_dataset, **kw), 4)
+  for a, b in zip(full, plain_only + train_only):
+    np.testing.assert_array_equal(a["index"], b["index"])
+  for start in (3, 6, 8):
+    resumed = batches(input_pipeline.staged_train_iterator(
+        plain_dataset, stages=stages, start_step=start, **kw), 10 - start)
+    for a, b in zip(full[start:], resumed):
+      np.testing.assert_array_equal(a["index"], b["index"])
+      np.testing.assert_array_equal(a["image"], b["image"])
+  with pytest.raises(ValueError, match="last stage"):
+    next(input_pipeline.staged_train_iterator(plain_dataset, stages=[("plain", 2)], **kw))
+
+
 def test_hosts_read_disjoint_slices(dataset):
   seen = []
   for host in range(3):

@@ -61,9 +61,11 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # Chance that a caption's noun phrase names its object's color. Lower values
       # leave more captions that only shape, size and texture tell apart.
       caption_color_rate=0.9,
-      # Share of training scenes that are plain: one object, captions that never
-      # name its color (vlkg.data.world.build.is_plain). Eval splits are unchanged.
-      plain_scene_rate=0.0,
+      # Plain scenes: one object, captions that never name its color
+      # (vlkg.data.world.build.scene_and_captions), in a split of their own that
+      # the first plain_steps training steps read instead of "train".
+      num_plain=0,
+      plain_steps=0,
       num_shards=16,
       vocab_size=512,
       # BPE learns the world's words whole; unigram at this corpus size splits
@@ -181,7 +183,7 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
     # The world base model: a CLIP that knows objects and fails at binding, the
     # regime the structure papers fine-tune in. Plain one-object scenes whose
     # captions never say colour make shape the first thing both towers agree on.
-    c.world.plain_scene_rate = 0.4
+    c.world.update(num_plain=20_000, plain_steps=600)
     c.total_steps = 2800
     c.eval_every_steps = 700
     c.evals.probe = {"type": "probe"}

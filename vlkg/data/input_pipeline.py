@@ -133,6 +133,34 @@ def source_files(dataset_dir: str, manifest: dict, split: str, data: str) -> lis
   return records.split_files(dataset_dir, manifest, split)
 
 
+def staged_train_iterator(dataset_dir: str, *, stages: Sequence[tuple[str, int | None]],
+                          start_step: int = 0, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+  """Training batches that read the splits of ``stages`` in turn.
+
+  ``stages`` is ``[(split, steps), ..., (split, None)]``: stage k reads ``split`` for
+  ``steps`` steps, the last one forever. Each stage has its own position
+  (``train_iterator(start_step=...)``), so a run resumed at any step reads exactly
+  the batches it would have read, and only the current stage's pipeline exists.
+  ``kwargs`` go to ``train_iterator``.
+  """
+  if not stages or stages[-1][1] is not None:
+    raise ValueError(f"stages={stages!r}: the last stage must run forever (steps None)")
+  done = 0
+  for split, steps in stages:
+    if steps is not None and start_step >= done + steps:
+      done += steps
+      continue
+    local_start = max(0, start_step - done)
+    batches = train_iterator(dataset_dir, split=split, start_step=local_start, **kwargs)
+    if steps is None:
+      yield from batches
+      return
+    for _ in range(steps - local_start):
+      yield next(batches)
+    del batches  # the next stage's pipeline replaces this one
+    done += steps
+
+
 def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,
                    fields: Sequence[str] = TRAIN_FIELDS, start_step: int = 0,
                    shuffle_buffer: int = 10_000, prefetch: int = 2,

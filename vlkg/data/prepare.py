@@ -38,7 +38,7 @@ def is_world(data: str) -> bool:
 
 
 # Fields of config.world that do not change the dataset's bytes.
-_NOT_FINGERPRINTED = ("workers",)
+_NOT_FINGERPRINTED = ("workers", "plain_steps")  # how a run reads, not what is written
 
 
 def data_root(config) -> str:

@@ -86,6 +86,8 @@ QUICK = (
     "model.text.heads=2", "total_steps=4", "log_every_steps=2", "checkpoint_every_steps=2",
     "eval_every_steps=0", "optim.warmup_steps=1",
 )
+# The base's plain scenes (world.num_plain), scaled down alike.
+QUICK_BASE = ("world.num_plain=64", "world.plain_steps=2")
 
 
 @contextlib.contextmanager
@@ -195,7 +197,7 @@ class Protocol:
 
   def base_stage(self) -> Stage:
     return Stage(BASE, os.path.join(self.out, BASE), "configs/clip.py",
-                 self._arg("base"), {})
+                 self._arg("base", QUICK_BASE if self.quick else ()), {})
 
   def finetune_stage(self, run: str, seed: int) -> Stage:
     spec = run_spec(run)

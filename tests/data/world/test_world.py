@@ -113,26 +113,25 @@ def test_color_mention_rate_is_the_configured_one_and_captions_stay_true(p_color
   assert abs(said / total - p_color) < 0.05, (said, total)
 
 
-def test_plain_scenes_have_one_object_and_colorless_captions_only_in_train():
+def test_plain_scenes_have_one_object_and_colorless_captions():
   import ml_collections
   from vlkg.data.world import build
-  world = ml_collections.ConfigDict(dict(caption_color_rate=0.9, plain_scene_rate=0.4,
-                                         captions_per_image=3, max_clauses=3))
+  world = ml_collections.ConfigDict(dict(caption_color_rate=0.9, captions_per_image=3,
+                                         max_clauses=3))
   colors = {c.name for c in ontology.COLORS}
   colors |= {s for c in ontology.COLORS for s in c.synonyms}
-  plain = [i for i in range(500) if build.is_plain(SPEC, world, "train", i)]
-  assert 0.35 < len(plain) / 500 < 0.45
-  for i in plain[:50]:
-    scene, texts = build.scene_and_captions(SPEC, world, "train", i)
+  shapes = collections.Counter()
+  for i in range(200):
+    scene, texts = build.scene_and_captions(SPEC, world, "plain", i)
     assert len(scene.objects) == 1
+    assert (scene.objects[0].color, scene.objects[0].shape) not in HELDOUT
+    shapes[scene.objects[0].shape] += 1
     for text in texts:
       assert ref.is_true(text, scene) and not colors & set(text.split()), text
-  assert not any(build.is_plain(SPEC, world, split, i)
-                 for split in ("val", "test", "test_comp") for i in range(100))
-  # Rate 0 leaves every scene as it was.
-  world.plain_scene_rate = 0.0
-  assert build.scene_and_captions(SPEC, world, "train", plain[0])[0] == \
-      scene_lib.sample_scene(SPEC, "train", plain[0])
+  assert len(shapes) == len(ontology.SHAPES)
+  # The other splits are drawn as before.
+  assert build.scene_and_captions(SPEC, world, "train", 7)[0] == \
+      scene_lib.sample_scene(SPEC, "train", 7)
 
 
 def test_caption_wording_varies_with_synonyms_and_templates():

@@ -28,7 +28,9 @@ EVAL_SPLITS = ("val", "test", "test_comp")
 GENERATOR_VERSION = 1
 # Seed streams of a scene's captions and suite items; the method's fields draw from
 # their own (``vlkg.graphs.fields.Field.stream``).
-_CAPTION_STREAM, _PLAIN_STREAM, _SUITE_STREAM = 1, 2, 100
+_CAPTION_STREAM, _SUITE_STREAM = 1, 100
+PLAIN_SPLIT = "plain"
+TRAIN_SPLITS = ("train", PLAIN_SPLIT)
 TOKENIZER_SAMPLE = 4_000  # training scenes whose captions train the tokenizer
 
 
@@ -42,32 +44,23 @@ def world_spec(world_cfg) -> scene_lib.WorldSpec:
 
 
 def split_sizes(world_cfg) -> dict[str, int]:
-  return {"train": world_cfg.num_train, "val": world_cfg.num_val,
-          "test": world_cfg.num_test, "test_comp": world_cfg.num_test_comp}
-
-
-def is_plain(spec, world_cfg, split: str, index: int) -> bool:
-  """Whether training scene ``index`` is a *plain* scene: one object, captions that
-  name its shape (and maybe size and texture) but never its color.
-
-  A share ``world.plain_scene_rate`` of the training scenes is plain. In them shape
-  is the only thing that tells one caption from another, so the text tower must
-  separate the shape words while the image tower learns to see shapes; without
-  them both towers settle on color first and shape stays at chance
-  (docs/results.md, "Why the world's CLIP learns no shape"). Evaluation splits are
-  never plain, so every suite and the held-out pairs stay as they are.
-  """
-  rate = world_cfg.get("plain_scene_rate", 0.0)
-  if split != "train" or rate <= 0:
-    return False
-  rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(split), index,
-                               _PLAIN_STREAM])
-  return bool(rng.random() < rate)
+  sizes = {"train": world_cfg.num_train, "val": world_cfg.num_val,
+           "test": world_cfg.num_test, "test_comp": world_cfg.num_test_comp}
+  if world_cfg.get("num_plain", 0):
+    sizes[PLAIN_SPLIT] = world_cfg.num_plain
+  return sizes
 
 
 def scene_and_captions(spec, world_cfg, split: str, index: int):
-  """(scene, captions) of scene ``index`` of ``split``, as the dataset holds them."""
-  plain = is_plain(spec, world_cfg, split, index)
+  """(scene, captions) of scene ``index`` of ``split``, as the dataset holds them.
+
+  Scenes of the ``plain`` split have one object, and their captions name its shape
+  (and maybe its size and texture) but never its color. A run reads them first
+  (``world.plain_steps``): in them shape is the only thing that tells one caption
+  from another, so both towers learn the shape words before color takes over
+  (docs/results.md, "Why the world's CLIP learns no shape").
+  """
+  plain = split == PLAIN_SPLIT
   if plain:
     spec = dataclasses.replace(spec, min_objects=1, max_objects=1)
   scene = scene_lib.sample_scene(spec, split, index)
@@ -257,7 +250,7 @@ def build(out_dir: str, config) -> dict:
 
   tasks = []
   for split, n in sizes.items():
-    num_shards = max(1, min(world_cfg.num_shards if split == "train" else 2, n))
+    num_shards = max(1, min(world_cfg.num_shards if split in TRAIN_SPLITS else 2, n))
     bounds = np.linspace(0, n, num_shards + 1).astype(int)
     for shard in range(num_shards):
       tasks.append((out_dir, split, shard, num_shards,

@@ -18,7 +18,10 @@ import numpy as np
 from vlkg.data.world import ontology
 
 TRUE, AMBIGUOUS, FALSE = 1, 0, -1
-SPLITS = ("train", "val", "test", "test_comp")
+# "plain": one-object training scenes for the first steps of a run
+# (``vlkg.data.world.build.scene_and_captions``); it draws color-shape pairs like
+# "train", and is last so that the other splits' seeds never change.
+SPLITS = ("train", "val", "test", "test_comp", "plain")
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
 
 # Geometry as fractions of the image side; chosen so that "small" and "large" differ
