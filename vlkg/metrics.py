@@ -24,6 +24,7 @@ import time
 
 from absl import logging
 
+from vlkg import files
 from vlkg.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
@@ -51,7 +52,7 @@ class MetricWriter:
     self._tb = None
     if not enabled:
       return
-    if os.path.exists(self.path):
+    if files.exists(self.path):
       _truncate_after(self.path, resume_step)
     try:
       import tensorflow as tf
@@ -63,8 +64,7 @@ class MetricWriter:
     if not self.enabled:
       return
     clean = {k: _plain(v) for k, v in metrics.items()}
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), **clean}) + "\n")
+    files.append_text(self.path, json.dumps({"step": int(step), **clean}) + "\n")
     if self._tb is not None:
       import tensorflow as tf
       with self._tb.as_default(step=int(step)):
@@ -96,7 +96,7 @@ def _plain(v):
 
 
 def _truncate_after(path: str, step: int) -> None:
-  with open(path) as f:
+  with files.open(path) as f:
     lines = [l for l in f if l.strip()]
   kept = []
   for line in lines:
@@ -113,12 +113,12 @@ def read_final(path: str) -> dict:
   workdir that holds it), with ``step`` the last line's step; {} if there is none.
 
   This is what a run ended with: its last log step and its last eval."""
-  if os.path.isdir(path):
+  if files.isdir(path):
     path = os.path.join(path, METRICS_FILE)
   out = {}
-  if not os.path.exists(path):
+  if not files.exists(path):
     return out
-  with open(path) as f:
+  with files.open(path) as f:
     for line in f:
       try:
         out.update(json.loads(line))

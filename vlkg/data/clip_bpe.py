@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from vlkg import files
+
 SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
 # OpenAI keeps 49152 - 256 - 2 merges, so that bytes, their </w> forms, merges and
@@ -221,8 +223,7 @@ def word_pattern() -> re.Pattern[str]:
 
 
 def _read_merges(path: str) -> tuple[list[tuple[str, str]], bytes]:
-  with open(path, "rb") as f:
-    raw = f.read()
+  raw = files.read_bytes(path)
   try:
     lines = gzip.decompress(raw).decode("utf-8").split("\n")
   except (OSError, EOFError, UnicodeDecodeError) as e:
@@ -261,7 +262,7 @@ class ClipBpeTokenizer:
       ValueError: the file is not a BPE vocabulary, or context_length < 2.
     """
     self._vocab_path = os.fspath(vocab_path)
-    if not os.path.isfile(self._vocab_path):
+    if not files.isfile(self._vocab_path):
       raise FileNotFoundError(f"CLIP BPE vocabulary not found: {self._vocab_path}")
     if isinstance(context_length, bool) or not isinstance(context_length, int) \
         or context_length < 2:
