@@ -83,7 +83,8 @@ def test_the_layer_reads_writes_lists_and_moves_alike(tmp_path, where):
   files.makedirs(sub)  # exist_ok by default
   with pytest.raises(FileExistsError):
     files.makedirs(sub, exist_ok=False)
-  atomic_write(f"{sub}/x.json", json.dumps({"v": 1}))
+  atomic_write(f"{sub}/x.json", json.dumps({"v": 1, "long": "x" * 20}))
+  atomic_write(f"{sub}/x.json", json.dumps({"v": 1}))  # shorter: the rest must go
   assert files.read_json(f"{sub}/x.json") == {"v": 1}
   files.append_text(f"{sub}/log.jsonl", '{"step": 1}\n')
   files.append_text(f"{sub}/log.jsonl", '{"step": 2}\n')
@@ -142,3 +143,11 @@ def test_abspath_keeps_urls_and_expands_local_paths(monkeypatch, tmp_path):
   assert files.abspath("ram://a") == "ram://a"
   assert files.abspath("run") == str(tmp_path / "run")
   assert files.abspath("~/run") == "/home/u/run"
+
+
+def test_under_joins_only_relative_local_paths():
+  assert files.under("gs://b/run", "tokenizer.model") == "gs://b/run/tokenizer.model"
+  assert files.under("/runs/a", "bpe.txt.gz") == "/runs/a/bpe.txt.gz"
+  assert files.under("/runs/a", "/abs/bpe.txt.gz") == "/abs/bpe.txt.gz"
+  assert files.under("/runs/a", "ram://x/bpe") == "ram://x/bpe"
+  assert files.under(None, "rel.model") == "rel.model"

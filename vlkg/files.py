@@ -65,6 +65,15 @@ def abspath(path: PathLike) -> str:
   return f"{scheme}://{rest.rstrip('/')}"
 
 
+def under(base_dir: PathLike | None, path: PathLike) -> str:
+  """``path`` if it is absolute or a URL, else ``path`` within ``base_dir`` (where a
+  description names its files relative to the directory it lies in)."""
+  path = os.fspath(path)
+  if base_dir is None or os.path.isabs(path) or not is_local(path):
+    return path
+  return os.path.join(os.fspath(base_dir), path)
+
+
 def open(path: PathLike, mode: str = "r", encoding: str | None = None):  # pylint: disable=redefined-builtin
   """A file object, as ``open`` gives. Text on a URL is always UTF-8, and a missing
   file is a FileNotFoundError there too (TensorFlow's would come at the first read,
@@ -74,6 +83,8 @@ def open(path: PathLike, mode: str = "r", encoding: str | None = None):  # pylin
     return builtins.open(path, mode, encoding=encoding)
   if "r" in mode and not _gfile().exists(path):
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+  if "w" in mode and path.startswith("ram://") and _gfile().exists(path):
+    _gfile().remove(path)  # ram:// writes over an old file without truncating it
   return _gfile().GFile(path, mode)
 
 
@@ -238,7 +249,7 @@ def atomic_write(path: PathLike, content: Content) -> str:
   if not is_local(path):
     data = _as_bytes(content)
     makedirs(os.path.dirname(path))
-    with _gfile().GFile(path, "wb") as f:
+    with open(path, "wb") as f:
       f.write(data)
     return path
   directory = os.path.dirname(os.path.abspath(path))

@@ -48,7 +48,6 @@ import gzip
 import hashlib
 import html
 import os
-import pathlib
 import re
 import unicodedata
 from typing import Any
@@ -410,9 +409,7 @@ def from_description(desc: Mapping[str, Any],
                      f"{sorted(unknown)}; known: {sorted(known)}")
   if "vocab_path" not in desc:
     raise ValueError(f"clip_bpe tokenizer description lacks key 'vocab_path': {dict(desc)}")
-  path = pathlib.Path(desc["vocab_path"])
-  if base_dir is not None and not path.is_absolute():
-    path = pathlib.Path(base_dir) / path
+  path = files.under(base_dir, desc["vocab_path"])
   tokenizer = ClipBpeTokenizer(path, int(desc.get("context_length", CONTEXT_LENGTH)))
   want = desc.get("vocab_sha256")
   if want is not None and want != tokenizer.vocab_sha256:

@@ -374,9 +374,7 @@ def _sentencepiece_from_description(
     raise ValueError(
         f"sentencepiece tokenizer description has unknown keys {sorted(unknown)}; "
         f"known: {sorted(known)}")
-  model_path = pathlib.Path(_require(desc, "model_path"))
-  if base_dir is not None and not model_path.is_absolute():
-    model_path = pathlib.Path(base_dir) / model_path
+  model_path = files.under(base_dir, _require(desc, "model_path"))
   tokenizer = SentencePieceTokenizer(
       model_path, max_len=_require(desc, "max_len"),
       add_bos=bool(desc.get("add_bos", False)))
