@@ -9,6 +9,7 @@ run is in-process. The training runs no evals (they are the same code as
 
 import json
 import os
+import sys
 import uuid
 
 import ml_collections
@@ -18,6 +19,8 @@ import pytest
 from configs import clip
 from vlkg import api, checkpoint, files, train
 from vlkg.tools import evaluate, export
+
+import test_wandb_writer  # its fake wandb module
 
 SMOKE = ("smoke,world.num_train=64,world.num_val=8,world.num_test=16,"
          "world.num_test_comp=8,world.workers=1,input.batch_size=16,total_steps=4,"
@@ -37,16 +40,19 @@ def ram_run(tmp_path_factory):
   cwd = os.getcwd()
   local = tmp_path_factory.mktemp("cwd")
   os.chdir(local)  # anything written to a relative local path would land here
+  wandb = test_wandb_writer.fake_wandb()  # the trainer's W&B wiring, checked on the way
   try:
-    config = _config(SMOKE, data_dir)
-    first = train.train_and_evaluate(config, workdir)
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setitem(sys.modules, "wandb", wandb)
+      config = _config(SMOKE + ",wandb.project=vlkg-test", data_dir)
+      first = train.train_and_evaluate(config, workdir)
   finally:
     os.chdir(cwd)
-  return root, workdir, data_dir, config, first, local
+  return root, workdir, data_dir, config, first, local, wandb
 
 
 def test_the_run_writes_its_files_on_the_url(ram_run):
-  root, workdir, data_dir, _, first, local = ram_run
+  root, workdir, data_dir, _, first, local, wandb = ram_run
   assert os.listdir(local) == []
   names = set(files.listdir(workdir))
   assert {"config.json", "metrics.jsonl", "params.npz", "checkpoints", "tensorboard",
@@ -60,12 +66,16 @@ def test_the_run_writes_its_files_on_the_url(ram_run):
   assert sorted(files.listdir(f"{workdir}/checkpoints"), key=int) == ["2", "4"]
   assert files.exists(f"{workdir}/checkpoints/4/commit_success.txt")
   assert files.listdir(f"{workdir}/tensorboard")[0].startswith("events.out.tfevents")
+  [run] = wandb.runs  # W&B got the same numbers, in one run that the config names
+  assert run.init["project"] == "vlkg-test" and run.init["dir"] is None and run.finished
+  assert [s for s, d in run.logged if "loss" in d] == [2, 4]
+  assert run.init["config"]["total_steps"] == 4
   [dataset] = files.listdir(data_dir)
   assert files.exists(f"{data_dir}/{dataset}/manifest.json")
 
 
 def test_export_evaluate_and_api_read_the_url(ram_run):
-  _, workdir, _, config, first, _ = ram_run
+  _, workdir, _, config, first, _, _ = ram_run
   out = f"{workdir}/exported.npz"
   assert export.export(workdir, out=out) == out
   exported = files.load_npz(out)
@@ -89,7 +99,7 @@ def test_export_evaluate_and_api_read_the_url(ram_run):
 
 
 def test_a_longer_run_resumes_from_the_url(ram_run):
-  _, workdir, _, config, _, _ = ram_run
+  _, workdir, _, config, _, _, _ = ram_run
   longer = _config(SMOKE.replace("total_steps=4", "total_steps=6"), config.data_dir)
   train.train_and_evaluate(longer, workdir)
   lines = [json.loads(l) for l in files.read_bytes(f"{workdir}/metrics.jsonl").splitlines()]

@@ -322,13 +322,15 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
       fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
       threads=config.input.threads, data=config.input.data)
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main,
+                                    wandb_project=config.wandb.project,
+                                    run_config=config.to_dict())
   # A method may name more headline metrics (train or eval) than metrics_lib's.
   headline = tuple(getattr(method, "HEADLINE", ()))
   progress = metrics_lib.Progress(
       total_steps, config.input.batch_size, start_step,
       eval_every=config.eval_every_steps if config.evals else None,
-      show=metrics_lib.TRAIN_KEYS + headline)
+      show=metrics_lib.TRAIN_KEYS + headline, writer=writer.writer)
 
   best_path = os.path.join(workdir, "params_best.json")
   best = {"value": -np.inf, "step": None}
@@ -341,23 +343,25 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
   encoder = api.make_encoder(model, None, tokenizer, config, dataset_dir=dataset_dir)
 
   def evaluate(step):
-    progress.pause()
-    encoder.params = state["params"]
-    results = evaluators.run(config, encoder, dataset_dir)
-    encoder.params = None  # the next update step donates these buffers
-    if config.select_metric:
-      value = results.get(config.select_metric)
-      if value is None:
-        raise KeyError(f"config.select_metric={config.select_metric!r} is not among the "
-                       f"eval metrics: {sorted(results)}")
-      if value > best["value"]:
-        best.update(value=value, step=step)
-        if is_main:
-          checkpoint.save_params_npz(os.path.join(workdir, "params_best.npz"), state["params"])
-          atomic_write(best_path, json.dumps({"metric": config.select_metric, **best}))
-      results["selected_step"] = best["step"]
-    writer.write(step, results)
-    metrics_lib.log_eval(step, results, progress.resume(), headline, config.select_metric)
+    with progress.timed("eval"):  # left out of the next throughput figure
+      encoder.params = state["params"]
+      results = evaluators.run(config, encoder, dataset_dir)
+      encoder.params = None  # the next update step donates these buffers
+      if config.select_metric:
+        value = results.get(config.select_metric)
+        if value is None:
+          raise KeyError(f"config.select_metric={config.select_metric!r} is not among "
+                         f"the eval metrics: {sorted(results)}")
+        if value > best["value"]:
+          best.update(value=value, step=step)
+          if is_main:
+            checkpoint.save_params_npz(os.path.join(workdir, "params_best.npz"),
+                                       state["params"])
+            atomic_write(best_path, json.dumps({"metric": config.select_metric, **best}))
+        results["selected_step"] = best["step"]
+      writer.write(step, results)
+    metrics_lib.log_eval(step, results, progress.eval_seconds, headline,
+                         config.select_metric)
     return results
 
   last = {}
