@@ -115,10 +115,10 @@ def corpus_fingerprint(config) -> str:
   from vlkg.data import corpora
   from vlkg.data.corpora import build
   options = corpora.Options.from_config(config)
-  files = []
+  annotations = []
   for path in corpora.load(config.input.data).annotation_files(options):
     st = os.stat(path) if os.path.exists(path) else None
-    files.append([path, st.st_size if st else None, st.st_mtime_ns if st else None])
+    annotations.append([path, st.st_size if st else None, st.st_mtime_ns if st else None])
   desc, base_dir = tokenizer_source(config)
   if desc is None:
     tokenizer = {"train": "sentencepiece", "vocab_size": config.input.vocab_size}
@@ -126,11 +126,10 @@ def corpus_fingerprint(config) -> str:
     tokenizer = dict(desc)
     for key, value in desc.items():
       if key.endswith("_path") and isinstance(value, str) and value:
-        src = (value if os.path.isabs(value) or not files.is_local(value)
-               else os.path.join(base_dir, value))
+        src = files.under(base_dir, value)
         tokenizer[key] = _file_sha256(src) if files.isfile(src) else f"missing:{src}"
   parts = {"corpus": config.input.data, "options": dataclasses.asdict(options),
-           "files": files, "max_items": config.input.max_items,
+           "files": annotations, "max_items": config.input.max_items,
            "captions_per_image": config.input.captions_per_image,
            "image_size": config.model.image_size, "text_len": config.input.text_len,
            "seed": config.seed, "tokenizer": tokenizer,
