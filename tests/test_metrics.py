@@ -47,14 +47,17 @@ def test_eta_counts_the_evals_to_come_at_the_latest_eval_time():
   assert metrics.Progress(900, 128, 0).eta(25, 1.0) == (875.0, True)  # no evals
 
 
-def test_pause_resume_measures_the_eval(monkeypatch):
-  clock = iter([0.0, 10.0, 14.0, 20.0])
+def test_a_timed_eval_is_left_out_of_the_throughput(monkeypatch):
+  clock = iter([0.0, 10.0, 14.0, 20.0, 30.0])
   monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
   p = metrics.Progress(20, 32, 0, eval_every=10)  # t=0
-  p.pause()  # t=10
-  assert p.resume() == 4.0 and p.eval_seconds == 4.0  # t=14
+  with p.timed("eval"):  # t=10 .. 14
+    pass
+  assert p.eval_seconds == 4.0
   rates = p.tick(5, {"loss": 1.0})  # t=20: 5 steps in 20 - 4 s of training
   assert rates == {"steps_per_sec": 5 / 16, "examples_per_sec": 32 * 5 / 16}
+  rates = p.tick(10, {"loss": 1.0})  # t=30: no eval since, 5 steps in 10 s
+  assert rates["steps_per_sec"] == 0.5
 
 
 def test_log_line_shows_loss_and_training_metrics(caplog):
@@ -154,3 +157,38 @@ def test_run_summary_of_a_stopped_run(tmp_path):
   _fake_run(str(tmp_path), total_steps=900, last_step=300)
   assert summary.run_summary(str(tmp_path)).splitlines()[0] == (
       f"clip stopped at step 300 of 900 in {tmp_path}")
+
+
+def _scalars(logdir) -> dict:
+  """{(tag, step): value} of every scalar event under ``logdir``."""
+  import tensorflow as tf
+  out = {}
+  for name in os.listdir(logdir):
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
+      for v in event.summary.value:
+        out[(v.tag, event.step)] = float(tf.make_ndarray(v.tensor))
+  return out
+
+
+def test_writer_sends_the_finite_numbers_to_tensorboard_through_clu(tmp_path):
+  w = metrics.MetricWriter(str(tmp_path))
+  p = metrics.Progress(20, 32, 0, writer=w.writer)
+  w.write(2, {"loss": 1.5, "lr": 1e-3, "note": "text", "bad": float("nan"), "ok": True})
+  w.write(4, {"world/attribute_swap": 0.75, "selected_step": None})
+  w.write(4, {**p.tick(4, {"loss": 1.0}), "loss": 1.0})
+  w.close()
+  lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert lines[0]["note"] == "text" and lines[1]["selected_step"] is None
+  events = _scalars(tmp_path / "tensorboard")
+  assert events[("loss", 2)] == 1.5 and events[("lr", 2)] == pytest.approx(1e-3)
+  assert events[("world/attribute_swap", 4)] == 0.75
+  assert events[("steps_per_sec", 4)] > 0 and events[("uptime", 4)] >= 0  # clu's own
+  assert ("examples_per_sec", 4) in events and ("loss", 4) in events
+  assert not any(tag in ("note", "bad", "ok", "selected_step") for tag, _ in events)
+
+
+def test_writer_on_another_process_writes_nothing(tmp_path):
+  w = metrics.MetricWriter(str(tmp_path), enabled=False)
+  w.write(1, {"loss": 1.0})
+  w.close()
+  assert w.writer is None and os.listdir(tmp_path) == []

@@ -22,6 +22,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from vlkg import files
 from vlkg.preprocess import normalize_images, resize
 
 
@@ -126,11 +127,11 @@ def load(path: str, batch_size: int = 256, dataset_dir: str | None = None) -> Mo
   """
   from vlkg import checkpoint, config as config_lib, methods
   from vlkg.data import tokenizer as tok_lib
-  params_path = os.path.join(path, "params.npz") if os.path.isdir(path) else path
-  workdir = os.path.dirname(os.path.abspath(params_path))
+  params_path = os.path.join(path, "params.npz") if files.isdir(path) else path
+  workdir = os.path.dirname(files.abspath(params_path))
   config_path = os.path.join(workdir, "config.json")
   for p in (params_path, config_path):
-    if not os.path.exists(p):
+    if not files.exists(p):
       raise FileNotFoundError(f"{p} not found: api.load needs params.npz and "
                               "config.json side by side")
   config = config_lib.load_run_config(workdir)

@@ -26,6 +26,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vlkg import checkpoint_mirror, files
 from vlkg.files import atomic_write
 
 PyTree = Any
@@ -42,7 +43,7 @@ def _read_only_manager(directory: str, handler) -> ocp.CheckpointManager:
   # save_interval_steps=0 and create=False are what read_only forces anyway;
   # passing them avoids orbax warning that it overrode them.
   return ocp.CheckpointManager(
-      os.path.abspath(directory),
+      files.abspath(directory),
       options=ocp.CheckpointManagerOptions(
           read_only=True, save_interval_steps=0, create=False),
       item_handlers=handler)
@@ -54,6 +55,10 @@ class Checkpointer:
   Saves are asynchronous: ``save`` returns once the arrays are copied off the
   devices (so the caller may donate or overwrite them), and the write to disk goes
   on in a background thread. ``wait`` blocks until it is on disk.
+
+  The directory may be local or ``gs://``, which orbax writes directly; on another
+  file system of ``vlkg.files`` (``ram://``...) orbax works on a local mirror
+  (``vlkg.checkpoint_mirror``), and saves are synchronous.
   """
 
   def __init__(self, directory: str, *, keep: int | None = 2,
@@ -71,10 +76,14 @@ class Checkpointer:
       read_only: never write or delete, e.g. for another run's checkpoints read
         through ``config.resume``.
     """
-    self.directory = os.path.abspath(directory)
+    self.directory = files.abspath(directory)
+    self._mirror = (None if checkpoint_mirror.native(self.directory)
+                    else checkpoint_mirror.Mirror(self.directory))
+    self._read_only = read_only
+    local = self._mirror.local if self._mirror else self.directory
     handler = ocp.StandardCheckpointHandler()
     if read_only:
-      self._manager = _read_only_manager(self.directory, handler)
+      self._manager = _read_only_manager(local, handler)
       return
     policies = [ocp.checkpoint_managers.LatestN(n=keep if keep and keep > 0 else None)]
     if keep_every:
@@ -83,14 +92,13 @@ class Checkpointer:
     # preservation policies; this is the same "latest N, or multiple of k" rule.
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save,
+        enable_async_checkpointing=async_save and self._mirror is None,
         # A crash mid-save leaves a tmp directory, which orbax would delete here;
         # _set_aside_unfinished moves it out of the way instead, with a warning.
         cleanup_tmp_directories=False,
         create=True)
-    _set_aside_unfinished(self.directory)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_handlers=handler)
+    _set_aside_unfinished(local)
+    self._manager = ocp.CheckpointManager(local, options=options, item_handlers=handler)
 
   def save(self, step: int, state: PyTree, *, force: bool = False) -> bool:
     """Starts saving ``state`` as ``step``; returns whether a save was started.
@@ -113,6 +121,8 @@ class Checkpointer:
     saved = self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
     if saved:
       logging.info("saving checkpoint for step %d to %s", step, self.directory)
+      if self._mirror:
+        self.wait()
     return saved
 
   def latest_step(self) -> int | None:
@@ -193,6 +203,9 @@ class Checkpointer:
       raise first_error
     if broken:
       moved = [_set_aside(self.directory, str(s)) for s in broken]
+      for s in broken:
+        if self._mirror:
+          self._mirror.drop(str(s))
       _sync(f"broken checkpoints of {self.directory} set aside")
       logging.warning("resuming from step %d of %s; the broken step(s) %s were moved to "
                       "%s", step, self.directory, broken, moved)
@@ -207,10 +220,16 @@ class Checkpointer:
   def wait(self) -> None:
     """Blocks until every started save is on disk."""
     self._manager.wait_until_finished()
+    if self._mirror and not self._read_only:
+      self._mirror.push()
 
   def close(self) -> None:
     """Waits for pending saves and releases the manager's threads."""
     self._manager.close()
+    if self._mirror:
+      if not self._read_only:
+        self._mirror.push()
+      self._mirror.close()
 
   def __enter__(self) -> "Checkpointer":
     return self
@@ -240,12 +259,12 @@ def _set_aside(directory: str, name: str) -> str:
   parent, base = os.path.split(directory.rstrip(os.sep))
   target = os.path.join(parent, f"broken_{base}", name)
   if jax.process_index() == 0:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    files.makedirs(os.path.dirname(target))
     final, n = target, 0
-    while os.path.exists(final):  # the same step broken twice: keep both
+    while files.exists(final):  # the same step broken twice: keep both
       n += 1
       final = f"{target}.{n}"
-    os.rename(os.path.join(directory, name), final)
+    files.rename(os.path.join(directory, name), final)
     return final
   return target
 
@@ -260,8 +279,8 @@ def _set_aside_unfinished(directory: str) -> None:
   are kept for inspection. Called when a run opens its checkpoints, before it saves.
   """
   unfinished = []
-  if os.path.isdir(directory):
-    unfinished = sorted(n for n in os.listdir(directory) if TMP_SUFFIX in n)
+  if files.isdir(directory):
+    unfinished = sorted(n for n in files.listdir(directory) if TMP_SUFFIX in n)
   for name in unfinished:
     moved = _set_aside(directory, name)
     logging.warning("checkpoint step %s in %s was never finished (a run stopped while "
@@ -289,7 +308,9 @@ def load_checkpoint_params(directory: str, step: int | None = None,
   directory = checkpoints_dir(directory)
   # PyTreeCheckpointHandler rather than Standard: only it can restore a part of
   # the saved tree (partial_restore); both write the same format on disk.
-  manager = _read_only_manager(directory, ocp.PyTreeCheckpointHandler())
+  mirror = None if checkpoint_mirror.native(directory) else checkpoint_mirror.Mirror(directory)
+  manager = _read_only_manager(mirror.local if mirror else directory,
+                               ocp.PyTreeCheckpointHandler())
   try:
     steps = sorted(manager.all_steps())
     if step is None:
@@ -313,6 +334,8 @@ def load_checkpoint_params(directory: str, step: int | None = None,
         item=item, restore_args=restore_args, partial_restore=True))
   finally:
     manager.close()
+    if mirror:
+      mirror.close()
   return step, restored[subtree]
 
 
@@ -381,8 +404,7 @@ def load_params_npz(path: str, expected: PyTree | None = None) -> dict[str, np.n
     ParamsMismatchError: listing the missing keys, the extra keys and the shape
       mismatches (expected vs got), naming the file.
   """
-  with np.load(path, allow_pickle=False) as data:
-    flat = {k: data[k] for k in data.files}
+  flat = files.load_npz(path)
   if expected is None:
     return flat
   want = flatten_params(expected)
@@ -408,12 +430,15 @@ def load_params_npz(path: str, expected: PyTree | None = None) -> dict[str, np.n
 def checkpoints_dir(path: str) -> str:
   """The checkpoints directory of a workdir, or ``path`` if it is one already."""
   sub = os.path.join(path, CHECKPOINTS)
-  return sub if os.path.isdir(sub) else path
+  return sub if files.isdir(sub) else path
 
 
 def _latest_step(directory: str) -> int | None:
-  if not os.path.isdir(directory):
+  if not files.isdir(directory):
     return None
+  if not checkpoint_mirror.native(directory):
+    steps = checkpoint_mirror.finished_steps(directory)
+    return int(steps[-1]) if steps else None
   manager = _read_only_manager(directory, ocp.StandardCheckpointHandler())
   try:
     return manager.latest_step()
@@ -447,7 +472,7 @@ def resolve_init(workdir: str, resume: str | None,
                    workdir, resume, model_init)
     return "workdir", own
   if resume:
-    if not os.path.exists(resume):
+    if not files.exists(resume):
       raise FileNotFoundError(f"config.resume: path does not exist: {resume}")
     directory = checkpoints_dir(resume)
     if _latest_step(directory) is None:
@@ -455,9 +480,9 @@ def resolve_init(workdir: str, resume: str | None,
     return "resume", directory
   if model_init:
     path = model_init
-    if os.path.isdir(path):
+    if files.isdir(path):
       path = os.path.join(path, PARAMS_NPZ)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
       raise FileNotFoundError(f"config.model_init: no params.npz at {path}")
     return "model_init", path
   return "scratch", None

@@ -11,7 +11,7 @@ import importlib.util
 import json
 import os
 
-from vlkg import metrics as metrics_lib
+from vlkg import files, metrics as metrics_lib
 
 # What a run writes, in the order the summary lists it, with what each one is.
 OUTPUTS = (
@@ -26,7 +26,7 @@ OUTPUTS = (
 
 def _run_config(workdir: str) -> dict:
   try:
-    with open(os.path.join(workdir, "config.json")) as f:
+    with files.open(os.path.join(workdir, "config.json")) as f:
       return json.load(f)
   except (OSError, json.JSONDecodeError):
     return {}
@@ -34,7 +34,7 @@ def _run_config(workdir: str) -> dict:
 
 def _best(workdir: str) -> str:
   try:
-    with open(os.path.join(workdir, "params_best.json")) as f:
+    with files.open(os.path.join(workdir, "params_best.json")) as f:
       best = json.load(f)
     return f"the params at the best {best['metric']} (step {best['step']})"
   except (OSError, json.JSONDecodeError, KeyError):
@@ -77,7 +77,7 @@ def run_summary(workdir: str, extra=()) -> str:
   lines.append(f"outputs in {workdir}:")
   width = max(len(name) for name, _ in OUTPUTS)
   for name, what in OUTPUTS:
-    if os.path.exists(os.path.join(workdir, name.rstrip("/"))):
+    if files.exists(os.path.join(workdir, name.rstrip("/"))):
       what = _best(workdir) if name == "params_best.npz" else what
       lines.append(f"  {name:<{width}}  {what}")
   lines.append("next:")

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +36,7 @@ from flax import traverse_util
 
 from vlkg import api, checkpoint, config as config_lib, errors, evaluators, methods
 from vlkg import metrics as metrics_lib, optim, preemption, preprocess, sharding
-from vlkg import workdir_lock
+from vlkg import files, workdir_lock
 from vlkg.data import input_pipeline, prepare, records
 from vlkg.data import tokenizer as tok_lib
 from vlkg.files import atomic_write
@@ -97,9 +96,9 @@ def check_workdir_config(workdir: str, config) -> None:
   """Refuses a workdir trained with different shapes (`vlkg.errors.ConfigError`);
   warns about other changes."""
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  if not files.exists(path):
     return
-  with open(path) as f:
+  with files.open(path) as f:
     old = _flat({k: v for k, v in config_lib.upgrade(json.load(f)).items()
                  if k != "tokenizer"})
   new = _flat(json.loads(config.to_json()))
@@ -125,7 +124,7 @@ def write_run_files(workdir: str, config, dataset_dir: str) -> None:
   # travels with the run, under its own name.
   for key in [k for k in desc if k.endswith("_path")]:
     name = "tokenizer.model" if key == "model_path" else os.path.basename(desc[key])
-    shutil.copyfile(os.path.join(dataset_dir, desc[key]), os.path.join(workdir, name))
+    files.copyfile(os.path.join(dataset_dir, desc[key]), os.path.join(workdir, name))
     desc[key] = name
   data = json.loads(config.to_json())
   data["tokenizer"] = desc
@@ -207,10 +206,10 @@ FUNCTION_KEYS = ("image.act", "image.pool_type", "image.stem", "text.act",
 def check_model_init_config(path: str, config) -> None:
   """Compares ``FUNCTION_KEYS`` of ``config.model`` with the config.json beside the
   model_init params (a vlkg run or ``tools.import_clip`` output), if there is one."""
-  source = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILE)
-  if not os.path.exists(source):
+  source = os.path.join(os.path.dirname(files.abspath(path)), CONFIG_FILE)
+  if not files.exists(source):
     return
-  with open(source) as f:
+  with files.open(source) as f:
     theirs = _flat(json.load(f).get("model", {}))
   ours = _flat(json.loads(config.model.to_json()))
   defaults = {"text.mask_pad": True}  # written before the key existed
@@ -277,7 +276,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   saves the step and raises ``preemption.Preempted`` (``vlkg.preemption``).
   """
   config_lib.durations.check(config)  # before a long prepare
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   with workdir_lock.hold(workdir, enabled=jax.process_index() == 0), \
       contextlib.ExitStack() as cleanup:
     return _train_and_evaluate(config, workdir, cleanup)
@@ -320,7 +319,7 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
   start_step = int(state["step"])
   logging.info("starting at step %d (%s%s)", start_step, kind, f": {path}" if path else "")
   if (start_step >= total_steps
-      and os.path.exists(os.path.join(workdir, "params.npz"))):
+      and files.exists(os.path.join(workdir, "params.npz"))):
     # A finished run, run again: what it ended with. (Without params.npz it was
     # killed before its final eval, which the loop below then runs.)
     logging.info("%s is already finished (step %d of %d): nothing to train; its final "
@@ -336,18 +335,20 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
       seed=config.seed, fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
       threads=config.input.threads, data=config.input.data)
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main,
+                                    wandb_project=config.wandb.project,
+                                    run_config=config.to_dict())
   # A method may name more headline metrics (train or eval) than metrics_lib's.
   headline = tuple(getattr(method, "HEADLINE", ()))
   progress = metrics_lib.Progress(
       total_steps, config.input.batch_size, start_step,
       eval_every=config.eval_every_steps if config.evals else None,
-      show=metrics_lib.TRAIN_KEYS + headline)
+      show=metrics_lib.TRAIN_KEYS + headline, writer=writer.writer)
 
   best_path = os.path.join(workdir, "params_best.json")
   best = {"value": -np.inf, "step": None}
-  if os.path.exists(best_path):  # a resumed run keeps the best it had found
-    with open(best_path) as f:
+  if files.exists(best_path):  # a resumed run keeps the best it had found
+    with files.open(best_path) as f:
       best.update(json.load(f))
 
   # One encoder per run: its jitted towers compile at the first evaluation, and
@@ -355,23 +356,25 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
   encoder = api.make_encoder(model, None, tokenizer, config, dataset_dir=dataset_dir)
 
   def evaluate(step):
-    progress.pause()
-    encoder.params = state["params"]
-    results = evaluators.run(config, encoder, dataset_dir)
-    encoder.params = None  # the next update step donates these buffers
-    if config.select_metric:
-      value = results.get(config.select_metric)
-      if value is None:
-        raise KeyError(f"config.select_metric={config.select_metric!r} is not among the "
-                       f"eval metrics: {sorted(results)}")
-      if value > best["value"]:
-        best.update(value=value, step=step)
-        if is_main:
-          checkpoint.save_params_npz(os.path.join(workdir, "params_best.npz"), state["params"])
-          atomic_write(best_path, json.dumps({"metric": config.select_metric, **best}))
-      results["selected_step"] = best["step"]
-    writer.write(step, results)
-    metrics_lib.log_eval(step, results, progress.resume(), headline, config.select_metric)
+    with progress.timed("eval"):  # left out of the next throughput figure
+      encoder.params = state["params"]
+      results = evaluators.run(config, encoder, dataset_dir)
+      encoder.params = None  # the next update step donates these buffers
+      if config.select_metric:
+        value = results.get(config.select_metric)
+        if value is None:
+          raise KeyError(f"config.select_metric={config.select_metric!r} is not among "
+                         f"the eval metrics: {sorted(results)}")
+        if value > best["value"]:
+          best.update(value=value, step=step)
+          if is_main:
+            checkpoint.save_params_npz(os.path.join(workdir, "params_best.npz"),
+                                       state["params"])
+            atomic_write(best_path, json.dumps({"metric": config.select_metric, **best}))
+        results["selected_step"] = best["step"]
+      writer.write(step, results)
+    metrics_lib.log_eval(step, results, progress.eval_seconds, headline,
+                         config.select_metric)
     return results
 
   last = {}
@@ -379,7 +382,7 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
   if start_step == 0 and config.evals and config.eval_every_steps > 0:
     last.update(evaluate(0))
   elif (start_step == total_steps and config.evals
-        and not os.path.exists(os.path.join(workdir, "params.npz"))):
+        and not files.exists(os.path.join(workdir, "params.npz"))):
     # Killed after its last checkpoint but before params.npz: the loop below has
     # nothing left to do, and the final eval may never have been written.
     last.update(evaluate(start_step))

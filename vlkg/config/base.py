@@ -147,6 +147,10 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
   # val metric (world_val/...): selecting on test is selecting on the answer.
   c.select_metric = ""
 
+  # Weights & Biases beside TensorBoard (vlkg.wandb_writer): a project name, "" = off;
+  # used only where the wandb package is installed.
+  c.wandb = ml_collections.ConfigDict({"project": ""})
+
   c.mesh = [("data", -1)]
   c.sharding_rules = []  # [(regex over param path, PartitionSpec tuple)]
 

@@ -18,6 +18,8 @@ import os
 
 import ml_collections
 
+from vlkg import files
+
 CONFIG_FILE = "config.json"
 RENAMED = {"log_every": "log_every_steps", "eval_every": "eval_every_steps",
            "checkpoint_every": "checkpoint_every_steps"}
@@ -45,11 +47,11 @@ def upgrade(data: dict) -> dict:
 
 def run_config_path(run: str) -> str:
   """``run``'s config.json: ``run`` is a workdir, or a file (params.npz) in one."""
-  workdir = run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run))
+  workdir = run if files.isdir(run) else os.path.dirname(files.abspath(run))
   return os.path.join(workdir, CONFIG_FILE)
 
 
 def load_run_config(run: str) -> ml_collections.ConfigDict:
   """The upgraded config of a run directory (or of the run a params.npz is in)."""
-  with open(run_config_path(run)) as f:
+  with files.open(run_config_path(run)) as f:
     return ml_collections.ConfigDict(upgrade(json.load(f)))

@@ -48,12 +48,13 @@ import gzip
 import hashlib
 import html
 import os
-import pathlib
 import re
 import unicodedata
 from typing import Any
 
 import numpy as np
+
+from vlkg import files
 
 SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
@@ -221,8 +222,7 @@ def word_pattern() -> re.Pattern[str]:
 
 
 def _read_merges(path: str) -> tuple[list[tuple[str, str]], bytes]:
-  with open(path, "rb") as f:
-    raw = f.read()
+  raw = files.read_bytes(path)
   try:
     lines = gzip.decompress(raw).decode("utf-8").split("\n")
   except (OSError, EOFError, UnicodeDecodeError) as e:
@@ -261,7 +261,7 @@ class ClipBpeTokenizer:
       ValueError: the file is not a BPE vocabulary, or context_length < 2.
     """
     self._vocab_path = os.fspath(vocab_path)
-    if not os.path.isfile(self._vocab_path):
+    if not files.isfile(self._vocab_path):
       raise FileNotFoundError(f"CLIP BPE vocabulary not found: {self._vocab_path}")
     if isinstance(context_length, bool) or not isinstance(context_length, int) \
         or context_length < 2:
@@ -409,9 +409,7 @@ def from_description(desc: Mapping[str, Any],
                      f"{sorted(unknown)}; known: {sorted(known)}")
   if "vocab_path" not in desc:
     raise ValueError(f"clip_bpe tokenizer description lacks key 'vocab_path': {dict(desc)}")
-  path = pathlib.Path(desc["vocab_path"])
-  if base_dir is not None and not path.is_absolute():
-    path = pathlib.Path(base_dir) / path
+  path = files.under(base_dir, desc["vocab_path"])
   tokenizer = ClipBpeTokenizer(path, int(desc.get("context_length", CONTEXT_LENGTH)))
   want = desc.get("vocab_sha256")
   if want is not None and want != tokenizer.vocab_sha256:

@@ -24,8 +24,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 
+from vlkg import files
 from vlkg.data import records
 
 TFDS_WORLD = "tfds:vlkg_world"  # vlkg.data.world.tfds_builder.DATA
@@ -44,7 +44,7 @@ _NOT_FINGERPRINTED = ("workers", "plain_steps")  # how a run reads, not what is 
 def data_root(config) -> str:
   root = config.get("data_dir") or os.environ.get("VLKG_DATA_DIR") or os.path.join(
       os.path.expanduser("~"), ".cache", "vlkg", "data")
-  return os.path.abspath(os.path.expanduser(root))
+  return files.abspath(root)
 
 
 def _fingerprint(parts: dict, config) -> str:
@@ -69,7 +69,7 @@ def world_fingerprint(config) -> str:
 
 def _file_sha256(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with files.open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       h.update(block)
   return h.hexdigest()
@@ -90,12 +90,12 @@ def tokenizer_source(config, log: bool = False) -> tuple[dict | None, str]:
     spec, origin = config.model_init, "config.model_init"
   if not spec:
     return None, ""
-  path = os.path.abspath(os.path.expanduser(spec))
-  if os.path.isdir(path):
+  path = files.abspath(spec)
+  if files.isdir(path):
     path = os.path.join(path, "config.json")
   elif path.endswith(".npz"):
     path = os.path.join(os.path.dirname(path), "config.json")
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise FileNotFoundError(f"{origin}={spec!r}: no tokenizer description at {path}; "
                             "set config.input.tokenizer to a tokenizer JSON or a run dir")
   from vlkg.files import read_json
@@ -115,10 +115,10 @@ def corpus_fingerprint(config) -> str:
   from vlkg.data import corpora
   from vlkg.data.corpora import build
   options = corpora.Options.from_config(config)
-  files = []
+  annotations = []
   for path in corpora.load(config.input.data).annotation_files(options):
     st = os.stat(path) if os.path.exists(path) else None
-    files.append([path, st.st_size if st else None, st.st_mtime_ns if st else None])
+    annotations.append([path, st.st_size if st else None, st.st_mtime_ns if st else None])
   desc, base_dir = tokenizer_source(config)
   if desc is None:
     tokenizer = {"train": "sentencepiece", "vocab_size": config.input.vocab_size}
@@ -126,10 +126,10 @@ def corpus_fingerprint(config) -> str:
     tokenizer = dict(desc)
     for key, value in desc.items():
       if key.endswith("_path") and isinstance(value, str) and value:
-        src = value if os.path.isabs(value) else os.path.join(base_dir, value)
-        tokenizer[key] = _file_sha256(src) if os.path.isfile(src) else f"missing:{src}"
+        src = files.under(base_dir, value)
+        tokenizer[key] = _file_sha256(src) if files.isfile(src) else f"missing:{src}"
   parts = {"corpus": config.input.data, "options": dataclasses.asdict(options),
-           "files": files, "max_items": config.input.max_items,
+           "files": annotations, "max_items": config.input.max_items,
            "captions_per_image": config.input.captions_per_image,
            "image_size": config.model.image_size, "text_len": config.input.text_len,
            "seed": config.seed, "tokenizer": tokenizer,
@@ -165,12 +165,12 @@ def dataset_dir(config) -> str:
 def ensure_prepared(config) -> str:
   """The dataset directory of ``config``, built first if missing or incomplete."""
   directory = dataset_dir(config)
-  if os.path.exists(os.path.join(directory, records.MANIFEST)):
+  if files.exists(os.path.join(directory, records.MANIFEST)):
     return _ensure_tfds(config, directory)
-  if os.path.exists(directory):
+  if files.exists(directory):
     logging.warning("%s has no manifest (an interrupted prepare?); rebuilding it", directory)
-    shutil.rmtree(directory)
-  os.makedirs(os.path.dirname(directory), exist_ok=True)
+    files.rmtree(directory)
+  files.makedirs(os.path.dirname(directory))
   logging.info("preparing %s into %s", config.input.data, directory)
   if is_world(config.input.data):
     from vlkg.data.world import build

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from vlkg import files
 from vlkg.files import atomic_write, read_json
 from vlkg.graphs import fields as fields_lib
 
@@ -119,7 +120,7 @@ def write_manifest(directory: str, manifest: dict) -> None:
 
 def read_manifest(dataset_dir: str) -> dict:
   path = os.path.join(dataset_dir, MANIFEST)
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise DataError(f"{dataset_dir}: no {MANIFEST}; the dataset is missing or was only "
                     "half written. Run `python -m vlkg.tools.prepare --config ...`.")
   manifest = read_json(path, DataError)
@@ -147,9 +148,9 @@ def split_files(dataset_dir: str, manifest: dict, split: str) -> list[dict]:
   out = []
   for entry in manifest["splits"][split]["files"]:
     path = os.path.join(dataset_dir, entry["name"])
-    if not os.path.exists(path):
+    if not files.exists(path):
       raise DataError(f"{path}: shard listed in the manifest is missing")
-    size = os.path.getsize(path)
+    size = files.getsize(path)
     if size != entry["bytes"]:
       raise DataError(f"{path}: {size} bytes on disk but {entry['bytes']} in the "
                       "manifest; the shard is truncated or corrupt")
@@ -244,17 +245,17 @@ def write_eval_table(directory: str, rows: dict[str, dict], tokenizer) -> None:
   names = list(rows[texts[0]]) if texts else []
   for name in names:
     arrays[name] = np.stack([rows[t][name] for t in texts])
-  np.savez_compressed(os.path.join(directory, EVAL_TABLE), **arrays)
+  atomic_write(os.path.join(directory, EVAL_TABLE),
+               lambda f: np.savez_compressed(f, **arrays))
 
 
 def read_eval_table(directory: str) -> dict[str, np.ndarray] | None:
   """The dataset's ``EVAL_TABLE`` as arrays, or None if it has none (its method
   declares no ``eval_texts`` field)."""
   path = os.path.join(directory, EVAL_TABLE)
-  if not os.path.exists(path):
+  if not files.exists(path):
     return None
-  with np.load(path, allow_pickle=False) as data:
-    return {k: data[k] for k in data.files}
+  return files.load_npz(path)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -281,7 +282,7 @@ def write_shard(directory: str, split: str, shard: int, num_shards: int,
     for example in examples:
       writer.write(encode_example(example))
       count += 1
-  return {"name": name, "num_records": count, "bytes": os.path.getsize(path)}
+  return {"name": name, "num_records": count, "bytes": files.getsize(path)}
 
 
 def merge_shards(results: Iterable[dict], splits: Iterable[str]
@@ -299,7 +300,22 @@ def merge_shards(results: Iterable[dict], splits: Iterable[str]
 
 def build_atomically(final_dir: str, build: Callable[[str], dict]) -> dict:
   """Runs ``build(tmp)`` into ``final_dir + '.partial-<pid>'``, then renames it into
-  place: a directory under its final name is always complete."""
+  place: a directory under its final name is always complete.
+
+  A ``final_dir`` on a URL (``gs://``...) is built in a local directory (worker
+  processes and sentencepiece write local files) and copied up with the manifest
+  last: there a directory is complete when its manifest exists, which is what
+  ``read_manifest`` and ``prepare.ensure_prepared`` check.
+  """
+  if not files.is_local(final_dir):
+    local = files.local_copy_dir()
+    try:
+      info = build(os.path.join(local, os.path.basename(final_dir)))
+      files.copy_tree(os.path.join(local, os.path.basename(final_dir)), final_dir,
+                      last=MANIFEST)
+    finally:
+      shutil.rmtree(local, ignore_errors=True)
+    return info
   tmp = f"{final_dir}.partial-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   try:

@@ -28,6 +28,7 @@ import numpy as np
 import sentencepiece as spm
 
 from vlkg.data import clip_bpe
+from vlkg import files
 from vlkg.files import atomic_write
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -118,7 +119,7 @@ class SentencePieceTokenizer:
         ids are not pad=0, unk=1, bos=2, eos=3.
     """
     self._model_path = os.fspath(model_path)
-    if not os.path.isfile(self._model_path):
+    if not files.isfile(self._model_path):
       raise FileNotFoundError(
           f"sentencepiece model file not found: {self._model_path}")
     min_len = 2 if add_bos else 1
@@ -131,8 +132,7 @@ class SentencePieceTokenizer:
     self._load()
 
   def _load(self) -> None:
-    with open(self._model_path, "rb") as f:
-      self._model_bytes = f.read()
+    self._model_bytes = files.read_bytes(self._model_path)
     try:
       self._sp = spm.SentencePieceProcessor(model_proto=self._model_bytes)
     except Exception as e:  # sentencepiece raises bare RuntimeError/OSError
@@ -374,9 +374,7 @@ def _sentencepiece_from_description(
     raise ValueError(
         f"sentencepiece tokenizer description has unknown keys {sorted(unknown)}; "
         f"known: {sorted(known)}")
-  model_path = pathlib.Path(_require(desc, "model_path"))
-  if base_dir is not None and not model_path.is_absolute():
-    model_path = pathlib.Path(base_dir) / model_path
+  model_path = files.under(base_dir, _require(desc, "model_path"))
   tokenizer = SentencePieceTokenizer(
       model_path, max_len=_require(desc, "max_len"),
       add_bos=bool(desc.get("add_bos", False)))

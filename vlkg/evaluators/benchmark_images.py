@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from vlkg import files
 from vlkg.data.benchmarks import aro
 from vlkg.evaluators import binary_choice, common
 from vlkg.evaluators.encoder import Encoder
@@ -79,7 +80,7 @@ def embed_views(cache: common.EmbeddingCache,
     ValueError: If a bbox gives an empty crop.
   """
   distinct = list(dict.fromkeys(views))
-  exists = {p: os.path.isfile(p) for p in dict.fromkeys(v.path for v in distinct)}
+  exists = {p: files.isfile(p) for p in dict.fromkeys(v.path for v in distinct)}
   missing = sorted(p for p, ok in exists.items() if not ok)
   todo = sorted((v for v in distinct if exists[v.path]),
                 key=lambda v: (v.path, v.bbox or ()))
@@ -115,10 +116,10 @@ def report_missing(benchmark: str, data: str, root: str, missing: list[str],
 def subdir_or_root(root: str, subdir: str) -> str:
   """``root/subdir`` when it exists (the official layout), else ``root`` itself."""
   candidate = os.path.join(root, subdir)
-  return candidate if os.path.isdir(candidate) else root
+  return candidate if files.isdir(candidate) else root
 
 
 def default_image_root(data: str) -> str:
   """The folder of ``data``, or ``data`` itself when it is a folder."""
   data = os.fspath(data)
-  return data if os.path.isdir(data) else os.path.dirname(os.path.abspath(data))
+  return data if files.isdir(data) else os.path.dirname(files.abspath(data))

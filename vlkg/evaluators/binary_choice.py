@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vlkg import files
 from vlkg.data.benchmarks import aro
 from vlkg.data.benchmarks import sugarcrepe
 from vlkg.evaluators import common
@@ -57,12 +58,12 @@ def load_image(path: str | os.PathLike[str], *,
   """
   from PIL import Image
   path = os.fspath(path)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     if missing_ok:
       return None
     raise FileNotFoundError(f"image file not found: {path}")
   try:
-    with Image.open(path) as image:
+    with files.open(path, "rb") as f, Image.open(f) as image:
       return np.asarray(image.convert("RGB"), dtype=np.uint8)
   except (OSError, ValueError, SyntaxError) as e:  # Pillow's decode errors
     raise ImageLoadError(f"cannot read image {path}: {e}") from e

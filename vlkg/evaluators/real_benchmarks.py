@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from vlkg import files
 from vlkg.data.benchmarks import aro, karpathy, order, sugarcrepe, winoground
 from vlkg.evaluators import binary_choice, common, retrieval
 from vlkg.evaluators.benchmark_images import (View, default_image_root, embed_views,
@@ -260,7 +261,7 @@ def evaluate_sugarcrepe(cache: common.EmbeddingCache, data: str,
     (over all categories) and ``missing_images`` (distinct files).
   """
   benchmark = "sugarcrepe"
-  if os.path.isdir(data):
+  if files.isdir(data):
     per_category = sugarcrepe.read_sugarcrepe_dir(data)
   else:
     stem = os.path.splitext(os.path.basename(data))[0]
@@ -358,7 +359,7 @@ def evaluate(encoder: Encoder, dataset_dir: str | None = None, *, benchmark: str
   if benchmark not in BENCHMARKS:
     raise ValueError(f"unknown benchmark {benchmark!r}; expected one of {BENCHMARKS}")
   data = os.fspath(data)
-  if not os.path.exists(data):
+  if not files.exists(data):
     raise FileNotFoundError(f"{benchmark}: data not found: {data}")
   cache = common.EmbeddingCache(encoder, batch_size)
   if benchmark.startswith("aro_"):

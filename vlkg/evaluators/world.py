@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from vlkg import files
 from vlkg.data import records
 from vlkg.data.benchmarks import aro, order, sugarcrepe
 from vlkg.data.benchmarks.errors import BenchmarkFormatError, load_json, type_name
@@ -101,7 +102,7 @@ def suite_path(dataset_dir: str, split: str, suite: str) -> str:
 
 def _expected_count(dataset_dir: str, split: str, suite: str) -> int | None:
   try:
-    with open(os.path.join(dataset_dir, "world.json")) as f:
+    with files.open(os.path.join(dataset_dir, "world.json")) as f:
       return int(json.load(f)["suites"][split].get(suite, 0))
   except (OSError, KeyError, ValueError, TypeError):
     return None
@@ -127,7 +128,7 @@ def read_suite(dataset_dir: str, split: str, suite: str) -> list[SuiteItem]:
   if suite not in suites_lib.SUITES:
     raise ValueError(f"unknown suite {suite!r}; expected one of {suites_lib.SUITES}")
   path = suite_path(dataset_dir, split, suite)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     if _expected_count(dataset_dir, split, suite) == 0:
       return []
     raise FileNotFoundError(f"suite file not found: {path}")

@@ -17,11 +17,11 @@ Winoground, Karpathy-split retrieval), scored by `vlkg.evaluators.real_benchmark
 from __future__ import annotations
 
 import json
-import os
 
 from absl import app, flags
 
-from vlkg import console
+from vlkg import console, files
+from vlkg.files import atomic_write
 from vlkg.evaluators import real_benchmarks
 
 # The real benchmarks, in their on-disk formats, and the world's own suites.
@@ -61,7 +61,7 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
   if benchmark != "world" and data is None:
     raise app.UsageError(f"--benchmark {benchmark} needs --data (its annotation file "
                          "or folder)")
-  if benchmark != "world" and not os.path.exists(data):
+  if benchmark != "world" and not files.exists(data):
     # Before loading the model, so a typo costs no time.
     raise FileNotFoundError(f"--data {data} does not exist")
   from vlkg import api
@@ -83,8 +83,7 @@ def main(argv):
   result = evaluate(f.workdir, f.benchmark, f.data, f.images)
   text = json.dumps(result, sort_keys=True)
   if f.out:
-    with open(f.out, "w") as f:
-      f.write(text + "\n")
+    atomic_write(f.out, text + "\n")
   print(text)
 
 

@@ -29,7 +29,7 @@ from absl import app, flags, logging
 import jax
 import numpy as np
 
-from vlkg import checkpoint, config as config_lib, console
+from vlkg import checkpoint, config as config_lib, console, files
 from vlkg.files import atomic_write
 
 FORMATS = ("npz", "open_clip")
@@ -61,13 +61,13 @@ def export(workdir: str, step: int | None = None, out: str | None = None,
 
 def _run_params(workdir: str, step: int | None) -> tuple[str, dict]:
   """(where from, flat numpy params): a checkpoint step, else ``params.npz``."""
-  has_checkpoints = os.path.isdir(os.path.join(workdir, checkpoint.CHECKPOINTS))
+  has_checkpoints = files.isdir(os.path.join(workdir, checkpoint.CHECKPOINTS))
   if has_checkpoints or step is not None:
     step, params = checkpoint.load_checkpoint_params(workdir, step)
     flat = checkpoint.flatten_params(params)
     return f"step {step}", {k: np.asarray(v) for k, v in flat.items()}
   path = os.path.join(workdir, checkpoint.PARAMS_NPZ)
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise FileNotFoundError(f"{workdir} has neither checkpoints/ nor params.npz")
   return path, checkpoint.load_params_npz(path)
 
@@ -94,7 +94,7 @@ def export_open_clip(workdir: str, out: str | None, step: int | None = None) -> 
           f"writing {out} as a torch file needs torch (pip install torch); or name "
           "the output *.safetensors, which needs no torch and which open_clip also "
           "loads (open_clip.create_model(arch, pretrained=FILE))") from e
-  with open(os.path.join(workdir, "config.json")) as f:
+  with files.open(os.path.join(workdir, "config.json")) as f:
     config = config_lib.upgrade(json.load(f))  # model.image_size for older runs too
   model = dict(config["model"])
   arch = convert.arch_from_model_config(model, name=os.path.basename(workdir))

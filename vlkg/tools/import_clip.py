@@ -34,12 +34,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 
 from absl import app, flags, logging
 import jax
 
-from vlkg import checkpoint, config as config_lib, console
+from vlkg import checkpoint, config as config_lib, console, files
 from vlkg.convert import open_clip as convert
 from vlkg.convert import readers
 from vlkg.data import clip_bpe
@@ -80,13 +79,13 @@ def import_clip(checkpoint_path: str, arch: str | clip_archs.ClipArch, out: str,
   state_dict = readers.read_checkpoint(checkpoint_path)
   params = convert.to_vlkg(state_dict, a)
 
-  os.makedirs(out, exist_ok=True)
+  files.makedirs(out)
   tokenizer = None
   if bpe is not None:
     name = os.path.basename(bpe)
     target = os.path.join(out, name)
-    if os.path.abspath(bpe) != os.path.abspath(target):
-      shutil.copyfile(bpe, target)
+    if files.abspath(bpe) != files.abspath(target):
+      files.copyfile(bpe, target)
     desc = clip_bpe.ClipBpeTokenizer(target, a.context_length).describe()
     tokenizer = dict(desc, vocab_path=name)  # relative: the directory can move
   checkpoint.save_params_npz(os.path.join(out, checkpoint.PARAMS_NPZ),

@@ -38,6 +38,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vlkg import console
+from vlkg.files import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/clip.py", "Config file.",
                                           lock_config=True)
@@ -89,7 +90,8 @@ def plot_world(config, out: str, rows: int, cols: int, scale: int) -> None:
     s, caps = build.scene_and_captions(spec, world, split, index)
     images.append(render.render(s))
     texts.append(caps if split == "train" else [f"[test_comp] {caps[0]}"])
-  caption_grid(images, texts, cols, scale).save(out)
+  grid = caption_grid(images, texts, cols, scale)
+  atomic_write(out, lambda f: grid.save(f, format="PNG"))
   print(out)
 
 
@@ -293,7 +295,8 @@ def plot_interactions(workdir: str, out: str | None = None, num: int = 4,
                        else "interactions.png")
   canvas = render_rows(rows, scale, wrap=max(16, images.shape[1] * scale // 6))
   # An adaptive palette keeps the file small (the images carry pixel noise).
-  canvas.quantize(256, dither=0).save(out, optimize=True)
+  small = canvas.quantize(256, dither=0)
+  atomic_write(out, lambda f: small.save(f, format="PNG", optimize=True))
   return out
 
 

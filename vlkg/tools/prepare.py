@@ -18,7 +18,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from vlkg import console
+from vlkg import console, files
 from vlkg.data import prepare
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -30,13 +30,12 @@ def main(argv):
   config = _CONFIG.value
   dataset_dir = prepare.dataset_dir(config)
   if _FORCE.value:
-    import shutil
-    shutil.rmtree(dataset_dir, ignore_errors=True)
+    files.rmtree(dataset_dir, ignore_errors=True)
   dataset_dir = prepare.ensure_prepared(config)
   logging.info("dataset ready: %s", dataset_dir)
   info_path = os.path.join(dataset_dir, "corpus.json")
-  if os.path.exists(info_path):  # a real corpus: what its build found
-    with open(info_path) as f:
+  if files.exists(info_path):  # a real corpus: what its build found
+    with files.open(info_path) as f:
       info = json.load(f)
     images = sum(r["images"] for r in info["report"].values())
     logging.info("%d images in %.1fs (%.1f images/s); missing: %s", images,

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vlkg import files
 from vlkg.data.benchmarks.choice import ChoiceRule
 from vlkg.data.benchmarks.errors import (
     BenchmarkFormatError,
@@ -217,7 +218,7 @@ def write_aro(path: str | os.PathLike[str], items: Iterable[AroItem],
   """
   _check_kind(kind)
   records = [_item_record(item, kind, path, i) for i, item in enumerate(items)]
-  with open(path, "w", encoding="utf-8") as f:
+  with files.open(path, "w", encoding="utf-8") as f:
     json.dump(records, f, indent=1)
     f.write("\n")
 

@@ -13,6 +13,8 @@ import json
 import os
 from typing import Any
 
+from vlkg import files
+
 
 class BenchmarkFormatError(ValueError):
   """A benchmark file that does not follow its official layout.
@@ -76,7 +78,7 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     BenchmarkFormatError: If the file is not valid UTF-8 JSON (e.g. truncated).
   """
   try:
-    with open(path, "r", encoding="utf-8") as f:
+    with files.open(path, "r", encoding="utf-8") as f:
       return json.load(f)
   except json.JSONDecodeError as e:
     raise BenchmarkFormatError(

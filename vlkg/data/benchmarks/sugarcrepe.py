@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from vlkg import files
 from vlkg.data.benchmarks.choice import ChoiceRule
 from vlkg.data.benchmarks.errors import (
     BenchmarkFormatError,
@@ -116,13 +117,13 @@ def read_sugarcrepe_dir(
   found: dict[str, list[SugarCrepeItem]] = {}
   for category in SUGARCREPE_CATEGORIES:
     path = os.path.join(folder, f"{category}.json")
-    if os.path.isfile(path):
+    if files.isfile(path):
       found[category] = read_sugarcrepe_file(path)
   if not found:
     expected = ", ".join(f"{c}.json" for c in SUGARCREPE_CATEGORIES)
     problem = f"no SugarCrepe file found; expected any of {expected}"
     legacy = [n for n in _LEGACY_NAMES
-              if os.path.isfile(os.path.join(folder, f"{n}.json"))]
+              if files.isfile(os.path.join(folder, f"{n}.json"))]
     if legacy:
       problem += (f" (found early-release names {legacy}; the official "
                   "main_eval.py reads *_obj instead of *_ent)")
@@ -146,7 +147,7 @@ def write_sugarcrepe_file(path: str | os.PathLike[str],
       }
       for i, item in enumerate(items)
   }
-  with open(path, "w", encoding="utf-8") as f:
+  with files.open(path, "w", encoding="utf-8") as f:
     json.dump(data, f, indent=4)
     f.write("\n")
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from vlkg import files
 from vlkg.data.benchmarks.choice import Ties, choice_correct
 from vlkg.data.benchmarks.errors import (
     BenchmarkFormatError,
@@ -106,7 +107,7 @@ def _parse_item(record: Any, path: str | os.PathLike[str],
 def _read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
   records = []
   try:
-    with open(path, "r", encoding="utf-8") as f:
+    with files.open(path, "r", encoding="utf-8") as f:
       lines = f.readlines()
   except UnicodeDecodeError as e:
     raise BenchmarkFormatError(path, f"not UTF-8 text ({e.reason})") from e
@@ -161,7 +162,7 @@ def image_path(image_root: str | os.PathLike[str], name: str) -> str:
   image folder, so both the data folder and its ``images/`` may be passed.
   """
   image_dir = os.path.join(image_root, IMAGE_DIR)
-  if not os.path.isdir(image_dir):
+  if not files.isdir(image_dir):
     image_dir = os.fspath(image_root)
   return os.path.join(image_dir, name + IMAGE_SUFFIX)
 

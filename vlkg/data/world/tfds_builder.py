@@ -29,6 +29,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vlkg import files
 from vlkg.data import records
 
 NAME = "vlkg_world"
@@ -62,7 +63,7 @@ class VlkgWorld(tfds.core.GeneratorBasedBuilder):
 
   def _source(self) -> str:
     directory = os.fspath(self.data_dir_root)
-    if not os.path.exists(os.path.join(directory, records.MANIFEST)):
+    if not files.exists(os.path.join(directory, records.MANIFEST)):
       raise records.DataError(
           f"tfds {NAME}: data_dir={directory} is not a prepared world (no "
           f"{records.MANIFEST}); pass the directory that vlkg.data.prepare."
