@@ -99,3 +99,24 @@ def test_text_ids_cut_texts_end_with_eot():
   ids = kg_table.text_ids(["a bb", "a bb ccc dddd"], _Tok(), 3)
   assert ids.tolist() == [[11, 12, 3], [11, 12, 3]]
   assert kg_table.text_ids(["a"], _Tok(), 8).tolist() == [[11, 3, 0, 0, 0, 0, 0, 0]]
+
+
+def test_from_graph_text_nodes_and_visualsem_images(tmp_path):
+  import json
+
+  from PIL import Image
+
+  from vlkg.graphs import kg
+  (tmp_path / "images" / "ab").mkdir(parents=True)
+  Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp_path / "images/ab/ab1.jpg")
+  (tmp_path / kg.VISUALSEM_NODES).write_text(json.dumps({
+      "bn:1": {"ms": "dog", "se": [], "ims": ["ab1", "ab2"]},  # ab2 has no file
+      "bn:2": {"ms": "canine", "se": [], "ims": []}}))
+  (tmp_path / kg.VISUALSEM_TUPLES).write_text(json.dumps(
+      {"bn:2": [{"s": "bn:1", "r": "is-a"}]}))
+  t = kg_table.from_graph(kg.read(tmp_path, "visualsem"), 8, heldout_fraction=0.0)
+  assert t.entity_text[~t.is_image].tolist() == ["dog", "canine"]
+  assert t.images.shape == (1, 8, 8, 3) and abs(int(t.images[0, 4, 4, 0]) - 200) < 3
+  facts = {(t.entity_text[h], t.relations[r], t.entity_text[e]) for h, r, e in t.triplets}
+  assert facts == {("dog", "is-a", "canine"),
+                   (str(tmp_path / "images/ab/ab1.jpg"), kg_table.IMAGE_OF, "dog")}

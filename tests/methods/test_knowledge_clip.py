@@ -94,3 +94,28 @@ def test_train_from_scratch_without_a_teacher(setup):
   last = train.train_and_evaluate(config, os.path.join(root, "scratch"))
   assert last["kd"] == 0.0
   assert all(np.isfinite(last[k]) for k in ("loss", "clip", "e2e", "e2r", "g2e"))
+
+
+def test_a_corpus_gets_its_table_from_a_knowledge_graph_file(tmp_path):
+  from tests.data.corpora import corpus_fixtures as fx
+  from vlkg.data import prepare
+  path = fx.captions_jsonl(str(tmp_path / "corpus"), n=12)
+  conceptnet = tmp_path / "assertions.csv"
+  conceptnet.write_text(
+      "/a/1\t/r/IsA\t/c/en/dog/n\t/c/en/animal\t{\"weight\": 1.0}\n"
+      "/a/2\t/r/IsA\t/c/en/cat/n\t/c/en/animal\t{\"weight\": 2.0}\n")
+  config = kc_config.get_config(
+      f"smoke,input.data='captions',input.path='{path}',input.val_size=3,"
+      f"world.workers=1,data_dir='{tmp_path}',knowledge_clip.kg_path='{conceptnet}',"
+      "knowledge_clip.kg_format='conceptnet'")
+  directory = prepare.ensure_prepared(config)
+  config = train.resolve_config(config, directory)
+  assert not os.path.exists(os.path.join(directory, kg_table.TABLE))
+  table, tokenizer = kc.dataset_table(config)
+  assert table.entity_text.tolist() == ["dog", "animal", "cat"]
+  assert os.path.exists(os.path.join(directory, kg_table.TABLE))
+  loss_fn = kc.make_loss_fn(kc.build_model(config), config)
+  # Text triplets only: the mixed and image groups are empty and skipped.
+  c = loss_fn.constants
+  assert len(c["train_text_text"]) == 2 and not len(c["train_mixed"])
+  assert c["entity_tokens"].shape == (3, 16) and (c["entity_tokens"][:, 0] != 0).all()

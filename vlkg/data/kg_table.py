@@ -141,6 +141,41 @@ class Builder:
                  np.array(relations, dtype=str), triplets, heldout, neighbours, types)
 
 
+IMAGE_OF = "is an image of"
+
+
+def from_graph(graph, image_size: int, *, images_per_node: int = 2, seed: int = 0,
+               heldout_fraction: float = 0.1, max_neighbours: int = 8) -> Table:
+  """The table of a knowledge graph read by ``vlkg.graphs.kg.read``.
+
+  A node is a text entity: its ``name`` attribute (VisualSem's main sense) or the
+  node itself (ConceptNet's term). A node's ``images`` (VisualSem) give up to
+  ``images_per_node`` image entities, each ``IMAGE_OF`` the node, as the paper adds
+  image-text pairs with a fixed relation; missing files are skipped. Images are
+  center-cropped and resized to ``image_size``.
+  """
+  from vlkg import preprocess
+  from PIL import Image
+  b = Builder(image_size)
+  name = lambda node: str(graph.nodes[node].get("name") or node)
+  for head, tail, data in graph.edges(data=True):
+    b.fact(b.text(name(head)), data["relation"], b.text(name(tail)))
+  for node, data in graph.nodes(data=True):
+    kept = 0
+    for path in data.get("images", ()):
+      if kept == images_per_node:
+        break
+      if not os.path.exists(path):
+        continue
+      with Image.open(path) as im:
+        pixels = np.asarray(im.convert("RGB"))
+      pixels = preprocess.resize(pixels[None], image_size)[0]
+      b.fact(b.image(pixels.astype(np.uint8), path), IMAGE_OF, b.text(name(node)))
+      kept += 1
+  return b.finish(seed=seed, heldout_fraction=heldout_fraction,
+                  max_neighbours=max_neighbours)
+
+
 def split(triplets: np.ndarray, num_entities: int, fraction: float,
           seed: int) -> np.ndarray:
   """[T] bool: about ``fraction`` of the triplets, held out, seeded; each held-out

@@ -30,7 +30,6 @@ Choices the paper leaves open are config keys, recorded in docs/methods.md.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Callable
 
@@ -85,6 +84,11 @@ def default_config() -> dict:
       max_relations=64,  # width of the E2R head and of the edge types
       temperature=0.07,  # of E2E's and G2E's InfoNCE
       kd_scale=0.0,  # logit scale of KD's softmaxes; 0 = each model's own
+      # A knowledge graph file (vlkg.graphs.kg.read) for data without triplets of
+      # its own (a real corpus): "" = the dataset's table (the world's).
+      kg_path="",
+      kg_format="tsv",  # "tsv", "conceptnet" or "visualsem"
+      kg_images_per_node=2,  # VisualSem images per node
   )
 
 
@@ -156,13 +160,26 @@ def load_teacher(config: ml_collections.ConfigDict) -> dict | None:
       {k: np.asarray(flat[k], v.dtype) for k, v in want.items()})
 
 
-def _dataset_table(config):
+def dataset_table(config):
+  """(the triplet table, its tokenizer) of the config's prepared dataset.
+
+  With ``knowledge_clip.kg_path`` and no table in the dataset, the table is made
+  from that graph (``kg_table.from_graph``) and written into the dataset, where
+  the ``kg`` evaluator finds it too.
+  """
   from vlkg.data import kg_table, prepare, records
   from vlkg.data import tokenizer as tok_lib
+  from vlkg.graphs import kg
+  kc = _cfg(config)
   directory = prepare.dataset_dir(config)
   manifest = records.read_manifest(directory)
-  return (kg_table.read(directory),
-          tok_lib.from_description(manifest["tokenizer"], base_dir=directory))
+  tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=directory)
+  if kc["kg_path"] and not os.path.exists(os.path.join(directory, kg_table.TABLE)):
+    graph = kg.read(kc["kg_path"], kc["kg_format"])
+    kg_table.write(directory, kg_table.from_graph(
+        graph, config.model.image_size, images_per_node=kc["kg_images_per_node"],
+        seed=config.seed))
+  return kg_table.read(directory), tokenizer
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
@@ -173,7 +190,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     model: a ``KnowledgeCLIPModel``.
     config: the run's config (``config.knowledge_clip``, ``config.model``).
     table, tokenizer: the triplet table and the tokenizer of its texts; by default
-      those of the config's prepared dataset.
+      ``dataset_table(config)``.
     teacher: the KD teacher's params; by default ``load_teacher(config)``.
 
   Returns:
@@ -186,7 +203,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
   """
   kc = _cfg(config)
   if table is None:
-    table, tokenizer = _dataset_table(config)
+    table, tokenizer = dataset_table(config)
   consts = kc_step.constants(
       table, tokenizer, entity_len=kc["entity_len"], max_relations=kc["max_relations"],
       neighbours=kc["g2e_neighbours"])
