@@ -37,6 +37,7 @@ def get_config(arg=None):
     config.input.batch_size = 256
     config.optim.update(lr=1e-5, warmup_steps=50)
     config.update(total_steps=None, total_epochs=5)
+    # ViT-B/32's 7 x 7 patch grid enters the fusion encoder whole.
     config.knowledge_clip.update(fusion_heads=8, g2e_heads=8, kg_text_text=32,
-                                 kg_mixed=32, kg_image_image=16)
+                                 kg_mixed=32, kg_image_image=16, fusion_image_pool=1)
   return config_lib.finalize(config, overrides)

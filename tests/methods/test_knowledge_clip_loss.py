@@ -83,6 +83,17 @@ def test_kd_kl_against_numpy_and_no_teacher_gradient():
   assert not np.asarray(g_teacher).any()
 
 
+def test_pool_grid_against_numpy():
+  x = np.random.default_rng(3).normal(size=(2, 16, 5)).astype(np.float32)
+  grid = x.reshape(2, 4, 4, 5)
+  want = np.stack([grid[:, i:i + 2, j:j + 2].mean(axis=(1, 2))
+                   for i in (0, 2) for j in (0, 2)], axis=1)
+  np.testing.assert_allclose(step_lib.pool_grid(jnp.asarray(x), 2), want, rtol=1e-6)
+  assert step_lib.pool_grid(jnp.asarray(x), 1) is not None
+  with pytest.raises(ValueError, match="fusion_image_pool=3"):
+    step_lib.pool_grid(jnp.asarray(x), 3)
+
+
 # ------------------------------------------------------------- the loss function
 
 

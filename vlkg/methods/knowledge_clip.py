@@ -77,6 +77,9 @@ def default_config() -> dict:
       fusion_depth=2,
       fusion_heads=4,
       fusion_mlp_ratio=4.0,
+      # An image entity's patch grid enters the fusion encoder averaged over
+      # 2 x 2 blocks (the world's 8 x 8 grid: 16 tokens); 1 keeps every patch.
+      fusion_image_pool=2,
       g2e_depth=1,
       g2e_heads=4,
       g2e_neighbours=4,  # text neighbours of each anchor (at most the table's 8)
@@ -102,6 +105,8 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
   for key in ("kg_text_text", "kg_mixed", "kg_image_image", "g2e_neighbours"):
     if out[key] < 0:
       raise ValueError(f"config.knowledge_clip.{key}={out[key]} must be >= 0")
+  if out["fusion_image_pool"] < 1:
+    raise ValueError("config.knowledge_clip.fusion_image_pool must be >= 1")
   if not 0 < out["g2e_neighbours"] <= 8:
     raise ValueError("config.knowledge_clip.g2e_neighbours must be in [1, 8] (the "
                      "table keeps 8 neighbours)")
@@ -227,7 +232,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
                for g, k in zip(kc_step.GROUPS, keys)}
     out = model.apply({"params": params}, batch["image"], batch["text"],
                       batch["kg_draw"], c, choices, n, pad_id=pad_id,
-                      g2e_stop_gradient=kc["g2e_stop_gradient"], method=kc_step.forward)
+                      g2e_stop_gradient=kc["g2e_stop_gradient"],
+                      image_pool=kc["fusion_image_pool"], method=kc_step.forward)
     zimg, ztxt = out["zimg"], out["ztxt"]
     clip, metrics = clip_lib.clip_loss(zimg, ztxt, out["logit_scale"])
     terms = {"clip": clip}

@@ -77,9 +77,23 @@ def _resolve(c, draws: Array, g: str, n: int):
   return h, r, t
 
 
+def pool_grid(tokens: Array, pool: int) -> Array:
+  """[K, g*g, D] patch tokens, averaged over ``pool`` x ``pool`` blocks of the grid:
+  [K, (g/pool)^2, D], row-major."""
+  if pool == 1:
+    return tokens
+  k, p, d = tokens.shape
+  g = int(round(p ** 0.5))
+  if g * g != p or g % pool:
+    raise ValueError(f"config.knowledge_clip.fusion_image_pool={pool} does not divide "
+                     f"the {g} x {g} patch grid")
+  x = tokens.reshape(k, g // pool, pool, g // pool, pool, d)
+  return x.mean(axis=(2, 4)).reshape(k, (g // pool) ** 2, d)
+
+
 def forward(module, images: Array, texts: Array, draws: Array, c: dict,
             choices: dict[str, Array], n: dict[str, int], *, pad_id: int,
-            g2e_stop_gradient: bool) -> dict:
+            g2e_stop_gradient: bool, image_pool: int = 1) -> dict:
   """Everything the losses read, in one pass (``model.apply(method=forward)``).
 
   The towers run once per input kind: the batch's images with the entity images,
@@ -95,6 +109,8 @@ def forward(module, images: Array, texts: Array, draws: Array, c: dict,
     n: ``counts``.
     pad_id: the text tower's pad id.
     g2e_stop_gradient: the neighbours' features carry no gradient.
+    image_pool: an image entity's patch grid enters the fusion encoder averaged
+      over ``image_pool`` x ``image_pool`` blocks.
 
   Returns:
     ``zimg``, ``ztxt``, the scalars, and what ``kg_losses`` reads (when a group
@@ -150,7 +166,7 @@ def forward(module, images: Array, texts: Array, draws: Array, c: dict,
     zi, seq_i = module.embed_images(jnp.concatenate([images, pixels.astype(images.dtype)]),
                                     return_tokens=True)
     out["zimg"] = zi[:b]
-    zi, seq_i = zi[b:], seq_i[b:]
+    zi, seq_i = zi[b:], pool_grid(seq_i[b:], image_pool)
   else:
     out["zimg"] = module.embed_images(images)
 
