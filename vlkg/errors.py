@@ -49,6 +49,7 @@ USER_ERROR_TYPES = (
     "vlkg.data.world.knowledge.KnowledgeGraphError",
     "vlkg.data.world.scene.WorldSpecError",
     "vlkg.evaluators.binary_choice.ImageLoadError",
+    "vlkg.graphs.kg.KGFormatError",
     "vlkg.train.NonFiniteError",
     "absl.flags._exceptions.Error",
     "absl.app.UsageError",

@@ -3,7 +3,11 @@
     state = {"step", "params", "opt_state", "nonfinite_step"}
 
 ``update_step`` is a single jitted function with the state donated and explicit
-shardings in and out. It reads nothing from the host: randomness is
+shardings in and out. A loss function may carry ``constants``: arrays it reads but
+does not train (Knowledge-CLIP's frozen teacher and its knowledge-graph table).
+They are put on the devices once, replicated, and passed to the step as an
+argument, so that they are neither traced into the program as literals nor sent
+again each step (`BoundStep`). It reads nothing from the host: randomness is
 ``fold_in(rng, step)``, and a non-finite loss or gradient norm leaves the state
 untouched and records the step in ``nonfinite_step``, which the host checks at each
 log step and turns into an error that names the step and the metric. The last good
@@ -133,14 +137,16 @@ def write_run_files(workdir: str, config, dataset_dir: str) -> None:
 
 
 def make_update_step(loss_fn, tx, train_rng):
-  """(state, batch) -> (state, metrics): one optimizer step, fully on device."""
+  """(state, batch[, constants]) -> (state, metrics): one optimizer step, fully on
+  device; ``constants`` go to ``loss_fn`` as its fifth argument when given."""
 
-  def update_step(state, batch):
+  def update_step(state, batch, constants=None):
     step = state["step"]
     rng = jax.random.fold_in(train_rng, step)
     batch = dict(batch, image=preprocess.normalize_images(batch["image"]))
+    extra = () if constants is None else (constants,)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, rng, step)
+        state["params"], batch, rng, step, *extra)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -154,6 +160,48 @@ def make_update_step(loss_fn, tx, train_rng):
     return new_state, {"loss": loss, "grad_norm": grad_norm, **aux}
 
   return update_step
+
+
+class BoundStep:
+  """A jitted ``(state, batch, constants)`` step with its device-resident constants
+  bound: called, lowered and compiled as ``(state, batch)``, like a step without."""
+
+  def __init__(self, jitted, constants):
+    self.jitted, self.constants = jitted, constants
+
+  def __call__(self, state, batch):
+    return self.jitted(state, batch, self.constants)
+
+  def lower(self, state, batch):
+    return _BoundLowered(self.jitted.lower(state, batch, self.constants), self.constants)
+
+
+class _BoundLowered:
+
+  def __init__(self, lowered, constants):
+    self.lowered, self.constants = lowered, constants
+
+  def compile(self):
+    compiled, constants = self.lowered.compile(), self.constants
+
+    class Compiled:
+      cost_analysis = staticmethod(compiled.cost_analysis)
+
+      def __call__(self, state, batch):
+        return compiled(state, batch, constants)
+
+    return Compiled()
+
+
+def device_constants(constants, mesh):
+  """Host arrays replicated on every device of ``mesh`` (on every host alike)."""
+  replicated = sharding.replicated(mesh)
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, replicated, lambda index: x[index])
+
+  return jax.tree.map(put, constants)
 
 
 class Trainer:
@@ -179,11 +227,19 @@ class Trainer:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract, self.state_sharding)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
-    self.update_step = jax.jit(
-        make_update_step(self.loss_fn, self.tx, train_rng),
-        in_shardings=(self.state_sharding, self.batch_sharding),
-        out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
-        donate_argnums=(0,))
+    constants = getattr(self.loss_fn, "constants", None)
+    step = make_update_step(self.loss_fn, self.tx, train_rng)
+    out_shardings = (self.state_sharding, sharding.replicated(self.mesh))
+    if constants is None:
+      self.update_step = jax.jit(
+          step, in_shardings=(self.state_sharding, self.batch_sharding),
+          out_shardings=out_shardings, donate_argnums=(0,))
+    else:
+      self.update_step = BoundStep(jax.jit(
+          step, in_shardings=(self.state_sharding, self.batch_sharding,
+                              sharding.replicated(self.mesh)),
+          out_shardings=out_shardings, donate_argnums=(0,)),
+          device_constants(constants, self.mesh))
 
   def _init_state(self, rng):
     params = methods.init_params(self.model, self.config, rng)

@@ -9,7 +9,7 @@ import pytest
 
 from vlkg import methods
 
-METHODS = ("clip", "siglip", "structure_clip", "mosaiclip", "loupe")
+METHODS = ("clip", "siglip", "structure_clip", "mosaiclip", "loupe", "knowledge_clip")
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -135,7 +135,8 @@ def test_describe_target():
 
 
 def test_the_methods_declare_the_issue_targets():
-  assert claims.methods_with_claims() == ["loupe", "mosaiclip", "structure_clip"]
+  assert claims.methods_with_claims() == ["knowledge_clip", "loupe", "mosaiclip",
+                                          "structure_clip"]
   sc = {c.metric: c for c in claims.declared("structure_clip")}
   assert sc["world/attribute_swap"].target == 0.15
   assert sc["world/attribute_swap"].halve_errors_above == 0.8
@@ -150,4 +151,8 @@ def test_the_methods_declare_the_issue_targets():
   (lp,) = claims.declared("loupe")
   assert (lp.metric, lp.rule, lp.target, lp.method) == (
       "grounding/pointing_acc", "ratio", 2.0, "loupe")
+  kc = claims.declared("knowledge_clip")
+  assert {(c.metric, c.baseline, c.target) for c in kc} == {
+      ("world/knowledge", "clip", 0.10), ("world_comp/knowledge", "clip", 0.10),
+      ("retrieval/test/image_to_text_R@1", "clip", -0.02)}
   assert claims.declared("clip") == ()

@@ -19,7 +19,7 @@ from vlkg.results import command as results_tool
 ROOT = protocol.ROOT
 # The score of each run on every metric (plus 0.01 per seed).
 SCORES = {"base": 0.55, "clip": 0.60, "negclip": 0.66, "structure_clip": 0.80,
-          "mosaiclip": 0.82, "loupe": 0.61}
+          "mosaiclip": 0.82, "loupe": 0.61, "knowledge_clip": 0.72}
 
 
 class FakeRunner:
@@ -319,10 +319,12 @@ def test_results_command_on_the_fake_runner(tmp_path):
   methods = ["clip", "negclip"] + claims.methods_with_claims()
   summary = results_tool.run(methods, 2, str(tmp_path / "out"), False, str(docs),
                              runner=runner, log=lambda s: None)
-  assert len(runner.trained()) == 1 + 5 * 2
+  assert len(runner.trained()) == 1 + 6 * 2
   assert set(summary["base"]) == set(report.BASE_METRICS)
   by_name = {(c["method"], c["name"]): c for c in summary["claims"]}
-  assert len(by_name) == 7
+  assert len(by_name) == 10
+  knowledge = by_name[("knowledge_clip", "knowledge")]
+  assert knowledge["delta"] == pytest.approx(0.12) and knowledge["met"] is True
   binding = by_name[("structure_clip", "attribute binding")]
   # structure_clip 0.80/0.81 vs clip 0.60/0.61; blind Δ 0
   assert binding["delta"] == pytest.approx(0.20) and binding["met"] is True
@@ -356,7 +358,7 @@ def test_quick_results_end_to_end(tmp_path):
   summary = json.loads(out.strip().splitlines()[-1])
   assert set(summary["base"]) == set(report.BASE_METRICS)
   assert all(isinstance(v, float) and 0 <= v <= 1 for v in summary["base"].values())
-  assert len(summary["claims"]) == 7
+  assert len(summary["claims"]) == 10
   for c in summary["claims"]:
     assert {"name", "method", "metric", "baseline", "value", "delta", "target",
             "met"} <= set(c)

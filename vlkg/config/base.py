@@ -140,8 +140,11 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
   # Evaluators by module path: {"name": {"type": <vlkg.evaluators module>, **kwargs}}.
   # Written for the world; on a real corpus, vlkg.evaluators.for_data runs retrieval
   # on its held-out split instead of the world's suites.
+  # The knowledge-graph completion of vlkg.evaluators.kg runs for every method, so
+  # that the methods compare on it (no metrics on data without a triplet table).
   c.evals = ml_collections.ConfigDict({
-      "world": {"type": "world", "splits": ("test", "test_comp"), "max_items": 0}})
+      "world": {"type": "world", "splits": ("test", "test_comp"), "max_items": 0},
+      "kg": {"type": "kg"}})
 
   # Keep params_best.npz at the best value of this eval metric ("" = off). Use a
   # val metric (world_val/...): selecting on test is selecting on the answer.
