@@ -11,7 +11,7 @@ from vlkg import config as config_lib
 from vlkg.data import world as world_lib
 from vlkg.data import records
 from vlkg.data import tokenizer as tok_lib
-from vlkg.data.world import build, scene as scene_lib
+from vlkg.data.world import build
 from vlkg.graphs import fields as F
 from vlkg.graphs import negatives, tensorize, world_parser
 
