@@ -75,8 +75,8 @@ def test_an_unknown_type_names_itself_and_lists_the_types():
   with pytest.raises(ValueError, match="unknown evaluator type 'common'"):
     evaluators.load("common")
   assert evaluators.load("retrieval") is retrieval
-  assert evaluators.names() == ["grounding", "probe", "real_benchmarks", "retrieval",
-                                "text_prior", "world"]
+  assert evaluators.names() == ["grounding", "kg", "probe", "real_benchmarks",
+                                "retrieval", "text_prior", "world"]
 
 
 def test_run_with_an_unknown_type_fails_before_evaluating(dataset):
@@ -92,7 +92,8 @@ def test_on_the_world_the_evals_are_as_written():
   config = structure_clip.get_config("smoke")
   evals, select = evaluators.for_data(config)
   assert evals == {"world": {"type": "world", "splits": ("val", "test", "test_comp"),
-                             "max_items": 0}}
+                             "max_items": 0},
+                   "kg": {"type": "kg"}}
   assert select == "world_val/attribute_swap"
 
 

@@ -39,6 +39,11 @@ def is_world(data: str) -> bool:
 
 # Fields of config.world that do not change the dataset's bytes.
 _NOT_FINGERPRINTED = ("workers", "plain_steps")  # how a run reads, not what is written
+# World keys added after worlds were first prepared, with the value that writes the
+# bytes written before they existed: at that value they leave the name alone, so
+# prepared worlds and old runs still find theirs.
+_ADDED_KEYS = {"caption_color_rate": 0.9, "num_plain": 0}
+_NO_DEFAULT = object()
 
 
 def data_root(config) -> str:
@@ -61,7 +66,7 @@ def world_fingerprint(config) -> str:
   from vlkg.data import world as world_lib
   from vlkg.data.world import build
   world = {k: v for k, v in world_lib.settings(config).to_dict().items()
-           if k not in _NOT_FINGERPRINTED}
+           if k not in _NOT_FINGERPRINTED and _ADDED_KEYS.get(k, _NO_DEFAULT) != v}
   parts = {"world": world, "text_len": config.input.text_len,
            "format": records.FORMAT_VERSION, "generator": build.GENERATOR_VERSION}
   return _fingerprint(parts, config)

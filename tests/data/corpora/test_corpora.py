@@ -67,9 +67,9 @@ def test_coco_prepares_records_every_method_reads(module, coco_dir, tmp_path):
   real = (val["texts"][:3] != 0).any(-1)
   assert real.sum(1).tolist() == [2, 3, 2]
   # Prepare leaves the config as it was; the evals for the corpus follow from it.
-  assert list(config.evals) == ["world"]
+  assert sorted(config.evals) == ["kg", "world"]
   evals, select = evaluators.for_data(config)
-  assert evals == {"retrieval": {"type": "retrieval", "split": "val"}}
+  assert evals == {"kg": {"type": "kg"}, "retrieval": {"type": "retrieval", "split": "val"}}
   assert select == ("retrieval/val/image_to_text_R@1" if module is structure_clip else "")
 
 
@@ -347,9 +347,9 @@ def test_config_keys_and_world_defaults():
   config = structure_clip.get_config("smoke")
   config.input.data = "coco"
   evals, select = evaluators.for_data(config)
-  assert evals == {"retrieval": {"type": "retrieval", "split": "val"}}
+  assert evals == {"kg": {"type": "kg"}, "retrieval": {"type": "retrieval", "split": "val"}}
   assert select == "retrieval/val/image_to_text_R@1"
-  assert list(config.evals) == ["world"]
+  assert sorted(config.evals) == ["kg", "world"]
   assert config.select_metric == "world_val/attribute_swap"
 
 
@@ -373,6 +373,7 @@ def test_short_training_run_on_coco_with_retrieval_eval(tmp_path):
   saved = json.load(open(os.path.join(workdir, "config.json")))
   assert saved["input"]["data"] == "coco" and saved["tokenizer"]["type"] == "sentencepiece"
   # The run's config.json says what it evaluated: retrieval on the held-out split.
-  assert saved["evals"] == {"retrieval": {"type": "retrieval", "split": "val"}}
+  assert saved["evals"] == {"kg": {"type": "kg"},
+                            "retrieval": {"type": "retrieval", "split": "val"}}
   assert saved["total_steps"] == 3 and saved["total_epochs"] is None
   assert os.path.exists(os.path.join(workdir, "params.npz"))
