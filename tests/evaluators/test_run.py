@@ -75,7 +75,7 @@ def test_an_unknown_type_names_itself_and_lists_the_types():
   with pytest.raises(ValueError, match="unknown evaluator type 'common'"):
     evaluators.load("common")
   assert evaluators.load("retrieval") is retrieval
-  assert evaluators.names() == ["grounding", "probe", "real_benchmarks", "retrieval",
+  assert evaluators.names() == ["grounding", "kg", "probe", "real_benchmarks", "retrieval",
                                 "text_prior", "world"]
 
 
