@@ -92,7 +92,8 @@ def test_on_the_world_the_evals_are_as_written():
   config = structure_clip.get_config("smoke")
   evals, select = evaluators.for_data(config)
   assert evals == {"world": {"type": "world", "splits": ("val", "test", "test_comp"),
-                             "max_items": 0}}
+                             "max_items": 0},
+                   "kg": {"type": "kg"}}
   assert select == "world_val/attribute_swap"
 
 
