@@ -71,8 +71,12 @@ class FakeRunner:
     v = self._score(workdir)
     metrics = {"probe/shape": v, "text_prior/test/blind": 0.5,
                "text_prior/test_comp/blind": 0.5}
+    with open(argv[argv.index("--config") + 1]) as f:
+      evals = evaluation.cache_key(workdir, json.load(f))
+    metrics.update({f"{name}/added": v for name in evals})
     with open(out, "w") as f:
-      json.dump({"params": evaluation.params_stamp(workdir), "metrics": metrics}, f)
+      json.dump({"params": evaluation.params_stamp(workdir), "evals": evals,
+                 "metrics": metrics}, f)
 
   def trained(self):
     return [c[c.index("--workdir") + 1] for c in self.calls if c[2] == "vlkg.main"]
@@ -200,6 +204,36 @@ def test_a_changed_config_is_an_error_before_anything_trains(tmp_path):
                      rf"config \(total_steps: {steps + 1} -> {steps}\).*new --out"):
     p2.run()
   assert p2.runner.calls == []
+
+
+def test_an_evaluator_added_since_training_is_evaluated_not_retrained(tmp_path):
+  runner = FakeRunner()
+  p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=runner, log=lambda s: None)
+  p.run()
+  for run in ("base", "clip/seed0"):  # as if trained before the kg evaluator existed
+    path = tmp_path / run / "config.json"
+    data = json.loads(path.read_text())
+    del data["evals"]["kg"]
+    data["wandb"] = {}
+    path.write_text(json.dumps(data))
+  p.runner = again = FakeRunner()
+  result = p.run()
+  assert again.trained() == []
+  assert again.evaluated() == [str(tmp_path / "base"), str(tmp_path / "clip" / "seed0")]
+  assert result["base"]["kg/added"] == SCORES["base"]
+  assert result["runs"]["clip"][0]["kg/added"] == SCORES["clip"]
+  p.runner = third = FakeRunner()
+  p.run()
+  assert third.calls == []  # that evaluation is cached
+
+
+def test_missing_evals_are_the_protocol_configs_evaluators_the_run_lacks(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"evals": {"world": {"type": "world"}}}))
+  expected = {"evals": {"world": {"type": "world"}, "kg": {"type": "kg"}}}
+  assert workdir_lib.missing_evals(str(tmp_path), expected) == {"kg": {"type": "kg"}}
+  assert workdir_lib.missing_evals(str(tmp_path), {}) == {}
+  assert workdir_lib.config_changes({"a": 1, "evals": {"x": 1}, "wandb": {"p": ""}},
+                                    {"a": 1, "evals": {"y": 2}}) == []
 
 
 def test_a_retrained_base_makes_its_finetunes_stale(tmp_path):

@@ -6,8 +6,10 @@ The world suites, retrieval and grounding are the run's own final evaluation
 (``metrics.jsonl``). This adds the linear probes of the image embedding
 (``vlkg.evaluators.probe``: does the tower know shapes at all?) and the caption
 prior's blind score (``vlkg.evaluators.text_prior``: how much of an attribute-swap
-score the captions alone explain), both on the run's own world. It runs as its
-own process, as training does, so that the results command never holds an
+score the captions alone explain), both on the run's own world; and the evaluators
+that the protocol's config now names but the run's own did not (``--evals``, an
+evaluator added since the run trained), on the dataset of the protocol's config
+(``--config``), which holds the same records. It runs as its own process, as training does, so that the results command never holds an
 accelerator. The output records which ``params.npz`` it measured (size and
 modification time), so that a retrained run is evaluated again.
 """
@@ -29,24 +31,41 @@ def params_stamp(workdir: str) -> dict:
   return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def evaluate(workdir: str) -> dict[str, float]:
-  """``probe/*`` and ``text_prior/*`` of the run in ``workdir``."""
-  from vlkg import api
+def cache_key(workdir: str, config: dict | None) -> list[str]:
+  """The extra evaluators an evaluation ran: a cached one stands while they agree."""
+  from vlkg.results import workdir as workdir_lib
+  return sorted(workdir_lib.missing_evals(workdir, config or {}))
+
+
+def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
+  """``probe/*`` and ``text_prior/*`` of the run in ``workdir``, and the evaluators
+  of ``config`` (the protocol's config of the run, as a dict) that the run lacks."""
+  from vlkg import api, evaluators
   from vlkg.data import prepare
   from vlkg.evaluators import probe, text_prior
+  from vlkg.results import workdir as workdir_lib
   data = prepare.run_dataset_dir(workdir)
   model = api.load(workdir)
   out = dict(probe.evaluate(model, data))
   out.update(text_prior.evaluate(model, data))
+  extra = workdir_lib.missing_evals(workdir, config or {})
+  if extra:
+    import ml_collections
+    current = ml_collections.ConfigDict(config)
+    current.evals = extra
+    current_data = prepare.ensure_prepared(current)
+    out.update(evaluators.run(current, api.load(workdir, dataset_dir=current_data),
+                              current_data))
   return out
 
 
-def write(workdir: str, out: str) -> dict:
-  """Evaluates and writes ``{"params": stamp, "metrics": ..., "seconds": ...}``."""
+def write(workdir: str, out: str, config: dict | None = None) -> dict:
+  """Evaluates and writes ``{"params": stamp, "evals": names, "metrics": ...,
+  "seconds": ...}``."""
   stamp = params_stamp(workdir)
   start = time.perf_counter()
-  result = {"params": stamp, "metrics": evaluate(workdir),
-            "seconds": time.perf_counter() - start}
+  result = {"params": stamp, "evals": cache_key(workdir, config),
+            "metrics": evaluate(workdir, config), "seconds": time.perf_counter() - start}
   tmp = out + ".tmp"
   with open(tmp, "w") as f:
     json.dump(result, f, indent=1, sort_keys=True)
@@ -58,7 +77,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  result = write(flags.FLAGS.workdir, flags.FLAGS.out)
+  config = None
+  if flags.FLAGS.config:
+    with open(flags.FLAGS.config) as f:
+      config = json.load(f)
+  result = write(flags.FLAGS.workdir, flags.FLAGS.out, config)
   print(json.dumps(result["metrics"], sort_keys=True))
 
 
@@ -67,5 +90,7 @@ if __name__ == "__main__":
   # its own --out.
   flags.DEFINE_string("workdir", None, "A finished run's directory.")
   flags.DEFINE_string("out", None, "Where to write the JSON.")
+  flags.DEFINE_string("config", None, "The protocol's config of the run (JSON); its "
+                      "evaluators that the run's config.json lacks are run too.")
   flags.mark_flags_as_required(["workdir", "out"])
   app.run(main)

@@ -5,7 +5,9 @@ Layout of the protocol's directory ``OUT``::
     OUT/base/                 python -m vlkg.main --config configs/clip.py:base
     OUT/<run>/seed<S>/        python -m vlkg.main --config configs/<m>.py:finetune
                                   --config.model_init=OUT/base --config.seed=S
-    <workdir>/evaluation.json python -m vlkg.results.evaluation (probes, blind score)
+    <workdir>/evaluation.json python -m vlkg.results.evaluation (probes, blind score,
+                              evaluators added since the run trained)
+    <workdir>/protocol_config.json  the stage's config as the protocol builds it now
     <workdir>/stage_times.json the seconds of each attempt at each stage
     <workdir>/base_params.json which base params.npz a fine-tune started from
     <workdir>/train.log, evaluate.log   the stages' output
@@ -25,7 +27,9 @@ it from its checkpoints; an evaluation is cached in ``evaluation.json`` with the
 size and time of the params it measured.
 
 A changed config is an error, never a silent reuse: before a stage starts, the
-config it would write is compared with the ``config.json`` of its workdir. A
+config it would write is compared with the ``config.json`` of its workdir. Only
+what is evaluated may differ (``workdir.NOT_TRAINING``): an evaluator added since a
+run trained is run on its params by the evaluation stage. A
 changed base invalidates every fine-tune made from it, so the error says to use a
 new ``--out`` (or delete the stale directory).
 
@@ -55,6 +59,9 @@ from vlkg.results.workdir import (CONFIG_FILE, EVALUATION_FILE, METRICS_FILE,
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = "base"
 LOCK_FILE = ".lock"
+# The config the protocol would train the stage with today, for the evaluation
+# stage (its evaluators may have grown since the run trained).
+PROTOCOL_CONFIG_FILE = "protocol_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,21 +256,26 @@ class Protocol:
     if stage.parent:
       check_tokenizer(stage.workdir, stage.parent)
     metrics = final_metrics(stage.workdir)
-    metrics.update(self.evaluate(stage))
+    metrics.update(self.evaluate(stage, config))
     return metrics
 
-  def evaluate(self, stage: Stage) -> dict:
+  def evaluate(self, stage: Stage, config) -> dict:
     """The cached evaluation of ``stage``, computed if missing or stale."""
     path = os.path.join(stage.workdir, EVALUATION_FILE)
+    config_path = os.path.join(stage.workdir, PROTOCOL_CONFIG_FILE)
+    with open(config_path, "w") as f:
+      f.write(config.to_json())
+    expected = json.loads(config.to_json())
     stamp = evaluation.params_stamp(stage.workdir)
     if os.path.exists(path):
       with open(path) as f:
         cached = json.load(f)
-      if cached.get("params") == stamp:
+      if (cached.get("params") == stamp and cached.get("evals", [])
+          == evaluation.cache_key(stage.workdir, expected)):
         self.log(f"[results] {stage.name}: evaluated (reused)")
         return cached["metrics"]
     argv = [self.python, "-m", "vlkg.results.evaluation", "--workdir", stage.workdir,
-            "--out", path]
+            "--out", path, "--config", config_path]
     seconds = timed(stage.workdir, "evaluate", lambda: self.runner(
         argv, os.path.join(stage.workdir, "evaluate.log")))
     self.log(f"[results] {stage.name}: evaluated in {seconds:.0f} s")

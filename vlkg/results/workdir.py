@@ -41,19 +41,35 @@ def _flat(d: dict, prefix: str = "") -> dict:
   return out
 
 
+# Sections that do not shape the trained params: what is evaluated (an evaluator
+# added since a run trained is run on its params by the evaluation stage,
+# `missing_evals`) and where metrics are mirrored.
+NOT_TRAINING = ("evals", "wandb")
+
+
 def config_changes(written: dict, expected: dict) -> list[str]:
   """Keys on which a run's ``config.json`` and the config it would now get differ.
 
   The trainer fills in what the dataset decides (``model.text.vocab_size`` when 0)
-  and adds the tokenizer's description; neither is a change.
+  and adds the tokenizer's description; neither is a change, nor is a section of
+  `NOT_TRAINING`.
   """
-  old = _flat({k: v for k, v in written.items() if k != "tokenizer"})
-  new = _flat(expected)
+  skip = ("tokenizer", *NOT_TRAINING)
+  old = _flat({k: v for k, v in written.items() if k not in skip})
+  new = _flat({k: v for k, v in expected.items() if k not in skip})
   if new.get("model.text.vocab_size") == 0:
     new.pop("model.text.vocab_size")
     old.pop("model.text.vocab_size", None)
   return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def missing_evals(workdir: str, expected: dict) -> dict:
+  """The evaluators of the ``expected`` config that the run's own ``config.json``
+  lacks (name -> spec): added since it trained, so its metrics lack them."""
+  with open(os.path.join(workdir, CONFIG_FILE)) as f:
+    own = json.load(f).get("evals", {})
+  return {k: v for k, v in expected.get("evals", {}).items() if k not in own}
 
 
 def final_metrics(workdir: str) -> dict:
