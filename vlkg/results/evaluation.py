@@ -44,7 +44,10 @@ def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
   from vlkg.data import prepare
   from vlkg.evaluators import probe, text_prior
   from vlkg.results import workdir as workdir_lib
-  data = prepare.run_dataset_dir(workdir)
+  from vlkg import config as config_lib
+  # The run's dataset, prepared again if it is gone (or was prepared by an older
+  # generator: the records of a seed are the same bytes).
+  data = prepare.ensure_prepared(config_lib.load_run_config(workdir))
   model = api.load(workdir)
   out = dict(probe.evaluate(model, data))
   out.update(text_prior.evaluate(model, data))
