@@ -216,3 +216,19 @@ def test_upgrade_reads_the_keys_of_older_runs():
   # Today's keys pass through unchanged.
   current = clip.get_config("smoke").to_dict()
   assert config_lib.upgrade(current) == current
+
+
+def test_upgrade_fills_in_keys_added_since_a_run(monkeypatch):
+  from vlkg.config import legacy
+  monkeypatch.setattr(legacy, "ADDED", {"model.attention": "xla",
+                                        "knowledge_clip.mode": "fusion"})
+  old = {"model": {"embed_dim": 32}}
+  assert config_lib.upgrade(old) == {"model": {"embed_dim": 32, "attention": "xla"}}
+  # A method's section only where the run has it; a value the run set stays.
+  assert config_lib.upgrade({"model": {"attention": "cudnn"}, "knowledge_clip": {}}) == {
+      "model": {"attention": "cudnn"}, "knowledge_clip": {"mode": "fusion"}}
+  # So a results stage trained before the key existed is not stale.
+  from vlkg.results import workdir
+  assert workdir.config_changes(old, {"model": {"embed_dim": 32, "attention": "xla"}}) == []
+  assert workdir.config_changes(old, {"model": {"embed_dim": 32, "attention": "cudnn"}}) == [
+      "model.attention: 'xla' -> 'cudnn'"]

@@ -7,7 +7,9 @@ A run directory stays loadable (``vlkg.api.load``), resumable and findable
   * ``world.image_size`` and ``input.image_size`` -> ``model.image_size`` (the
     model's input size was a world key, though every corpus used it);
   * ``log_every``, ``eval_every``, ``checkpoint_every`` -> ``<name>_steps``
-    (durations may be given in steps, examples or epochs, `vlkg.config.durations`).
+    (durations may be given in steps, examples or epochs, `vlkg.config.durations`);
+  * a key added since the run was written (`ADDED`) gets the value that does what
+    the code did before it existed, so an old run reads as the same run.
 """
 
 from __future__ import annotations
@@ -28,9 +30,28 @@ MOVED = {**RENAMED, "world.image_size": "model.image_size",
          "input.image_size": "model.image_size"}
 
 
+# Keys added to configs after runs were written (dotted), with the value that
+# behaves as the code did before: a run without the key is read with it. A key of
+# a method's own section applies to runs that have that section.
+ADDED: dict[str, object] = {}
+
+
+def _fill_added(data: dict) -> None:
+  for dotted, value in ADDED.items():
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+      node = node.get(p) if isinstance(node, dict) else None
+      if node is None:
+        break
+    if isinstance(node, dict) and leaf not in node:
+      node[leaf] = copy.deepcopy(value)
+
+
 def upgrade(data: dict) -> dict:
   """A copy of a run's config (as JSON data) in today's keys."""
   data = copy.deepcopy(data)
+  _fill_added(data)
   for old, new in RENAMED.items():
     if old in data and new not in data:
       data[new] = data.pop(old)

@@ -52,9 +52,12 @@ def config_changes(written: dict, expected: dict) -> list[str]:
 
   The trainer fills in what the dataset decides (``model.text.vocab_size`` when 0)
   and adds the tokenizer's description; neither is a change, nor is a section of
-  `NOT_TRAINING`.
+  `NOT_TRAINING`, nor a key added since the run at the value that behaves as the
+  code did before (`vlkg.config.legacy.ADDED`).
   """
+  from vlkg.config import legacy
   skip = ("tokenizer", *NOT_TRAINING)
+  written = legacy.upgrade(written)  # keys added since at their old behaviour
   old = _flat({k: v for k, v in written.items() if k not in skip})
   new = _flat({k: v for k, v in expected.items() if k not in skip})
   if new.get("model.text.vocab_size") == 0:
