@@ -60,11 +60,11 @@ def writings(table: kg_table.Table) -> np.ndarray:
 
 def constants(table: kg_table.Table, tokenizer, *, length: int) -> dict[str, np.ndarray]:
   """The table as the captions-mode step reads it (numpy; held on device by the
-  trainer): the captions' and the text entities' token ids at ``length``, each
-  caption's id (equal captions share one), the images, the training triplets of
-  each group."""
-  captions = writings(table)
-  _, caption_id = np.unique(captions, return_inverse=True)
+  trainer): each distinct caption's token ids at ``length`` and each triplet's
+  caption id (a knowledge graph repeats its captions: "is an image of dog" for
+  every image of a dog), the text entities' token ids at ``length``, the images,
+  the training triplets of each group."""
+  captions, caption_id = np.unique(writings(table), return_inverse=True)
   text = np.where(table.is_image, "", table.entity_text)
   out = {"triplets": table.triplets.astype(np.int32),
          "is_image": table.is_image,
@@ -107,13 +107,13 @@ def forward(module, images: Array, texts: Array, draws: Array, c: dict,
   c = jax.tree.map(jnp.asarray, c)
   out = dict(module.scalars())
   out["ztxt"] = module.embed_texts(texts)
-  sides = {}  # group -> (a, b): ("text", caption rows) / ("text" | "image", entities)
+  sides = {}  # group -> (side a, side b), each (kind, rows of its kind's array, ids)
   for g in GROUPS:
     if not n[g]:
       continue
     rows = _rows(c, draws, g, n[g])
     h, t = c["triplets"][rows, 0], c["triplets"][rows, 2]
-    caption = ("caption", rows, c["caption_id"][rows])
+    caption = ("caption", c["caption_id"][rows], c["caption_id"][rows])
     if g == "text_text":
       sides[g] = (caption, ("text", t, t))
     elif g == "mixed":
