@@ -33,7 +33,10 @@ MOVED = {**RENAMED, "world.image_size": "model.image_size",
 # Keys added to configs after runs were written (dotted), with the value that
 # behaves as the code did before: a run without the key is read with it. A key of
 # a method's own section applies to runs that have that section.
-ADDED: dict[str, object] = {}
+ADDED: dict[str, object] = {
+    # Knowledge-CLIP's "CLIP + KG" ablation is a mode; before, there was the method.
+    "knowledge_clip.mode": "fusion",
+}
 
 
 def _fill_added(data: dict) -> None:

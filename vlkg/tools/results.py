@@ -1,7 +1,7 @@
 """The world protocol in one command: the base, every method fine-tuned, the claims.
 
     python -m vlkg.tools.results [--methods clip,structure_clip] [--seeds 3]
-        [--out DIR] [--quick] [--docs docs]
+        [--out DIR] [--quick] [--docs docs] [--ablations]
 
 Trains ``configs/clip.py:base`` once into ``OUT/base`` (reused while its config is
 unchanged), fine-tunes every run from it for each seed (``configs/<m>.py:finetune``,
@@ -12,7 +12,14 @@ whose config has changed since it ran is an error that names the changed keys: a
 changed base makes every fine-tune under ``OUT`` stale, so use a new ``--out``.
 
 Runs: ``--methods`` (default: the baselines ``clip`` and ``negclip`` and every
-method that declares claims), plus the baselines that their claims name.
+method that declares claims), plus the baselines that their claims name (a run
+that a method declares, such as Knowledge-CLIP's ``clip_kg``, the "CLIP + KG"
+baseline of its KG claims). ``--methods`` may name a declared run itself
+(``knowledge_clip_no_e2e``); ``--ablations`` adds every run that the selected
+methods declare (``vlkg.results.runs``: their papers' ablations, e.g.
+Knowledge-CLIP without each of E2E, E2R, G2E, KD), which are too costly to run by
+default. Each method with declared runs among the results gets an ablation table
+in the report.
 
 Writes ``OUT/results.md`` (the claims section), ``OUT/results.png`` and
 ``OUT/results.json``; with ``--docs DIR`` also the section of ``DIR/results.md``
@@ -41,6 +48,8 @@ _OUT = flags.DEFINE_string("out", None, "The protocol's directory (default "
 _QUICK = flags.DEFINE_bool("quick", False, "A minutes-long pass on a tiny world.")
 _DOCS = flags.DEFINE_string("docs", "", "Also write DIR/results.md's section and "
                             "DIR/results.png (e.g. docs); empty: only OUT.")
+_ABLATIONS = flags.DEFINE_bool("ablations", False, "Also run every ablation that the "
+                               "selected methods declare (their RUNS).")
 
 
 def main(argv):
@@ -55,7 +64,8 @@ def main(argv):
     raise app.UsageError(f"--seeds must be >= 1, got {seeds}")
   out = _OUT.value or os.path.join("~", ".cache", "vlkg",
                                    "results_quick" if quick else "results")
-  summary = command.run(methods, seeds, out, quick, _DOCS.value)
+  summary = command.run(methods, seeds, out, quick, _DOCS.value,
+                        ablations=_ABLATIONS.value)
   print(json.dumps(summary, sort_keys=True), flush=True)
 
 
