@@ -42,23 +42,12 @@ def test_a_run_name_says_one_thing(monkeypatch):
 
 
 def test_the_tool_passes_ablations_on(monkeypatch, tmp_path):
-  from absl import flags
-  from absl.testing import flagsaver
   from vlkg.results import command
   from vlkg.tools import results as tool
   got = {}
   monkeypatch.setattr(command, "run", lambda *a, **k: got.update(a=a, k=k) or {})
-  parsed = flags.FLAGS.is_parsed()
-  flags.FLAGS.mark_as_parsed()
-  try:
-    with flagsaver.flagsaver(methods=["knowledge_clip"], ablations=True, seeds=2,
-                             out=str(tmp_path)):
-      tool.main(["results"])
-    assert got["a"][:3] == (["knowledge_clip"], 2, str(tmp_path))
-    assert got["k"] == {"ablations": True}
-    with flagsaver.flagsaver(methods=["clip"], seeds=1, out=str(tmp_path)):
-      tool.main(["results"])
-    assert got["k"] == {"ablations": False}
-  finally:
-    if not parsed:
-      flags.FLAGS.unparse_flags()
+  tool.run(methods=["knowledge_clip"], ablations=True, seeds=2, out=str(tmp_path))
+  assert got["a"][:3] == (["knowledge_clip"], 2, str(tmp_path))
+  assert got["k"] == {"ablations": True}
+  tool.run(methods=["clip"], seeds=1, out=str(tmp_path))
+  assert got["k"] == {"ablations": False}

@@ -40,34 +40,42 @@ import os
 
 from absl import app, flags
 
-_METHODS = flags.DEFINE_list("methods", None, "Runs to fine-tune (default: the "
-                             "baselines and every method that declares CLAIMS).")
-_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per run (default 3; 1 with --quick).")
-_OUT = flags.DEFINE_string("out", None, "The protocol's directory (default "
-                           "~/.cache/vlkg/results, or results_quick with --quick).")
-_QUICK = flags.DEFINE_bool("quick", False, "A minutes-long pass on a tiny world.")
-_DOCS = flags.DEFINE_string("docs", "", "Also write DIR/results.md's section and "
-                            "DIR/results.png (e.g. docs); empty: only OUT.")
-_ABLATIONS = flags.DEFINE_bool("ablations", False, "Also run every ablation that the "
-                               "selected methods declare (their RUNS).")
+def _define_flags() -> None:
+  # Defined only when run as a program, so that this module imports beside other
+  # tools that define --out (absl rejects a flag defined twice).
+  flags.DEFINE_list("methods", None, "Runs to fine-tune (default: the baselines and "
+                    "every method that declares CLAIMS).")
+  flags.DEFINE_integer("seeds", None, "Seeds per run (default 3; 1 with --quick).")
+  flags.DEFINE_string("out", None, "The protocol's directory (default "
+                      "~/.cache/vlkg/results, or results_quick with --quick).")
+  flags.DEFINE_bool("quick", False, "A minutes-long pass on a tiny world.")
+  flags.DEFINE_string("docs", "", "Also write DIR/results.md's section and "
+                      "DIR/results.png (e.g. docs); empty: only OUT.")
+  flags.DEFINE_bool("ablations", False, "Also run every ablation that the selected "
+                    "methods declare (their RUNS).")
+
+
+def run(methods=None, seeds=None, out=None, quick=False, docs="",
+        ablations=False) -> dict:
+  """The protocol with the flags' defaults filled in; its summary (the JSON line)."""
+  from vlkg.results import claims, command, protocol
+  methods = methods or (list(protocol.BASELINES) + claims.methods_with_claims())
+  seeds = seeds if seeds is not None else (1 if quick else 3)
+  if seeds < 1:
+    raise app.UsageError(f"--seeds must be >= 1, got {seeds}")
+  out = out or os.path.join("~", ".cache", "vlkg", "results_quick" if quick else "results")
+  return command.run(methods, seeds, out, quick, docs, ablations=ablations)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from vlkg.results import claims, command, protocol
-  quick = _QUICK.value
-  methods = _METHODS.value or (list(protocol.BASELINES) + claims.methods_with_claims())
-  seeds = _SEEDS.value if _SEEDS.value is not None else (1 if quick else 3)
-  if seeds < 1:
-    raise app.UsageError(f"--seeds must be >= 1, got {seeds}")
-  out = _OUT.value or os.path.join("~", ".cache", "vlkg",
-                                   "results_quick" if quick else "results")
-  summary = command.run(methods, seeds, out, quick, _DOCS.value,
-                        ablations=_ABLATIONS.value)
+  f = flags.FLAGS
+  summary = run(f.methods, f.seeds, f.out, f.quick, f.docs, f.ablations)
   print(json.dumps(summary, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
