@@ -19,7 +19,12 @@ from vlkg.results import command as results_tool
 ROOT = protocol.ROOT
 # The score of each run on every metric (plus 0.01 per seed).
 SCORES = {"base": 0.55, "clip": 0.60, "negclip": 0.66, "structure_clip": 0.80,
-          "mosaiclip": 0.82, "loupe": 0.61, "knowledge_clip": 0.72}
+          "mosaiclip": 0.82, "loupe": 0.61, "knowledge_clip": 0.72, "clip_kg": 0.65,
+          "knowledge_clip_no_e2e": 0.70, "knowledge_clip_no_e2r": 0.71,
+          "knowledge_clip_no_g2e": 0.69, "knowledge_clip_no_kd": 0.68}
+# What the fake trainer writes besides the suites: the KG evaluation's figures.
+KG_METRICS = ("kg/tail_R@1", "kg/relation_acc")
+EXTRA_METRICS = ("world_comp/knowledge", *KG_METRICS)
 
 
 class FakeRunner:
@@ -61,6 +66,7 @@ class FakeRunner:
       json.dump({**data, "tokenizer": {"type": "bpe"}}, f)
     v = self._score(workdir)
     metrics = {m: v for m in report.SUITE_METRICS if not m.startswith(("probe", "text_"))}
+    metrics.update({m: v for m in EXTRA_METRICS})
     with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
       f.write(json.dumps({"step": config.total_steps, "loss": 1.0}) + "\n")
       f.write(json.dumps({"step": config.total_steps, **metrics}) + "\n")
@@ -335,12 +341,85 @@ def _alive(pid):
     return False
 
 
+ABLATIONS = ["knowledge_clip_no_e2e", "knowledge_clip_no_e2r", "knowledge_clip_no_g2e",
+             "knowledge_clip_no_kd"]
+
+
 def test_select_runs_adds_the_baselines_claims_name():
   claims_of = results_tool.claims_of
   assert results_tool.select_runs(["mosaiclip"], claims_of) == [
       "clip", "mosaiclip", "structure_clip"]
   assert results_tool.select_runs(["loupe", "negclip", "clip"], claims_of) == [
       "clip", "negclip", "loupe"]
+  # Knowledge-CLIP's KG claims name the run its module declares for "CLIP + KG".
+  assert results_tool.select_runs(["knowledge_clip"], claims_of) == [
+      "clip", "knowledge_clip", "clip_kg"]
+  assert results_tool.claims_of("clip_kg") == ()
+  assert results_tool.claims_of("knowledge_clip_no_kd") == ()
+
+
+def test_ablations_add_every_run_the_selected_methods_declare():
+  select = lambda runs: results_tool.select_runs(runs, results_tool.claims_of,
+                                                 results_tool.ablations_of)
+  assert select(["knowledge_clip"]) == ["clip", "knowledge_clip", "clip_kg", *ABLATIONS]
+  assert select(["mosaiclip", "negclip"]) == ["clip", "negclip", "mosaiclip",
+                                              "structure_clip"]
+  # A declared run named on its own is a run like any other, without its method.
+  assert results_tool.select_runs(["knowledge_clip_no_g2e"], results_tool.claims_of) == [
+      "knowledge_clip_no_g2e"]
+  assert results_tool.ablations_of("clip_kg") == () == results_tool.ablations_of("clip")
+
+
+def test_a_declared_run_is_its_methods_finetune_with_its_overrides(tmp_path):
+  assert protocol.run_spec("clip_kg") == protocol.RunSpec(
+      "clip_kg", "knowledge_clip", ("knowledge_clip.mode=captions",))
+  assert protocol.run_spec("knowledge_clip_no_kd") == protocol.RunSpec(
+      "knowledge_clip_no_kd", "knowledge_clip", ("knowledge_clip.kd_weight=0.0",))
+  assert protocol.run_spec("negclip") == protocol.BASELINES["negclip"]
+  assert protocol.run_spec("loupe") == protocol.RunSpec("loupe", "loupe")
+  p = protocol.Protocol(str(tmp_path), ["clip_kg"], [1], python="python")
+  stage = p.finetune_stage("clip_kg", 1)
+  assert stage.argv("python") == [
+      "python", "-m", "vlkg.main", "--config",
+      "configs/knowledge_clip.py:finetune,knowledge_clip.mode=captions",
+      f"--config.model_init={tmp_path / 'base'}", "--config.seed=1",
+      "--workdir", str(tmp_path / "clip_kg" / "seed1")]
+  config = p.check(stage)
+  assert config.knowledge_clip.mode == "captions" and config.seed == 1
+  full = p.check(p.finetune_stage("knowledge_clip", 1))
+  # The same run but for the mode: the same triplet draws, steps, towers.
+  from vlkg.results import workdir
+  assert workdir.config_changes(json.loads(full.to_json()), json.loads(config.to_json())) == [
+      "knowledge_clip.mode: 'fusion' -> 'captions'"]
+  for name in ABLATIONS:
+    weight = name.rsplit("_", 1)[1]
+    c = p.check(p.finetune_stage(name, 1))
+    assert c.knowledge_clip[f"{weight}_weight"] == 0.0 and c.knowledge_clip.mode == "fusion"
+
+
+def test_ablations_on_the_fake_runner(tmp_path):
+  """--ablations: the method, its declared runs and the clip baseline, one table."""
+  runner = FakeRunner()
+  summary = results_tool.run(["knowledge_clip"], 2, str(tmp_path / "out"), False, "",
+                             runner=runner, log=lambda s: None, ablations=True)
+  trained = {os.path.basename(os.path.dirname(w)) for w in runner.trained()[1:]}
+  assert trained == {"clip", "knowledge_clip", "clip_kg", *ABLATIONS}
+  assert len(runner.trained()) == 1 + 7 * 2
+  kg = {c["metric"]: c for c in summary["claims"] if c["baseline"] == "clip_kg"}
+  assert set(kg) == set(KG_METRICS)
+  # knowledge_clip 0.72 / 0.73 against clip_kg 0.65 / 0.66: +7 points each seed.
+  assert kg["kg/tail_R@1"]["delta"] == pytest.approx(0.07) and kg["kg/tail_R@1"]["met"]
+  text = (tmp_path / "out" / "results.md").read_text()
+  assert "--methods knowledge_clip --seeds 2 --ablations" in text
+  table = text.split("#### knowledge_clip\n\n")[1].split("\n\n")[0].splitlines()
+  assert table[0] == ("| run | what | `world/knowledge` | `world_comp/knowledge` | "
+                      "`kg/tail_R@1` | `kg/relation_acc` | "
+                      "`retrieval/test/image_to_text_R@1` |")
+  rows = {r.split("|")[1].strip(): r for r in table[2:]}
+  assert list(rows) == ["knowledge_clip", "clip_kg", *ABLATIONS]
+  # Two seeds: 0.70 and 0.71, mean 0.705, s.e. 0.005.
+  assert rows["knowledge_clip_no_e2e"] == ("| knowledge_clip_no_e2e | without E2E | "
+                                           + " | ".join(["0.705 ± 0.005"] * 5) + " |")
 
 
 def test_results_command_on_the_fake_runner(tmp_path):
@@ -353,12 +432,16 @@ def test_results_command_on_the_fake_runner(tmp_path):
   methods = ["clip", "negclip"] + claims.methods_with_claims()
   summary = results_tool.run(methods, 2, str(tmp_path / "out"), False, str(docs),
                              runner=runner, log=lambda s: None)
-  assert len(runner.trained()) == 1 + 6 * 2
+  # The 6 defaults and clip_kg, the baseline that Knowledge-CLIP's KG claims name.
+  assert len(runner.trained()) == 1 + 7 * 2
+  assert str(tmp_path / "out" / "clip_kg" / "seed1") in runner.trained()
   assert set(summary["base"]) == set(report.BASE_METRICS)
   by_name = {(c["method"], c["name"]): c for c in summary["claims"]}
-  assert len(by_name) == 10
+  assert len(by_name) == 12
   knowledge = by_name[("knowledge_clip", "knowledge")]
   assert knowledge["delta"] == pytest.approx(0.12) and knowledge["met"] is True
+  relations = by_name[("knowledge_clip", "KG relations over CLIP + KG")]
+  assert relations["baseline"] == "clip_kg" and relations["delta"] == pytest.approx(0.07)
   binding = by_name[("structure_clip", "attribute binding")]
   # structure_clip 0.80/0.81 vs clip 0.60/0.61; blind Δ 0
   assert binding["delta"] == pytest.approx(0.20) and binding["met"] is True
@@ -373,6 +456,9 @@ def test_results_command_on_the_fake_runner(tmp_path):
   text = (docs / "results.md").read_text()
   assert text.startswith("# Results\n\nhand-written\n") and report.BEGIN in text
   assert "| attribute binding | structure_clip |" in text
+  # The ablation table: Knowledge-CLIP and the one declared run that ran.
+  table = text.split("#### knowledge_clip\n\n")[1].split("\n\n")[0].splitlines()
+  assert [r.split("|")[1].strip() for r in table[2:]] == ["knowledge_clip", "clip_kg"]
   assert (docs / "results.png").exists() and (tmp_path / "out" / "results.png").exists()
   saved = json.loads((tmp_path / "out" / "results.json").read_text())
   assert saved["claims"] == json.loads(json.dumps(summary["claims"]))
@@ -392,7 +478,7 @@ def test_quick_results_end_to_end(tmp_path):
   summary = json.loads(out.strip().splitlines()[-1])
   assert set(summary["base"]) == set(report.BASE_METRICS)
   assert all(isinstance(v, float) and 0 <= v <= 1 for v in summary["base"].values())
-  assert len(summary["claims"]) == 10
+  assert len(summary["claims"]) == 12
   for c in summary["claims"]:
     assert {"name", "method", "metric", "baseline", "value", "delta", "target",
             "met"} <= set(c)

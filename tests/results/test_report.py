@@ -5,6 +5,7 @@ import pytest
 
 from vlkg.results import claims, figure, report
 from vlkg.results.claims import Claim
+from vlkg.results.runs import Run
 
 RESULT = {
     "base": {"probe/shape": 0.93, "world/replace_obj": 0.88, "world/replace_att": 0.95,
@@ -125,3 +126,52 @@ def test_command_line():
   assert command.command_line(["clip", "loupe"], 3, False) == (
       "python -m vlkg.tools.results --methods clip,loupe --seeds 3")
   assert command.command_line(["clip"], 1, True).endswith("--seeds 1 --quick")
+  assert command.command_line(["knowledge_clip"], 3, False, ablations=True) == (
+      "python -m vlkg.tools.results --methods knowledge_clip --seeds 3 --ablations")
+
+
+ABLATION_RUNS = {
+    "kc": {0: {"world/knowledge": 0.80, "kg/tail_R@1": 0.30},
+           1: {"world/knowledge": 0.84, "kg/tail_R@1": 0.34}},
+    "kc_no_e2e": {0: {"world/knowledge": 0.70, "kg/tail_R@1": 0.20},
+                  1: {"world/knowledge": 0.72}},
+    "kc_captions": {0: {"world/knowledge": 0.75}},
+    "clip": {0: {"world/knowledge": 0.60}},
+}
+DECLARED = {"kc_captions": Run("kc_captions", ("kc.mode=captions",), "CLIP + KG", "kc"),
+            "kc_no_e2e": Run("kc_no_e2e", ("kc.e2e_weight=0.0",), "without E2E", "kc"),
+            "kc_no_kd": Run("kc_no_kd", ("kc.kd_weight=0.0",), "without KD", "kc"),
+            "other_x": Run("other_x", (), "", "other")}
+
+
+def test_ablation_table_rows_are_the_method_and_its_runs_that_ran():
+  lines = report.ablation_tables(ABLATION_RUNS, DECLARED,
+                                 lambda m: ["world/knowledge", "kg/tail_R@1"])
+  # kc 0.82 ± 0.02 (0.80, 0.84), 0.32 ± 0.02; no E2E 0.71 ± 0.01, one seed 0.20;
+  # kc_no_kd and other_x did not run: no row, no table.
+  assert lines == [
+      "#### kc", "",
+      "| run | what | `world/knowledge` | `kg/tail_R@1` |",
+      "| --- | --- | --- | --- |",
+      "| kc | the full method | 0.820 ± 0.020 | 0.320 ± 0.020 |",
+      "| kc_captions | CLIP + KG | 0.750 | — |",
+      "| kc_no_e2e | without E2E | 0.710 ± 0.010 | 0.200 |", ""]
+  assert report.ablation_tables({"kc": ABLATION_RUNS["kc"]}, DECLARED) == []
+
+
+def test_the_section_has_ablation_tables_only_when_ablations_ran():
+  # The columns are the method's claims' metrics.
+  from vlkg.methods import knowledge_clip
+  declared = {"clip_kg": Run("clip_kg", (), "CLIP + KG", "knowledge_clip")}
+  runs = {"knowledge_clip": {0: {"kg/relation_acc": 0.5}, 1: {"kg/relation_acc": 0.7}},
+          "clip_kg": {0: {"kg/relation_acc": 0.4}}}
+  body = report.section({**RESULT, "runs": runs}, [], command="c", seeds=[0, 1],
+                        declared=declared)
+  assert "### Ablations (mean ± s.e. over seeds)" in body
+  table = body.split("#### knowledge_clip\n\n")[1].split("\n\n")[0].splitlines()
+  assert table[0] == ("| run | what | " + " | ".join(
+      f"`{c.metric}`" for c in knowledge_clip.CLAIMS) + " |")
+  assert table[2] == "| knowledge_clip | the full method | — | — | — | 0.600 ± 0.100 | — |"
+  assert table[3] == "| clip_kg | CLIP + KG | — | — | — | 0.400 | — |"
+  assert "### Ablations" not in report.section(RESULT, verdicts(), command="c",
+                                               seeds=[0, 1], declared=declared)

@@ -36,6 +36,8 @@ MOVED = {**RENAMED, "world.image_size": "model.image_size",
 ADDED: dict[str, object] = {
     "model.attention": "xla",
     "model.dtype": "float32",
+    # Knowledge-CLIP's "CLIP + KG" ablation is a mode; before, there was the method.
+    "knowledge_clip.mode": "fusion",
 }
 
 

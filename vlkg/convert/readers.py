@@ -30,6 +30,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from vlkg import files
 from vlkg.files import atomic_write
 
 # The safetensors dtypes that numpy holds (BF16 through ml_dtypes), by the numpy
@@ -268,6 +269,18 @@ def read_checkpoint(path: str) -> dict[str, np.ndarray]:
     CheckpointFormatError: the format is not recognised, or needs torch and torch
       is not installed (the message says how to convert the file instead).
   """
+  if not files.is_local(path):
+    # safetensors and zip read a local file by path: a bucket's copy comes down
+    # once into a temporary directory, removed after reading.
+    if not files.isfile(path):
+      raise FileNotFoundError(f"checkpoint not found: {path}")
+    local_dir = files.local_copy_dir()
+    try:
+      local = os.path.join(local_dir, os.path.basename(path))
+      files.copyfile(path, local)
+      return read_checkpoint(local)
+    finally:
+      files.rmtree(local_dir, ignore_errors=True)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"checkpoint not found: {path}")
   with open(path, "rb") as f:

@@ -36,6 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
+from vlkg import files
 from vlkg.files import atomic_write
 
 TABLE = "knowledge_table.npz"
@@ -165,9 +166,9 @@ def from_graph(graph, image_size: int, *, images_per_node: int = 2, seed: int = 
     for path in data.get("images", ()):
       if kept == images_per_node:
         break
-      if not os.path.exists(path):
+      if not files.exists(path):
         continue
-      with Image.open(path) as im:
+      with files.open(path, "rb") as f, Image.open(f) as im:
         pixels = np.asarray(im.convert("RGB"))
       pixels = preprocess.resize(pixels[None], image_size)[0]
       b.fact(b.image(pixels.astype(np.uint8), path), IMAGE_OF, b.text(name(node)))
@@ -237,11 +238,11 @@ def read(directory: str) -> Table:
       corpus without a knowledge graph); the message says what to do.
   """
   path = os.path.join(directory, TABLE)
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise FileNotFoundError(f"{path}: the dataset has no knowledge-graph triplets; "
                             "prepare it again (python -m vlkg.tools.prepare)")
-  with np.load(path, allow_pickle=False) as data:
-    return Table(**{k: data[k] for k in _ARRAYS})
+  data = files.load_npz(path)
+  return Table(**{k: data[k] for k in _ARRAYS})
 
 
 def text_ids(texts: Sequence[str], tokenizer, length: int) -> np.ndarray:

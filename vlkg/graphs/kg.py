@@ -37,13 +37,17 @@ A malformed line or entry is a ``KGFormatError`` that names the file and the lin
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import math
 import os
 from typing import Iterator, Sequence
 
 import networkx as nx
+
+from vlkg import files
 
 FORMATS = ("tsv", "conceptnet", "visualsem")
 VISUALSEM_NODES = "nodes.v2.json"
@@ -110,8 +114,14 @@ def triples(graph: nx.MultiDiGraph) -> list[tuple[str, str, str]]:
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8") as f:
+  """Streams the lines of a (gzipped) text file, local or on a URL."""
+  with contextlib.ExitStack() as stack:
+    if path.endswith(".gz"):
+      raw = stack.enter_context(files.open(path, "rb"))
+      f = stack.enter_context(io.TextIOWrapper(gzip.GzipFile(fileobj=raw),
+                                               encoding="utf-8"))
+    else:
+      f = stack.enter_context(files.open(path, "r", encoding="utf-8"))
     for lineno, line in enumerate(f, start=1):
       yield lineno, line.rstrip("\r\n")
 
@@ -195,7 +205,7 @@ def _read_conceptnet(path: str, languages: tuple[str, ...]) -> nx.MultiDiGraph:
 
 
 def _load_json(path: str):
-  with open(path, encoding="utf-8") as f:
+  with files.open(path, encoding="utf-8") as f:
     try:
       return json.load(f)
     except json.JSONDecodeError as e:
@@ -203,7 +213,7 @@ def _load_json(path: str):
 
 
 def _read_visualsem(path: str) -> nx.MultiDiGraph:
-  directory = os.path.dirname(path) if os.path.isfile(path) else path
+  directory = os.path.dirname(path) if files.isfile(path) else path
   nodes_path = os.path.join(directory, VISUALSEM_NODES)
   tuples_path = os.path.join(directory, VISUALSEM_TUPLES)
   nodes, tuples = _load_json(nodes_path), _load_json(tuples_path)
@@ -246,7 +256,7 @@ def _read_visualsem(path: str) -> nx.MultiDiGraph:
         raise KGFormatError(tuples_path, at, f"head {entry['s']!r} is not a node")
       add_fact(graph, entry["s"], entry["r"], tail)
   glosses_path = os.path.join(directory, VISUALSEM_GLOSSES)
-  if os.path.exists(glosses_path):
+  if files.exists(glosses_path):
     _add_glosses(graph, glosses_path)
   return graph
 

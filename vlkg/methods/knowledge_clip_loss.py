@@ -12,6 +12,9 @@ distillation, without formulas; the forms below are vlkg's (docs/methods.md):
   ``num_relations`` (the head's spare width) are left out.
 * ``kd_kl`` (KD): KL(teacher || student) of the image->text and text->image
   softmax distributions over the batch, averaged over both directions.
+* ``pair_nce`` (the "CLIP + KG" ablation, ``knowledge_clip_captions``): CLIP's
+  symmetric InfoNCE on triplets written as pairs, a pair's duplicates (the same
+  caption or the same entity elsewhere in the step: true pairs too) left out.
 
 Each returns the loss averaged over the valid rows (0 when none is valid) and an
 accuracy where one exists.
@@ -90,3 +93,32 @@ def kd_kl(student_logits: Array, teacher_logits: Array) -> Array:
     return jnp.mean(jnp.sum(jnp.exp(log_t) * (log_t - log_s), axis=axis))
 
   return 0.5 * (kl(1) + kl(0))
+
+
+def pair_nce(a: Array, b: Array, a_ids: Array, b_ids: Array, scale: float | Array
+             ) -> tuple[Array, Array]:
+  """CLIP's symmetric InfoNCE of N pairs (a_i, b_i), duplicates left out.
+
+  Args:
+    a, b: [N, D] L2-normalised embeddings of the two sides; row i is a pair.
+    a_ids, b_ids: [N] int, what each side is (a caption id, an entity id): j != i
+      is left out of row i's softmax (a_i against every b) and of column i's (b_i
+      against every a) when a_j = a_i or b_j = b_i, since (a_i, b_j) and (a_j,
+      b_i) are then true pairs, not negatives.
+    scale: the logit scale (CLIP's learned one).
+
+  Returns:
+    (the mean of the a->b and b->a cross entropies, each a mean over the pairs;
+    the mean of the two directions' argmax accuracies).
+  """
+  logits = scale * (a.astype(jnp.float32) @ b.astype(jnp.float32).T)
+  n = a.shape[0]
+  same = (a_ids[:, None] == a_ids[None]) | (b_ids[:, None] == b_ids[None])
+  logits = jnp.where(same & ~jnp.eye(n, dtype=bool), _FLOOR, logits)
+  target = jnp.arange(n)
+  loss = acc = 0.0
+  for axis in (1, 0):
+    logp = jnp.diagonal(jax.nn.log_softmax(logits, axis=axis))
+    loss += -0.5 * jnp.mean(logp)
+    acc += 0.5 * jnp.mean(jnp.argmax(logits, axis=axis) == target)
+  return loss, acc

@@ -10,11 +10,17 @@ import os
 import shutil
 
 from vlkg.results import claims, figure, protocol, report
+from vlkg.results import runs as runs_lib
 
 
-def select_runs(requested, claims_of) -> list[str]:
-  """Baselines first, then the requested runs, plus every baseline a claim names."""
-  runs = list(requested)
+def select_runs(requested, claims_of, ablations_of=None) -> list[str]:
+  """Baselines first, then the requested runs (each followed by its declared
+  ablations when ``ablations_of`` is given), plus every baseline a claim names."""
+  runs = []
+  for run in requested:
+    for name in [run, *(ablations_of(run) if ablations_of else ())]:
+      if name not in runs:
+        runs.append(name)
   for run in list(runs):
     for claim in claims_of(run):
       if claim.baseline not in runs:
@@ -29,29 +35,42 @@ def claims_of(run: str) -> tuple:
   return claims.declared(run) if spec.config == run else ()
 
 
-def command_line(methods, seeds: int, quick: bool) -> str:
+def ablations_of(run: str) -> tuple[str, ...]:
+  """The runs a method's module declares (``vlkg.results.runs``); () for any other
+  run (a baseline, a declared run)."""
+  spec = protocol.run_spec(run)
+  if spec.config != run:
+    return ()
+  return tuple(r.name for r in runs_lib.declared(run))
+
+
+def command_line(methods, seeds: int, quick: bool, ablations: bool = False) -> str:
   """The command that reproduces a report, as the report shows it."""
   parts = ["python -m vlkg.tools.results", f"--methods {','.join(methods)}",
            f"--seeds {seeds}"]
-  return " ".join(parts + (["--quick"] if quick else []))
+  return " ".join(parts + (["--ablations"] if ablations else [])
+                  + (["--quick"] if quick else []))
 
 
 def run(methods, seeds: int, out: str, quick: bool, docs: str, runner=None,
-        log=print) -> dict:
+        log=print, ablations: bool = False) -> dict:
   """The whole protocol; returns the final JSON object.
 
   ``out`` is the protocol's directory; ``docs`` ("" for none) a directory whose
   results.md section and results.png are written too; ``runner`` replaces the
-  subprocess runner (tests).
+  subprocess runner (tests); ``ablations`` adds every run that the selected
+  methods declare.
   """
-  runs = select_runs(methods, claims_of)
+  runs = select_runs(methods, claims_of, ablations_of if ablations else None)
   verdict_claims = [c for r in runs for c in claims_of(r)]
   seed_list = list(range(seeds))
   kwargs = {} if runner is None else {"runner": runner}
   result = protocol.Protocol(out, runs, seed_list, quick=quick, log=log, **kwargs).run()
   verdicts = [claims.judge(c, result["runs"]) for c in verdict_claims]
-  body = report.section(result, verdicts, command=command_line(methods, seeds, quick),
-                        seeds=seed_list)
+  body = report.section(result, verdicts,
+                        command=command_line(methods, seeds, quick, ablations),
+                        seeds=seed_list, declared=runs_lib.all_declared(
+                            reserved=protocol.BASELINES))
   out = os.path.abspath(os.path.expanduser(out))
   summary = report.summary(result, verdicts, seed_list)
   report.write_markdown(os.path.join(out, "results.md"), body)

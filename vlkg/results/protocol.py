@@ -1,6 +1,8 @@
 """The stages of the world protocol, each a subprocess, resumable and timed.
 
-Layout of the protocol's directory ``OUT``::
+A run is a baseline (``BASELINES``), a method, or a run that a method module
+declares (``vlkg.results.runs``: its paper's ablations). Layout of the protocol's
+directory ``OUT``::
 
     OUT/base/                 python -m vlkg.main --config configs/clip.py:base
     OUT/<run>/seed<S>/        python -m vlkg.main --config configs/<m>.py:finetune
@@ -51,6 +53,7 @@ import time
 from typing import Callable, Sequence
 
 from vlkg.results import evaluation
+from vlkg.results import runs as runs_lib
 from vlkg.results.workdir import (CONFIG_FILE, EVALUATION_FILE, METRICS_FILE,
                                   StageError, StaleRunError, check_parent,
                                   check_tokenizer, config_changes, final_metrics,
@@ -112,8 +115,14 @@ def _locked(path: str):
 
 
 def run_spec(name: str) -> RunSpec:
-  """A baseline's spec, or a method fine-tuned with its own preset."""
-  return BASELINES.get(name) or RunSpec(name, name)
+  """A baseline's spec, a run a method module declares (``vlkg.results.runs``: its
+  method's config with its overrides), or a method fine-tuned with its own preset."""
+  if name in BASELINES:
+    return BASELINES[name]
+  declared = runs_lib.all_declared(reserved=BASELINES).get(name)
+  if declared is not None:
+    return RunSpec(name, declared.method, declared.overrides)
+  return RunSpec(name, name)
 
 
 def load_config(config_file: str, arg: str, flag_overrides: dict):

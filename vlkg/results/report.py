@@ -1,15 +1,21 @@
-"""The protocol's outputs in words: the claims table, the base, the times, the JSON.
+"""The protocol's outputs in words: the claims table, the base, the ablations, the
+times, the JSON.
 
 The claims section is written into ``docs/results.md`` between
 ``<!-- results:begin -->`` and ``<!-- results:end -->``, so the rest of that
 hand-written document is kept; every figure in the section comes from one results
 run. Accuracies are shown as fractions in [0, 1], gains (Δ) in points.
+
+A method whose declared runs (``vlkg.results.runs``: its paper's ablations) are
+among the results gets an ablation table: the full method and each of its runs
+that ran, on the metrics of the method's claims (what its paper is judged on),
+each mean ± standard error over seeds.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from vlkg.results import claims as claims_lib
 
@@ -126,10 +132,49 @@ def times_table(times: Sequence[Mapping], total: float | None) -> list[str]:
   return lines
 
 
+def claim_metrics(method: str) -> list[str]:
+  """The metrics of ``method``'s claims, in their order, each once."""
+  return list(dict.fromkeys(c.metric for c in claims_lib.declared(method)))
+
+
+def ablation_tables(runs: Mapping, declared: Mapping,
+                    metrics_of: Callable[[str], Sequence[str]] = claim_metrics
+                    ) -> list[str]:
+  """One table per method with declared runs among ``runs`` (see module doc).
+
+  Args:
+    runs: run -> seed -> metrics.
+    declared: run name -> ``vlkg.results.runs.Run`` (its method and label).
+    metrics_of: a method's columns (by default its claims' metrics).
+  """
+  lines = []
+  by_method: dict[str, list] = {}
+  for name, run in declared.items():
+    if runs.get(name):
+      by_method.setdefault(run.method, []).append(run)
+  for method, members in by_method.items():
+    metrics = metrics_of(method)
+    if not metrics:
+      continue
+    rows = [(method, "the full method")] + [(r.name, r.label or "—") for r in members]
+    stats = {m: run_stats(runs, m) for m in metrics}
+    lines += [f"#### {method}", "",
+              "| run | what | " + " | ".join(f"`{m}`" for m in metrics) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in metrics) + " |"]
+    for name, label in rows:
+      lines.append(f"| {name} | {label} | "
+                   + " | ".join(fmt_stat(stats[m].get(name)) for m in metrics) + " |")
+    lines.append("")
+  return lines
+
+
 def section(result: Mapping, verdicts: Sequence[claims_lib.Verdict], *,
-            command: str, seeds: Sequence[int], figure: str | None = "results.png") -> str:
-  """The markdown between the markers."""
+            command: str, seeds: Sequence[int], figure: str | None = "results.png",
+            declared: Mapping | None = None) -> str:
+  """The markdown between the markers; ``declared`` (run name -> ``Run``) gives
+  the ablation tables."""
   base, runs = result["base"], result["runs"]
+  ablations = ablation_tables(runs, declared or {})
   metrics = list(SUITE_METRICS) + sorted({v.claim.metric for v in verdicts}
                                          - set(SUITE_METRICS))
   lines = [
@@ -151,6 +196,10 @@ def section(result: Mapping, verdicts: Sequence[claims_lib.Verdict], *,
       *claims_table(verdicts, runs), "",
       "### Every run" + (" (mean ± s.e. over seeds)" if len(seeds) > 1 else ""), "",
       *runs_table(base, runs, metrics), "",
+      *(["### Ablations" + (" (mean ± s.e. over seeds)" if len(seeds) > 1 else ""),
+         "", "Each method beside the runs that remove a part of it (run with "
+         "`--ablations`; a run that a claim names as its baseline runs anyway).", "",
+         *ablations] if ablations else []),
       "### Time per stage", "",
       *times_table(result["times"], result.get("seconds")), "",
   ]

@@ -1,7 +1,7 @@
 """The world protocol in one command: the base, every method fine-tuned, the claims.
 
     python -m vlkg.tools.results [--methods clip,structure_clip] [--seeds 3]
-        [--out DIR] [--quick] [--docs docs]
+        [--out DIR] [--quick] [--docs docs] [--ablations]
 
 Trains ``configs/clip.py:base`` once into ``OUT/base`` (reused while its config is
 unchanged), fine-tunes every run from it for each seed (``configs/<m>.py:finetune``,
@@ -12,7 +12,14 @@ whose config has changed since it ran is an error that names the changed keys: a
 changed base makes every fine-tune under ``OUT`` stale, so use a new ``--out``.
 
 Runs: ``--methods`` (default: the baselines ``clip`` and ``negclip`` and every
-method that declares claims), plus the baselines that their claims name.
+method that declares claims), plus the baselines that their claims name (a run
+that a method declares, such as Knowledge-CLIP's ``clip_kg``, the "CLIP + KG"
+baseline of its KG claims). ``--methods`` may name a declared run itself
+(``knowledge_clip_no_e2e``); ``--ablations`` adds every run that the selected
+methods declare (``vlkg.results.runs``: their papers' ablations, e.g.
+Knowledge-CLIP without each of E2E, E2R, G2E, KD), which are too costly to run by
+default. Each method with declared runs among the results gets an ablation table
+in the report.
 
 Writes ``OUT/results.md`` (the claims section), ``OUT/results.png`` and
 ``OUT/results.json``; with ``--docs DIR`` also the section of ``DIR/results.md``
@@ -33,31 +40,42 @@ import os
 
 from absl import app, flags
 
-_METHODS = flags.DEFINE_list("methods", None, "Runs to fine-tune (default: the "
-                             "baselines and every method that declares CLAIMS).")
-_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per run (default 3; 1 with --quick).")
-_OUT = flags.DEFINE_string("out", None, "The protocol's directory (default "
-                           "~/.cache/vlkg/results, or results_quick with --quick).")
-_QUICK = flags.DEFINE_bool("quick", False, "A minutes-long pass on a tiny world.")
-_DOCS = flags.DEFINE_string("docs", "", "Also write DIR/results.md's section and "
-                            "DIR/results.png (e.g. docs); empty: only OUT.")
+def _define_flags() -> None:
+  # Defined only when run as a program, so that this module imports beside other
+  # tools that define --out (absl rejects a flag defined twice).
+  flags.DEFINE_list("methods", None, "Runs to fine-tune (default: the baselines and "
+                    "every method that declares CLAIMS).")
+  flags.DEFINE_integer("seeds", None, "Seeds per run (default 3; 1 with --quick).")
+  flags.DEFINE_string("out", None, "The protocol's directory (default "
+                      "~/.cache/vlkg/results, or results_quick with --quick).")
+  flags.DEFINE_bool("quick", False, "A minutes-long pass on a tiny world.")
+  flags.DEFINE_string("docs", "", "Also write DIR/results.md's section and "
+                      "DIR/results.png (e.g. docs); empty: only OUT.")
+  flags.DEFINE_bool("ablations", False, "Also run every ablation that the selected "
+                    "methods declare (their RUNS).")
+
+
+def run(methods=None, seeds=None, out=None, quick=False, docs="",
+        ablations=False) -> dict:
+  """The protocol with the flags' defaults filled in; its summary (the JSON line)."""
+  from vlkg.results import claims, command, protocol
+  methods = methods or (list(protocol.BASELINES) + claims.methods_with_claims())
+  seeds = seeds if seeds is not None else (1 if quick else 3)
+  if seeds < 1:
+    raise app.UsageError(f"--seeds must be >= 1, got {seeds}")
+  out = out or os.path.join("~", ".cache", "vlkg", "results_quick" if quick else "results")
+  return command.run(methods, seeds, out, quick, docs, ablations=ablations)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from vlkg.results import claims, command, protocol
-  quick = _QUICK.value
-  methods = _METHODS.value or (list(protocol.BASELINES) + claims.methods_with_claims())
-  seeds = _SEEDS.value if _SEEDS.value is not None else (1 if quick else 3)
-  if seeds < 1:
-    raise app.UsageError(f"--seeds must be >= 1, got {seeds}")
-  out = _OUT.value or os.path.join("~", ".cache", "vlkg",
-                                   "results_quick" if quick else "results")
-  summary = command.run(methods, seeds, out, quick, _DOCS.value)
+  f = flags.FLAGS
+  summary = run(f.methods, f.seeds, f.out, f.quick, f.docs, f.ablations)
   print(json.dumps(summary, sort_keys=True), flush=True)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from vlkg import files
 from vlkg.data.benchmarks import errors
 from vlkg.graphs.scene_graph import SceneGraph
 
@@ -55,7 +56,7 @@ class Options:
   @classmethod
   def from_config(cls, config) -> Options:
     i = config.input
-    expand = lambda p: os.path.abspath(os.path.expanduser(p)) if p else ""
+    expand = lambda p: files.abspath(p) if p else ""
     return cls(path=expand(i.path), images=expand(i.images), train_split=i.train_split,
                eval_split=i.eval_split, val_size=i.val_size)
 
@@ -105,7 +106,7 @@ def load(name: str):
 
 def load_json(path: str) -> Any:
   """A JSON file, or an error that names it (missing, not JSON, not UTF-8)."""
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise CorpusError(path, "file not found")
   try:
     return errors.load_json(path)

@@ -38,12 +38,12 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from typing import Any
 
 import numpy as np
 
+from vlkg import files
 from vlkg.data import corpora, records
 
 # Bump when a code change alters the written bytes (part of the fingerprint).
@@ -129,10 +129,10 @@ def load_image(item: corpora.Item, size: int) -> np.ndarray | None:
   where = f"image of item {item.key!r} ({item.source})"
   image = item.image
   if isinstance(image, str):
-    if not os.path.isfile(image):
+    if not files.isfile(image):
       return None
     try:
-      with Image.open(image) as im:
+      with files.open(image, "rb") as f, Image.open(f) as im:
         pixels = np.asarray(im.convert("RGB"))
     except Exception as e:  # PIL raises many types for a bad file
       raise corpora.CorpusError(image, f"corrupt or unreadable image ({e})", where) from None
@@ -266,9 +266,9 @@ def _copy_tokenizer(out_dir: str, desc: dict, base_dir: str, text_len: int) -> d
   for key, value in list(desc.items()):
     if key.endswith("_path") and isinstance(value, str) and value:
       src = value if os.path.isabs(value) else os.path.join(base_dir, value)
-      if not os.path.isfile(src):
+      if not files.isfile(src):
         raise FileNotFoundError(f"tokenizer file {src} (description key {key!r}) not found")
-      shutil.copyfile(src, os.path.join(out_dir, os.path.basename(src)))
+      files.copyfile(src, os.path.join(out_dir, os.path.basename(src)))
       desc[key] = os.path.basename(src)
   if "max_len" in desc:
     desc["max_len"] = text_len

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 
+from vlkg import files
 from vlkg.data import corpora
 
 _IMAGE_HEADERS = ("image", "filepath", "file", "path", "url", "image_path")
@@ -39,12 +40,12 @@ def annotation_files(options: corpora.Options) -> list[str]:
 
 def _rows(path: str):
   """(line number, image, [captions]) of each non-blank line."""
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise corpora.CorpusError(path, "file not found")
   jsonl = path.endswith((".jsonl", ".json"))
-  with open(path, encoding="utf-8", errors="strict") as f:
+  with files.open(path, "rb") as f:
     try:
-      lines = f.read().splitlines()
+      lines = f.read().decode("utf-8", errors="strict").splitlines()
     except UnicodeDecodeError as e:
       raise corpora.CorpusError(path, f"not UTF-8 text ({e.reason})") from None
   for n, line in enumerate(lines, 1):

@@ -18,20 +18,21 @@ from __future__ import annotations
 import collections
 import os
 
+from vlkg import files
 from vlkg.data import corpora
 
 DEFAULT_SPLITS = ("train2017", "val2017")
 
 
 def _annotation_dir(options: corpora.Options) -> str:
-  return options.path if os.path.isdir(options.path) else os.path.dirname(options.path)
+  return options.path if files.isdir(options.path) else os.path.dirname(options.path)
 
 
 def annotation_file(options: corpora.Options, split: str) -> str:
   folder = _annotation_dir(options)
   for candidate in (os.path.join(folder, f"captions_{split}.json"),
                     os.path.join(folder, "annotations", f"captions_{split}.json")):
-    if os.path.isfile(candidate):
+    if files.isfile(candidate):
       return candidate
   return os.path.join(folder, f"captions_{split}.json")
 
@@ -47,7 +48,7 @@ def annotation_files(options: corpora.Options) -> list[str]:
 def image_root(options: corpora.Options, split: str, annotations: str) -> str:
   if options.images:
     per_split = os.path.join(options.images, split)
-    return per_split if os.path.isdir(per_split) else options.images
+    return per_split if files.isdir(per_split) else options.images
   folder = os.path.dirname(annotations)
   if os.path.basename(folder) == "annotations":
     folder = os.path.dirname(folder)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import os
 
+from vlkg import files
 from vlkg.data import corpora
 from vlkg.graphs import general_parser
 from vlkg.graphs.scene_graph import SceneGraph
@@ -163,7 +164,7 @@ def _image_path(root: str, entry: dict, image_id: int) -> str:
     parts = url.rstrip("/").split("/")
     nested = os.path.join(root, parts[-2], parts[-1])
     flat = os.path.join(root, parts[-1])
-    return nested if os.path.exists(nested) or not os.path.exists(flat) else flat
+    return nested if files.exists(nested) or not files.exists(flat) else flat
   return os.path.join(root, f"{image_id}.jpg")
 
 
@@ -172,7 +173,7 @@ def read_all(options: corpora.Options) -> tuple[list[corpora.Item], dict]:
   folder = options.path
   paths = dict(zip(FILES, annotation_files(options)))
   for p in paths.values():
-    if not os.path.isfile(p):
+    if not files.isfile(p):
       raise corpora.CorpusError(p, "file not found (Visual Genome needs "
                                 f"{', '.join(FILES)} in config.input.path)")
   root = options.images or folder

@@ -1,0 +1,53 @@
+"""Runs a method module declares (vlkg.results.runs): found by name, named once,
+and the results tool's --ablations flag."""
+
+import pytest
+
+from vlkg.results import protocol, runs
+from vlkg.results.runs import Run
+
+
+def test_knowledge_clip_declares_clip_kg_and_one_run_per_objective_removed():
+  declared = runs.declared("knowledge_clip")
+  assert [(r.name, r.overrides, r.method) for r in declared] == [
+      ("clip_kg", ("knowledge_clip.mode=captions",), "knowledge_clip"),
+      ("knowledge_clip_no_e2e", ("knowledge_clip.e2e_weight=0.0",), "knowledge_clip"),
+      ("knowledge_clip_no_e2r", ("knowledge_clip.e2r_weight=0.0",), "knowledge_clip"),
+      ("knowledge_clip_no_g2e", ("knowledge_clip.g2e_weight=0.0",), "knowledge_clip"),
+      ("knowledge_clip_no_kd", ("knowledge_clip.kd_weight=0.0",), "knowledge_clip")]
+  assert all(r.label for r in declared)
+  assert runs.declared("clip") == ()
+  every = runs.all_declared(reserved=protocol.BASELINES)
+  assert set(every) == {r.name for r in declared}
+  assert every["clip_kg"].method == "knowledge_clip"
+
+
+def test_a_run_name_says_one_thing(monkeypatch):
+  from vlkg.methods import knowledge_clip, loupe
+  monkeypatch.setattr(knowledge_clip, "RUNS", (Run("loupe", ()),))
+  with pytest.raises(ValueError, match="'loupe', already the name of a method"):
+    runs.all_declared()
+  monkeypatch.setattr(knowledge_clip, "RUNS", (Run("negclip", ()),))
+  with pytest.raises(ValueError, match="'negclip', already the name of a method or a "
+                     "baseline"):
+    runs.all_declared(reserved=protocol.BASELINES)
+  monkeypatch.setattr(knowledge_clip, "RUNS", (Run("x", ()),))
+  monkeypatch.setattr(loupe, "RUNS", (Run("x", ()),), raising=False)
+  with pytest.raises(ValueError, match="'x', already the name of a run of "
+                     "vlkg.methods.knowledge_clip"):
+    runs.all_declared()
+  monkeypatch.setattr(loupe, "RUNS", ("x",))
+  with pytest.raises(TypeError, match="not a Run"):
+    runs.declared("loupe")
+
+
+def test_the_tool_passes_ablations_on(monkeypatch, tmp_path):
+  from vlkg.results import command
+  from vlkg.tools import results as tool
+  got = {}
+  monkeypatch.setattr(command, "run", lambda *a, **k: got.update(a=a, k=k) or {})
+  tool.run(methods=["knowledge_clip"], ablations=True, seeds=2, out=str(tmp_path))
+  assert got["a"][:3] == (["knowledge_clip"], 2, str(tmp_path))
+  assert got["k"] == {"ablations": True}
+  tool.run(methods=["clip"], seeds=1, out=str(tmp_path))
+  assert got["k"] == {"ablations": False}
