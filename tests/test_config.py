@@ -206,7 +206,9 @@ def test_upgrade_reads_the_keys_of_older_runs():
   assert new == {"log_every_steps": 25, "eval_every_steps": 450,
                  "checkpoint_every_steps": 250, "total_steps": 900,
                  "world": {"seed": 0}, "input": {"data": "world"},
-                 "model": {"embed_dim": 32, "image_size": 64}}
+                 "model": {"embed_dim": 32, "image_size": 64,
+                           # keys added since (legacy.ADDED), as they behaved before
+                           "attention": "xla", "dtype": "float32"}}
   assert "image_size" in old["world"]  # the argument is not changed
   # A real corpus's input size, and an imported model's own, win over the world's.
   assert config_lib.upgrade({"world": {"image_size": 64}, "input": {"image_size": 224},
@@ -232,3 +234,18 @@ def test_upgrade_fills_in_keys_added_since_a_run(monkeypatch):
   assert workdir.config_changes(old, {"model": {"embed_dim": 32, "attention": "xla"}}) == []
   assert workdir.config_changes(old, {"model": {"embed_dim": 32, "attention": "cudnn"}}) == [
       "model.attention: 'xla' -> 'cudnn'"]
+
+
+def test_attention_and_dtype_keys_read_old_runs_as_before():
+  # Every preset has both keys (vit_b32 builds its own model section).
+  for preset in ("default", "vit_b32"):
+    model = clip.get_config(preset).model
+    assert (model.attention, model.dtype) == ("xla", "float32"), preset
+  assert flag_config("smoke", "--config.model.attention=cudnn").model.attention == "cudnn"
+  # A run written before the keys existed reads at the values that behave as before,
+  # and is the same run as one that has them.
+  old = clip.get_config("smoke").to_dict()
+  del old["model"]["attention"], old["model"]["dtype"]
+  assert config_lib.upgrade(old) == clip.get_config("smoke").to_dict()
+  from vlkg.results import workdir
+  assert workdir.config_changes(old, clip.get_config("smoke").to_dict()) == []

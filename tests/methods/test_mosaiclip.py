@@ -101,6 +101,51 @@ def test_loss_fn_equals_the_loss_on_its_inputs(setup):
   assert int(stage1.sum()) <= int(valid.sum())
 
 
+def _old_loss_fn(model, config):
+  """MosaiCLIP's step before packing: every slot's text in a row of its own."""
+  boundary = mosaiclip.stage1_steps(config)
+  positive = mosaiclip_loss.positive_slots(3, 6)
+
+  def loss_fn(params, batch, step):
+    b, length = batch["text"].shape
+    texts = jnp.concatenate([batch["text"][:, None], batch["mosaic_texts"]], axis=1)
+    valid = jnp.concatenate([jnp.ones((b, 1), bool), batch["mosaic_valid"]], axis=1)
+    valid = mosaiclip_loss.curriculum_valid(valid, step, boundary, 3, 6)
+    zimg, ztxt, extras = model.apply({"params": params}, batch["image"],
+                                     texts.reshape(-1, length))
+    return mosaiclip_loss.mosaic_loss(zimg, ztxt.reshape(b, 11, -1), positive, valid,
+                                      extras["logit_scale"])
+
+  return loss_fn
+
+
+@pytest.mark.parametrize("row_share", [mosaiclip.PACK_ROW_SHARE, 0.01])
+def test_packed_step_has_the_old_loss_and_gradients(setup, monkeypatch, row_share):
+  """Packing the texts (and its fallback, when they do not fit) changes neither the
+  loss, nor the metrics, nor the gradients of the one-text-per-row formulation."""
+  config, directory = setup
+  monkeypatch.setattr(mosaiclip, "PACK_ROW_SHARE", row_share)
+  model = methods.build_model(config)
+  params = jax.jit(lambda r: methods.init_params(model, config, r))(jax.random.key(0))
+  batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=2,
+                                             fields=methods.batch_keys(config), shuffle_buffer=64))
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  batch["image"] = preprocess.normalize_images(batch["image"])
+  new = jax.jit(jax.value_and_grad(
+      lambda p, s: mosaiclip.make_loss_fn(model, config)(p, batch, None, s), has_aux=True))
+  old = jax.jit(jax.value_and_grad(
+      lambda p, s: _old_loss_fn(model, config)(p, batch, s), has_aux=True))
+  for step in (0, 5):  # both curriculum stages
+    (loss, metrics), grads = new(params, jnp.asarray(step))
+    (old_loss, old_metrics), old_grads = old(params, jnp.asarray(step))
+    assert float(metrics["packed"]) == (1.0 if row_share > 0.1 else 0.0)
+    np.testing.assert_allclose(loss, old_loss, atol=1e-5)
+    for name, value in old_metrics.items():
+      np.testing.assert_allclose(metrics[name], value, atol=1e-5, err_msg=name)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max()))), grads, old_grads)
+
+
 def test_unknown_mosaiclip_key_is_named():
   with pytest.raises(KeyError, match="no_such"):
     mosaic_config.get_config("smoke,mosaiclip.no_such=1")

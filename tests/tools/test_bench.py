@@ -7,7 +7,7 @@ import pytest
 
 from configs import clip
 from vlkg.graphs import decompose
-from vlkg.tools import bench_graphs, timing
+from vlkg.tools import bench_graphs, bench_step, timing
 
 
 def test_run_seconds_counts_warmup_and_repeats():
@@ -18,6 +18,26 @@ def test_run_seconds_counts_warmup_and_repeats():
   calls.clear()
   timing.median_seconds(lambda: calls.append(1), repeats=3)
   assert len(calls) == 4  # one warm-up by default
+
+
+def test_interleaved_seconds_alternates_the_functions():
+  calls = []
+  times = timing.interleaved_seconds({"a": lambda: calls.append("a"),
+                                      "b": lambda: calls.append("b")},
+                                     repeats=3, warmup=1)
+  assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds
+  assert set(times) == {"a", "b"} and all(len(t) == 3 for t in times.values())
+  assert all(s >= 0 for t in times.values() for s in t)
+
+
+def test_clip_config_keeps_the_towers_and_drops_the_method():
+  from configs import mosaiclip
+  config = mosaiclip.get_config("smoke")
+  clip_config = bench_step.clip_config(config)
+  assert clip_config.method == "clip" and "mosaiclip" not in clip_config
+  assert clip_config.model.to_dict() == config.model.to_dict()
+  assert clip_config.input.to_dict() == config.input.to_dict()
+  assert clip_config.optim.to_dict() == config.optim.to_dict()
 
 
 def test_parse_reports_its_counts():

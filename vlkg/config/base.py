@@ -108,7 +108,12 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       text=dict(width=128, depth=2, heads=4, vocab_size=0, context_length=32,
                 mlp_ratio=4, act="gelu", causal=True, pool="eot", pad_id=0, eot_id=3,
                 mask_pad=True),
+      # Compute dtype: "bfloat16" is mixed precision (bf16 matmuls and convolutions;
+      # float32 params, attention softmax, contrastive logits and loss).
       dtype="float32",
+      # How attention is computed: "xla" (any backend) or "cudnn" (cuDNN's fused
+      # attention; NVIDIA GPUs with dtype "bfloat16"). vlkg.models.layers.
+      attention="xla",
   )
 
   c.optim = dict(

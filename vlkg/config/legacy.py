@@ -34,6 +34,8 @@ MOVED = {**RENAMED, "world.image_size": "model.image_size",
 # behaves as the code did before: a run without the key is read with it. A key of
 # a method's own section applies to runs that have that section.
 ADDED: dict[str, object] = {
+    "model.attention": "xla",
+    "model.dtype": "float32",
     # Knowledge-CLIP's "CLIP + KG" ablation is a mode; before, there was the method.
     "knowledge_clip.mode": "fusion",
 }

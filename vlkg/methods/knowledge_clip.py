@@ -156,8 +156,9 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
       image=towers.image, text=towers.text, embed_dim=towers.embed_dim,
       init_logit_scale=towers.init_logit_scale, init_logit_bias=towers.init_logit_bias,
       max_logit_scale=towers.max_logit_scale, dtype=towers.dtype,
-      param_dtype=towers.param_dtype, fusion_depth=kc["fusion_depth"],
-      fusion_heads=kc["fusion_heads"], fusion_mlp_ratio=kc["fusion_mlp_ratio"],
+      param_dtype=towers.param_dtype, attention=towers.attention,
+      fusion_depth=kc["fusion_depth"], fusion_heads=kc["fusion_heads"],
+      fusion_mlp_ratio=kc["fusion_mlp_ratio"],
       g2e_depth=kc["g2e_depth"], g2e_heads=kc["g2e_heads"],
       max_relations=kc["max_relations"])
 

@@ -129,8 +129,8 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
       image=towers.image, text=towers.text, embed_dim=towers.embed_dim,
       init_logit_scale=towers.init_logit_scale, init_logit_bias=towers.init_logit_bias,
       max_logit_scale=towers.max_logit_scale, dtype=towers.dtype,
-      param_dtype=towers.param_dtype, shapley_width=lc["shapley_width"],
-      shapley_depth=lc["shapley_depth"])
+      param_dtype=towers.param_dtype, attention=towers.attention,
+      shapley_width=lc["shapley_width"], shapley_depth=lc["shapley_depth"])
 
 
 def subset_masks(members: np.ndarray) -> np.ndarray:

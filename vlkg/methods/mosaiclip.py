@@ -24,6 +24,7 @@ prepared data and the loss.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -34,10 +35,19 @@ import ml_collections
 from vlkg import methods
 from vlkg.graphs import fields as fields_lib
 from vlkg.methods import mosaiclip_loss
-from vlkg.models import two_towers
+from vlkg.models import text_packing, two_towers
 
 Array = jax.Array
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, dict[str, Array]]]
+
+# The text tower reads each image's texts packed several to a row
+# (vlkg.models.text_packing), in groups of PACK_IMAGES images (a group never spans
+# two devices of a data-parallel batch whose per-device batch it divides), into
+# PACK_ROW_SHARE rows per text. The world's texts need about 0.23 rows per text
+# (docs/results.md, "Training step"); a batch that needs more than the share falls
+# back to one text per row, so neither constant changes the numbers, only the speed.
+PACK_IMAGES = 32
+PACK_ROW_SHARE = 0.3
 
 # What the console shows beside vlkg.metrics.HEADLINE: the curriculum stage, and the
 # caption-over-sub-graph-negative gap the method trains for.
@@ -90,9 +100,12 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
   """Returns ``loss_fn(params, batch, rng, step) -> (loss, metrics)``.
 
   ``batch`` holds ``image`` (normalised float32 [B, H, W, 3]), ``text`` [B, L] (the
-  caption), ``mosaic_texts`` [B, S, L] and ``mosaic_valid`` [B, S]. All B * (S + 1)
-  texts go through the text tower in one call. Metrics: those of ``mosaic_loss``
-  plus ``stage`` (1 or 2).
+  caption), ``mosaic_texts`` [B, S, L] and ``mosaic_valid`` [B, S]. The texts the
+  loss reads (valid after the curriculum mask) go through the text tower in one
+  call, packed several to a row (``PACK_ROW_SHARE``); the others' embeddings are
+  not computed, as the loss never reads them. Metrics: those of ``mosaic_loss``
+  plus ``stage`` (1 or 2) and ``packed`` (1 when the packed text batch held every
+  text, 0 when the step fell back to a row per text).
   """
   m = _cfg(config)
   max_pos, max_neg = m["max_pos"], m["max_neg"]
@@ -113,11 +126,15 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
         [jnp.ones((b, 1), bool), batch["mosaic_valid"].astype(bool)], axis=1)
     valid = mosaiclip_loss.curriculum_valid(valid, step, boundary, max_pos, max_neg,
                                             stage1_pos, stage1_neg)
-    zimg, ztxt, extras = model.apply(
-        {"params": params}, batch["image"], texts.reshape(b * k, length))
+    zimg, _, extras = model.apply({"params": params}, batch["image"], None)
+    groups = b // PACK_IMAGES if b % PACK_IMAGES == 0 else 1
+    rows = math.ceil(PACK_ROW_SHARE * b * k / groups)
+    ztxt, packed = text_packing.embed_texts(
+        model, params, texts.reshape(b * k, length), valid.reshape(b * k), groups, rows)
     loss, metrics = mosaiclip_loss.mosaic_loss(
         zimg, ztxt.reshape(b, k, -1), positive, valid, extras["logit_scale"])
     metrics["stage"] = jnp.where(jnp.asarray(step) < boundary, 1.0, 2.0)
+    metrics["packed"] = packed.astype(jnp.float32)
     return loss, metrics
 
   return loss_fn

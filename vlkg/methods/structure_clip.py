@@ -278,6 +278,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
       max_logit_scale=towers.max_logit_scale,
       dtype=towers.dtype,
       param_dtype=towers.param_dtype,
+      attention=towers.attention,
       kee_depth=sc["kee_depth"],
       kee_heads=sc["kee_heads"],
       kee_mlp_ratio=sc["kee_mlp_ratio"],

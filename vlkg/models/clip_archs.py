@@ -111,4 +111,5 @@ def model_config(arch: str | ClipArch) -> dict[str, Any]:
                "pad_id": clip_bpe.PAD_ID, "eot_id": a.vocab_size - 1,
                "mask_pad": False},
       "dtype": "float32",
+      "attention": "xla",
   }

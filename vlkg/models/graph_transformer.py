@@ -69,6 +69,7 @@ class GraphTransformer(nn.Module):
     final_ln: apply ``ln_final`` to the outputs.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
+    attention: how attention is computed (``layers.dot_product_attention``).
   """
 
   width: int
@@ -80,6 +81,7 @@ class GraphTransformer(nn.Module):
   final_ln: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  attention: str = "xla"
 
   @nn.compact
   def __call__(
@@ -128,6 +130,7 @@ class GraphTransformer(nn.Module):
         act=self.act,
         dtype=self.dtype,
         param_dtype=self.param_dtype,
+        attention=self.attention,
         name="transformer",
     )(x, node_mask, bias)
     if self.final_ln:

@@ -86,6 +86,7 @@ class KnowledgeEnhancedEncoder(nn.Module):
     pad_id: id of the padding token in the triple token ids.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
+    attention: how attention is computed (``layers.dot_product_attention``).
   """
 
   embed_dim: int
@@ -96,6 +97,7 @@ class KnowledgeEnhancedEncoder(nn.Module):
   pad_id: int = 0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, token_emb: Array, triples: Array, triples_mask: Array) -> Array:
@@ -129,6 +131,7 @@ class KnowledgeEnhancedEncoder(nn.Module):
         act=self.act,
         dtype=self.dtype,
         param_dtype=self.param_dtype,
+        attention=self.attention,
         name="encoder",
     )(vec, mask)
     first = jnp.argmax(mask, axis=-1)  # 0 for packed rows and for empty rows
@@ -195,6 +198,7 @@ class StructureCLIPModel(TwoTowers):
         pad_id=text.get("pad_id", 0),
         dtype=self.dtype,
         param_dtype=self.param_dtype,
+        attention=self.attention,
     )
 
   def embed_triples(self, triples: Array, triples_mask: Array) -> Array:

@@ -49,7 +49,7 @@ class TripletFusion(nn.Module):
   Attributes:
     depth, heads, mlp_ratio, act: the Transformer's.
     max_relations: the E2R classifier's width.
-    dtype, param_dtype: as the towers'.
+    dtype, param_dtype, attention: as the towers'.
   """
 
   depth: int
@@ -59,6 +59,7 @@ class TripletFusion(nn.Module):
   max_relations: int = 64
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, a: Array, a_valid: Array, a_modality: int, a_role: Array,
@@ -102,7 +103,8 @@ class TripletFusion(nn.Module):
     x = layers.layer_norm(self.dtype, self.param_dtype, "ln_in")(x)
     x = layers.Transformer(depth=self.depth, num_heads=self.heads,
                            mlp_ratio=self.mlp_ratio, act=self.act, dtype=self.dtype,
-                           param_dtype=self.param_dtype, name="transformer")(x, valid)
+                           param_dtype=self.param_dtype, attention=self.attention,
+                           name="transformer")(x, valid)
     x = layers.layer_norm(self.dtype, self.param_dtype, "ln_final")(x)
     la = a.shape[1]
     out = {"a": x[:, 0], "relation": x[:, la], "b": x[:, la + 1]}
@@ -137,11 +139,12 @@ class KnowledgeCLIPModel(TwoTowers):
     act = dict(self.text).get("act", "gelu")
     self.kfusion = TripletFusion(self.fusion_depth, self.fusion_heads,
                                  self.fusion_mlp_ratio, act, self.max_relations,
-                                 self.dtype, self.param_dtype)
+                                 self.dtype, self.param_dtype, self.attention)
     # Edge types: relation r outgoing is 1 + r, incoming 1 + R + r (0 = no edge).
     self.g2e = GraphTransformer(width=self.embed_dim, depth=self.g2e_depth,
                                 heads=self.g2e_heads, num_edge_types=2 * self.max_relations,
-                                act=act, dtype=self.dtype, param_dtype=self.param_dtype)
+                                act=act, dtype=self.dtype, param_dtype=self.param_dtype,
+                                attention=self.attention)
 
   def fuse(self, *args, **kwargs) -> dict[str, Array]:
     """``TripletFusion`` (see its arguments)."""

@@ -49,6 +49,7 @@ class TextTransformer(nn.Module):
       a pad either way; False gives OpenAI's outputs exactly.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
+    attention: how attention is computed (``layers.dot_product_attention``).
   """
 
   vocab_size: int
@@ -66,6 +67,7 @@ class TextTransformer(nn.Module):
   mask_pad: bool = True
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  attention: str = "xla"
 
   def setup(self):
     if self.pool not in ("eot", "last"):
@@ -91,6 +93,7 @@ class TextTransformer(nn.Module):
         act=self.act,
         dtype=self.dtype,
         param_dtype=self.param_dtype,
+        attention=self.attention,
     )
     self.ln_final = layers.layer_norm(self.dtype, self.param_dtype)
     self.text_projection = self.param(
@@ -141,6 +144,53 @@ class TextTransformer(nn.Module):
     # argmax of an all-False row is 0, i.e. the start token; a caption truncated
     # without EOT is better summarised by its last real token.
     return jnp.where(is_eot.any(-1), jnp.argmax(is_eot, axis=-1), last)
+
+  def pooled_span(self, ids: Array) -> Array:
+    """[B] tokens from the start that the pooled output depends on.
+
+    With causal attention, the pooled token sees itself and what precedes it;
+    otherwise every key up to the last non-pad token, or the whole row when pad
+    keys are not masked. ``encode_packed`` needs only these tokens of a text.
+    """
+    if self.causal:
+      return self.pool_index(ids) + 1
+    length = ids.shape[-1]
+    if not self.mask_pad:
+      return jnp.full(ids.shape[:1], length, jnp.int32)
+    nonpad = ids != self.pad_id
+    return jnp.where(nonpad.any(-1), length - jnp.argmax(nonpad[:, ::-1], axis=-1), 0)
+
+  def encode_packed(self, ids: Array, segments: Array, positions: Array,
+                    pool_rows: Array, pool_cols: Array) -> Array:
+    """Embeddings of texts packed several to a row (``vlkg.models.text_packing``).
+
+    Each text attends only to its own tokens (same segment; causal and pad keys
+    as in ``attention_mask``) and its tokens take the positional embeddings of
+    their places in the text, so each computes what it computes alone.
+
+    Args:
+      ids: [R, L] packed token ids.
+      segments: [R, L] int, the text owning each cell (0 = unused).
+      positions: [R, L] int, each token's position within its text.
+      pool_rows, pool_cols: [N] the cell of each text's pooled token.
+
+    Returns:
+      The [N, embed_dim] embeddings (not L2-normalised), as ``__call__`` gives.
+    """
+    length = ids.shape[-1]
+    if length > self.context_length:
+      raise ValueError(f"Sequence length {length} > context {self.context_length}.")
+    x = self.token_embedding(ids)
+    x = x + jnp.take(self.positional_embedding, positions, axis=0).astype(x.dtype)
+    keep = segments > 0
+    if self.mask_pad:
+      keep = keep & (ids != self.pad_id)
+    mask = (segments[:, :, None] == segments[:, None, :]) & keep[:, None, :]
+    if self.causal:
+      mask = mask & jnp.tril(jnp.ones((length, length), bool))[None]
+    x = self.transformer(x, mask[:, None])
+    pooled = self.ln_final(x[pool_rows, pool_cols])
+    return pooled @ self.text_projection.astype(self.dtype)
 
   def __call__(
       self,

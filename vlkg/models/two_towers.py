@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vlkg.models import layers
 from vlkg.models.text_transformer import TextTransformer
 from vlkg.models.vit import VisionTransformer
 
@@ -46,8 +47,8 @@ class TwoTowers(nn.Module):
 
   Attributes:
     image: keyword arguments of ``VisionTransformer`` other than ``embed_dim``,
-      ``dtype`` and ``param_dtype``.
-    text: keyword arguments of ``TextTransformer`` other than those three.
+      ``dtype``, ``param_dtype`` and ``attention``.
+    text: keyword arguments of ``TextTransformer`` other than those four.
     embed_dim: joint embedding dimension.
     init_logit_scale: initial value of the log-scale parameter.
     init_logit_bias: initial value of the bias parameter (unused by CLIP).
@@ -55,6 +56,9 @@ class TwoTowers(nn.Module):
       disables clipping.
     dtype: compute dtype of both towers; embeddings are returned in float32.
     param_dtype: storage dtype of the towers' parameters.
+    attention: how the towers compute attention, ``"xla"`` or ``"cudnn"``
+      (``layers.dot_product_attention``); subclasses pass it to their own
+      Transformers.
   """
 
   image: Mapping[str, Any]
@@ -65,11 +69,11 @@ class TwoTowers(nn.Module):
   max_logit_scale: float | None = 100.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  attention: str = "xla"
 
   def setup(self):
-    common = dict(
-        embed_dim=self.embed_dim, dtype=self.dtype, param_dtype=self.param_dtype
-    )
+    common = dict(embed_dim=self.embed_dim, dtype=self.dtype,
+                  param_dtype=self.param_dtype, attention=self.attention)
     self.img = VisionTransformer(**dict(self.image), **common)
     self.txt = TextTransformer(**dict(self.text), **common)
     # Kept in float32 whatever param_dtype is: tiny updates to a bf16 log-scale
@@ -121,6 +125,21 @@ class TwoTowers(nn.Module):
     if return_tokens:
       return l2_normalize(out[0]), out[1].astype(jnp.float32)
     return l2_normalize(out)
+
+  def embed_packed_texts(self, ids: Array, segments: Array, positions: Array,
+                         pool_rows: Array, pool_cols: Array) -> Array:
+    """Normalised float32 embeddings [N, D] of texts packed several to a row;
+    see ``TextTransformer.encode_packed`` and ``vlkg.models.text_packing``."""
+    return l2_normalize(self.txt.encode_packed(ids, segments, positions, pool_rows,
+                                               pool_cols))
+
+  def pooled_span(self, ids: Array) -> Array:
+    """[B] leading tokens each text's embedding depends on (``TextTransformer``)."""
+    return self.txt.pooled_span(ids)
+
+  def pool_index(self, ids: Array) -> Array:
+    """[B] position each text is pooled at (``TextTransformer``)."""
+    return self.txt.pool_index(ids)
 
   def embed_text_tokens(self, ids: Array) -> Array:
     """Input word embeddings [..., text width] from the text tower's table."""
@@ -193,8 +212,12 @@ def build_model(
     text.mask_pad [True]: mask pad keys; False for OpenAI CLIP weights, whose pad
       id 0 is also the symbol "!" (see ``TextTransformer``).
     max_logit_scale [100.0]: clip of exp(logit_scale); None = no clip.
-    dtype ["float32"]: compute dtype, e.g. "bfloat16".
+    dtype ["float32"]: compute dtype: "float32", or "bfloat16" for mixed
+      precision (bf16 matmuls and convolutions; float32 parameters, attention
+      softmax, embeddings, contrastive logits and loss).
     param_dtype ["float32"]: parameter storage dtype.
+    attention ["xla"]: "xla", or "cudnn" (cuDNN's fused attention; NVIDIA GPU
+      and dtype "bfloat16" only, checked here).
 
   Args:
     config: the experiment config; only ``config.model`` is read.
@@ -231,6 +254,9 @@ def build_model(
       eot_id=txt.get("eot_id", None),
       mask_pad=txt.get("mask_pad", True),
   )
+  dtype = jnp.dtype(m.get("dtype", "float32"))
+  attention = m.get("attention", "xla")
+  layers.check_attention(attention, dtype)
   return TwoTowers(
       image=image,
       text=text,
@@ -238,6 +264,7 @@ def build_model(
       init_logit_scale=init_logit_scale,
       init_logit_bias=init_logit_bias,
       max_logit_scale=m.get("max_logit_scale", 100.0),
-      dtype=jnp.dtype(m.get("dtype", "float32")),
+      dtype=dtype,
       param_dtype=jnp.dtype(m.get("param_dtype", "float32")),
+      attention=attention,
   )

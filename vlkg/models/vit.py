@@ -50,6 +50,7 @@ class VisionTransformer(nn.Module):
       changed on the world.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
+    attention: how attention is computed (``layers.dot_product_attention``).
   """
 
   patch_size: int
@@ -63,6 +64,7 @@ class VisionTransformer(nn.Module):
   stem: str = "patch"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  attention: str = "xla"
 
   @nn.compact
   def __call__(
@@ -130,6 +132,7 @@ class VisionTransformer(nn.Module):
         act=self.act,
         dtype=self.dtype,
         param_dtype=self.param_dtype,
+        attention=self.attention,
         name="transformer",
     )(x, key_mask)
     # LayerNorm is per token, so normalising all tokens and then pooling the class

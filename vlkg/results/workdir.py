@@ -57,7 +57,9 @@ def config_changes(written: dict, expected: dict) -> list[str]:
   """
   from vlkg.config import legacy
   skip = ("tokenizer", *NOT_TRAINING)
-  written = legacy.upgrade(written)  # keys added since at their old behaviour
+  # Keys added since at their old behaviour; the expected config is read the same
+  # way, so that a key it lacks is not a change either.
+  written, expected = legacy.upgrade(written), legacy.upgrade(expected)
   old = _flat({k: v for k, v in written.items() if k not in skip})
   new = _flat({k: v for k, v in expected.items() if k not in skip})
   if new.get("model.text.vocab_size") == 0:

@@ -1,7 +1,7 @@
 """Benchmarks: measured figures, printed as lines and a final JSON line.
 
     python -m vlkg.tools.bench input [--config configs/clip.py]
-    python -m vlkg.tools.bench step  [--config configs/clip.py] [--peer]
+    python -m vlkg.tools.bench step  [--config configs/clip.py] [--peer] [--noratio]
     python -m vlkg.tools.bench parse
     python -m vlkg.tools.bench decompose [--config configs/mosaiclip.py]
     python -m vlkg.tools.bench shapley
@@ -26,6 +26,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/clip.py", "Config f
                                           lock_config=True)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
 _PEER = flags.DEFINE_bool("peer", False, "step: also time the PyTorch peers if installed.")
+_RATIO = flags.DEFINE_bool("ratio", True, "step: time CLIP's step in alternation with "
+                           "a method's and report the method's cost as a multiple.")
 
 
 def machine() -> dict:
@@ -109,7 +111,7 @@ def main(argv):
     result = bench_shapley.run(_REPEATS.value)
   else:
     from vlkg.tools import bench_step
-    result = bench_step.run(config, _REPEATS.value, _PEER.value)
+    result = bench_step.run(config, _REPEATS.value, _PEER.value, _RATIO.value)
   print(json.dumps({"what": argv[1], "machine": info, **result}))
 
 

@@ -7,14 +7,22 @@ peak (a large jnp.dot timed the same way), not a datasheet number.
 The peer (``--peer``) is Hugging Face transformers' ``CLIPModel`` in PyTorch with
 the same widths, depths, heads, patch size, sequence length, vocabulary, batch and
 AdamW, timed on the same machine; it runs only when torch and transformers import.
+
+For a method other than CLIP, CLIP's step on the same towers and batch is timed in
+alternation with the method's (``--ratio``, on by default), and ``step_ratio`` is
+the method's median over CLIP's: a ratio measured this way survives a machine whose
+load changes during the run.
 """
 
 from __future__ import annotations
+
+import statistics
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vlkg.tools import timing
 from vlkg.tools.timing import median_seconds
 
 
@@ -41,33 +49,60 @@ def synthetic_batch(config, vocab_size: int) -> dict[str, np.ndarray]:
   return {"image": rng.integers(0, 256, size=(b, s, s, 3)).astype(np.uint8), "text": text}
 
 
-def run(config, repeats: int, peer: bool) -> dict:
-  from vlkg import methods, sharding, train
+def clip_config(config):
+  """``config`` with CLIP as the method: the same towers, batch and optimizer."""
+  import ml_collections
+  data = config.to_dict()
+  data.pop(config.method, None)  # the method's own section
+  data["method"] = "clip"
+  return ml_collections.ConfigDict(data)
+
+
+class _Stepper:
+  """A compiled update step with its own state, run two steps per call.
+
+  Two consecutive steps per sample: a method with work on alternate steps (LOUPE's
+  tsim_every=2) is timed at its mean cost, not at one of its two.
+  """
+
+  def __init__(self, config, host_batch):
+    from vlkg import sharding, train
+    trainer = train.Trainer(config)
+    self.state = trainer.init_state()
+    self.batch = sharding.global_batch(host_batch, trainer.mesh)
+    self.compiled = trainer.update_step.lower(self.state, self.batch).compile()
+    self.flops = _flops(self.compiled)
+
+  def __call__(self):
+    for _ in range(2):
+      self.state, m = self.compiled(self.state, self.batch)
+    jax.block_until_ready(m["loss"])
+
+
+def run(config, repeats: int, peer: bool, ratio: bool = True) -> dict:
+  """Times ``config``'s training step; with ``ratio``, a method other than CLIP is
+  timed in alternation with CLIP's step on the same towers and batch, and its
+  cost is reported as a multiple of CLIP's (``step_ratio``)."""
+  from vlkg import methods, train
   from vlkg.data import input_pipeline, prepare
   dataset_dir = prepare.ensure_prepared(config)
   config = train.resolve_config(config, dataset_dir)
-  trainer = train.Trainer(config)
-  state = trainer.init_state()
   # A real batch of every field the method reads (scene-graph negatives, phrase
   # spans, MosaiCLIP's texts), so each method's step is timed on what it trains on.
   host_batch = next(input_pipeline.train_iterator(
       dataset_dir, batch_size=config.input.batch_size, seed=0,
       fields=methods.batch_keys(config), shuffle_buffer=1000))
-  batch = sharding.global_batch(host_batch, trainer.mesh)
-  compiled = trainer.update_step.lower(state, batch).compile()
-  flops = _flops(compiled)
-  holder = {"state": state}
-
-  def two_steps():
-    # Two consecutive steps per sample: a method with work on alternate steps
-    # (LOUPE's tsim_every=2) is timed at its mean cost, not at one of its two.
-    for _ in range(2):
-      holder["state"], m = compiled(holder["state"], batch)
-    jax.block_until_ready(m["loss"])
-
-  seconds = median_seconds(two_steps, repeats * 2, warmup=1) / 2
+  steppers = {"method": _Stepper(config, host_batch)}
+  with_clip = ratio and config.method != "clip"
+  if with_clip:
+    clip_batch = {k: host_batch[k] for k in ("image", "text")}
+    steppers["clip"] = _Stepper(clip_config(config), clip_batch)
+  times = timing.interleaved_seconds(steppers, repeats * 2)
+  seconds = statistics.median(times["method"]) / 2
+  flops = steppers["method"].flops
   peak = matmul_peak_flops()
   out = {
+      "method": config.method,
       "batch_size": config.input.batch_size,
       "step_seconds": seconds,
       "examples_per_sec": config.input.batch_size / seconds,
@@ -75,12 +110,20 @@ def run(config, repeats: int, peer: bool) -> dict:
       "achieved_flops_per_sec": flops / seconds,
       "matmul_peak_flops_per_sec": peak,
       "mfu": flops / seconds / peak,
+      "clip_step_seconds": None,
+      "step_ratio": None,
       "peer": None,
       "peer_speedup": None,
   }
   print(f"vlkg step: {seconds * 1e3:.1f} ms, {out['examples_per_sec']:.0f} examples/s, "
         f"{flops / 1e9:.2f} GFLOP/step, {flops / seconds / 1e9:.1f} GFLOP/s achieved, "
         f"measured f32 matmul peak {peak / 1e9:.1f} GFLOP/s, MFU {out['mfu']:.1%}")
+  if with_clip:
+    clip_seconds = statistics.median(times["clip"]) / 2
+    out["clip_step_seconds"] = clip_seconds
+    out["step_ratio"] = seconds / clip_seconds
+    print(f"{config.method} / CLIP step: {out['step_ratio']:.2f}x (CLIP "
+          f"{clip_seconds * 1e3:.1f} ms; medians of {repeats * 2} alternating samples)")
   if peer:
     result = peer_step_seconds(config, repeats)
     if result is not None:

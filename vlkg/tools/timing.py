@@ -18,3 +18,23 @@ def run_seconds(fn, repeats: int, warmup: int = 0) -> list[float]:
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
   return statistics.median(run_seconds(fn, repeats, warmup))
+
+
+def interleaved_seconds(fns: dict, repeats: int,
+                        warmup: int = 1) -> dict[str, list[float]]:
+  """Wall seconds of each of ``fns`` (name -> callable), timed in alternation.
+
+  Each round calls every function once, in the given order, so that a load that
+  comes and goes on a shared machine slows them alike: the ratio of their medians
+  is steadier than that of two separate runs.
+  """
+  for _ in range(warmup):
+    for fn in fns.values():
+      fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return times
