@@ -13,21 +13,17 @@ import pytest
 from configs import clip
 from vlkg import checkpoint, optim, sharding, train
 from vlkg.data import prepare
+from tests import trainer_world
 
-SMOKE = ("smoke,world.num_train=256,world.num_val=16,world.num_test=16,"
-         "world.num_test_comp=16,world.workers=1,input.batch_size=16,total_steps=12,"
-         "log_every_steps=2,checkpoint_every_steps=4,eval_every_steps=1000")
+SMOKE = trainer_world.SMOKE
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp("data"))
-  prepare.ensure_prepared(clip.get_config(SMOKE + f",data_dir='{root}'"))
-  return root
+  return trainer_world.prepared(tmp_path_factory)
 
 
-def config(data_dir, extra=""):
-  return clip.get_config(SMOKE + f",data_dir='{data_dir}'" + extra)
+config = trainer_world.config
 
 
 def test_same_global_batch_same_loss_on_1_and_8_devices(data_dir):
