@@ -130,8 +130,13 @@ def sharded_search(queries: Array, keys: Array, k: int, mesh: Mesh, *,
     values, index = search(q, kk, min(k, kk.shape[0]), valid=ok, approx=approx,
                            block=block)
     index = index + jax.lax.axis_index(axes) * kk.shape[0]
-    values = jax.lax.all_gather(values, axes, axis=1, tiled=True)
-    index = jax.lax.all_gather(index, axes, axis=1, tiled=True)
+    # One collective for both (the indices' bits travel as float32): two
+    # independent all-gathers may be issued in different orders on different
+    # devices, which deadlocks XLA's CPU collectives.
+    packed = jnp.stack([values, jax.lax.bitcast_convert_type(index, jnp.float32)], -1)
+    packed = jax.lax.all_gather(packed, axes, axis=1, tiled=True)
+    values = packed[..., 0]
+    index = jax.lax.bitcast_convert_type(packed[..., 1], jnp.int32)
     best, pos = jax.lax.top_k(values, k)
     return best, jnp.take_along_axis(index, pos, axis=1)
 
