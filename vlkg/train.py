@@ -406,7 +406,8 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
       dataset_dir, stages=training_stages(config), batch_size=config.input.batch_size,
       seed=config.seed, fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
-      threads=config.input.threads, data=config.input.data)
+      threads=config.input.threads, data=config.input.data,
+      fraction=config.input.get("train_fraction", 1.0))
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main,
                                     wandb_project=config.wandb.project,
                                     run_config=config.to_dict())

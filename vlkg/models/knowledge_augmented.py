@@ -16,9 +16,10 @@ recipe; the forms below are vlkg's (docs/methods.md, REAVL):
   Hu et al., CVPR 2023, §3.2 compresses each memory item to a few tokens too),
   plus a learned embedding of the token's slot (entity, triple 1, ...).
 * **Gate**: g_j = sigmoid(MLP([q; e_j; q * e_j; s_j])) from the query q, the item's
-  key e_j and its retrieval score s_j. The values of item j's tokens are scaled by
-  g_j in every cross-attention, so a gate near 0 removes the item from what the
-  tokens read (the softmax weights are not renormalised over the other items).
+  key e_j and its retrieval score s_j. In every cross-attention the weight of item
+  j's tokens is multiplied by g_j (log g_j added to their logits, beside a learned
+  null key with a zero value), so a gate at 0 removes the item exactly and a
+  query whose items are all closed reads nothing.
   Through s_j and q the task losses reach the retrieval query (REVEAL's attentive
   fusion, §3.4, scales attention by retrieval scores for the same reason).
   ``gate=False`` (the ablation) fixes g = 1.
@@ -60,7 +61,14 @@ def _stacked_identity(key, shape, dtype=jnp.float32):
 
 
 class CrossAttention(nn.Module):
-  """Queries x attend to item tokens z whose values are scaled by their gates."""
+  """Queries x attend to item tokens z, each token's weight multiplied by its gate.
+
+  The gate enters as log g added to the token's logit, so softmax weights are
+  proportional to g * exp(logit): g = 0 removes the token exactly, and the other
+  tokens share its weight. A learned null key with a zero value (a sink) is always
+  there, so that a query can read nothing: with every gate 0 (or no valid item)
+  the output is 0.
+  """
 
   heads: int
   out_std: float
@@ -79,10 +87,17 @@ class CrossAttention(nn.Module):
     hd = w // self.heads
     q = dense(w, w**-0.5, "q")(x).reshape(b, l, self.heads, hd)
     kv = dense(2 * w, w**-0.5, "kv")(z).reshape(b, m, 2, self.heads, hd)
-    gate = jnp.where(z_valid, z_gate, 0.0).astype(kv.dtype)
-    v = kv[:, :, 1] * gate[:, :, None, None]
-    out = layers.dot_product_attention(q, kv[:, :, 0], v,
-                                       layers.broadcast_mask(z_valid), None,
+    null = self.param("null_key", nn.initializers.normal(0.02), (self.heads, hd),
+                      self.param_dtype).astype(kv.dtype)
+    k = jnp.concatenate([jnp.broadcast_to(null, (b, 1, self.heads, hd)), kv[:, :, 0]], 1)
+    v = jnp.concatenate([jnp.zeros((b, 1, self.heads, hd), kv.dtype), kv[:, :, 1]], 1)
+    gate = z_gate.astype(jnp.float32)
+    open_ = z_valid & (gate > 0)
+    log_gate = jnp.where(open_, jnp.log(jnp.where(open_, gate, 1.0)),
+                         jnp.finfo(jnp.float32).min)
+    bias = jnp.concatenate([jnp.zeros((b, 1)), log_gate], 1)[:, None, None]
+    mask = jnp.concatenate([jnp.ones((b, 1), bool), open_], 1)
+    out = layers.dot_product_attention(q, k, v, layers.broadcast_mask(mask), bias,
                                        self.attention)
     return dense(w, self.out_std, "out")(out.reshape(b, l, w))
 
