@@ -206,8 +206,9 @@ def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,
 
   def epoch_records(epoch):
     epoch_seed = host_seed * _EPOCH_SEED_STRIDE + epoch
-    files = tf.data.Dataset.from_tensor_slices((paths, np.asarray(counts, np.int64))).shuffle(
-        len(paths), seed=epoch_seed, reshuffle_each_iteration=False)
+    files = tf.data.Dataset.from_tensor_slices(
+        (paths, np.asarray(counts, np.int64))).shuffle(
+            len(paths), seed=epoch_seed, reshuffle_each_iteration=False)
     read = lambda path, count: tf.data.TFRecordDataset(path).take(count)
     ds = files.interleave(read, cycle_length=min(8, len(paths)),
                           block_length=1, num_parallel_calls=min(threads, len(paths)),
