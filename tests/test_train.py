@@ -249,3 +249,36 @@ def test_training_stages_read_plain_scenes_first_only_on_the_world():
   assert train.training_stages(base) == [("plain", 600), ("train", None)]
   with pytest.raises(errors.ConfigError, match="world.num_plain is 0"):
     train.training_stages(clip.get_config("smoke,world.plain_steps=5"))
+
+
+def test_a_loss_memory_is_refreshed_inside_the_step_and_kept_in_the_state():
+  """``loss_fn.init_memory`` / ``refresh_memory``: the step refreshes the memory
+  from the params before the loss, which reads it; the state carries it on."""
+  import optax
+
+  def loss_fn(params, batch, rng, step, memory):
+    del rng, step
+    return jnp.sum((params["w"] - batch["image"].mean()) ** 2) + 0 * memory["w"], {
+        "seen": memory["w"], "refreshed": memory["at"]}
+
+  def refresh(params, memory, step):
+    due = step % 2 == 0
+    return {"w": jnp.where(due, params["w"], memory["w"]),
+            "at": jnp.where(due, step, memory["at"])}
+
+  loss_fn.init_memory = lambda: {"w": jnp.zeros(()), "at": jnp.full((), -1)}
+  loss_fn.refresh_memory = refresh
+  tx = optax.sgd(0.1)
+  step_fn = jax.jit(train.make_update_step(loss_fn, tx, jax.random.key(0)))
+  params = {"w": jnp.ones(())}
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+           "nonfinite_step": jnp.full((), -1, jnp.int32), "memory": loss_fn.init_memory()}
+  batch = {"image": np.full((1, 2, 2, 3), 255, np.uint8), "text": np.zeros((1, 4), np.int32)}
+  seen, ws = [], []
+  for _ in range(4):
+    ws.append(float(state["params"]["w"]))
+    state, metrics = step_fn(state, batch)
+    seen.append((float(metrics["seen"]), int(metrics["refreshed"])))
+  # Steps 0 and 2 refresh from the params they start with; 1 and 3 read the last.
+  assert seen == [(ws[0], 0), (ws[0], 0), (ws[2], 2), (ws[2], 2)]
+  assert int(state["memory"]["at"]) == 2 and ws[2] != ws[0]

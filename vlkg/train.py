@@ -7,7 +7,14 @@ shardings in and out. A loss function may carry ``constants``: arrays it reads b
 does not train (Knowledge-CLIP's frozen teacher and its knowledge-graph table).
 They are put on the devices once, replicated, and passed to the step as an
 argument, so that they are neither traced into the program as literals nor sent
-again each step (`BoundStep`). It reads nothing from the host: randomness is
+again each step (`BoundStep`). A loss function may also carry a memory: arrays
+derived from the params that it reads without training them (REAVL's index of
+entity embeddings), made by ``loss_fn.init_memory()`` and kept in the state as
+``state["memory"]`` (checkpointed, and sharded by ``config.sharding_rules`` like
+the rest); ``loss_fn.refresh_memory(params, memory, step[, constants])`` runs
+inside the step before the loss, which gets its result as ``memory=`` (the method
+decides when it recomputes, e.g. every N steps under ``lax.cond``, so a refresh
+needs no host round trip). It reads nothing from the host: randomness is
 ``fold_in(rng, step)``, and a non-finite loss or gradient norm leaves the state
 untouched and records the step in ``nonfinite_step``, which the host checks at each
 log step and turns into an error that names the step and the metric. The last good
@@ -140,13 +147,18 @@ def make_update_step(loss_fn, tx, train_rng):
   """(state, batch[, constants]) -> (state, metrics): one optimizer step, fully on
   device; ``constants`` go to ``loss_fn`` as its fifth argument when given."""
 
+  refresh = getattr(loss_fn, "refresh_memory", None)
+
   def update_step(state, batch, constants=None):
     step = state["step"]
     rng = jax.random.fold_in(train_rng, step)
     batch = dict(batch, image=preprocess.normalize_images(batch["image"]))
     extra = () if constants is None else (constants,)
+    memory = {}
+    if refresh is not None:
+      memory = {"memory": refresh(state["params"], state["memory"], step, *extra)}
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, rng, step, *extra)
+        state["params"], batch, rng, step, *extra, **memory)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -156,7 +168,7 @@ def make_update_step(loss_fn, tx, train_rng):
                           state["nonfinite_step"])
     new_state = {"step": step + 1, "params": keep(params, state["params"]),
                  "opt_state": keep(opt_state, state["opt_state"]),
-                 "nonfinite_step": first_bad}
+                 "nonfinite_step": first_bad, **memory}
     return new_state, {"loss": loss, "grad_norm": grad_norm, **aux}
 
   return update_step
@@ -243,9 +255,13 @@ class Trainer:
 
   def _init_state(self, rng):
     params = methods.init_params(self.model, self.config, rng)
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": self.tx.init(params),
-            "nonfinite_step": jnp.full((), -1, jnp.int32)}
+    state = {"step": jnp.zeros((), jnp.int32), "params": params,
+             "opt_state": self.tx.init(params),
+             "nonfinite_step": jnp.full((), -1, jnp.int32)}
+    init_memory = getattr(self.loss_fn, "init_memory", None)
+    if init_memory is not None:
+      state["memory"] = init_memory()
+    return state
 
   def init_state(self):
     """A fresh state, created directly in its shardings."""
@@ -390,7 +406,8 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
       dataset_dir, stages=training_stages(config), batch_size=config.input.batch_size,
       seed=config.seed, fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
-      threads=config.input.threads, data=config.input.data)
+      threads=config.input.threads, data=config.input.data,
+      fraction=config.input.get("train_fraction", 1.0))
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step, enabled=is_main,
                                     wandb_project=config.wandb.project,
                                     run_config=config.to_dict())

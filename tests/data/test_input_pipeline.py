@@ -72,6 +72,21 @@ def test_resume_at_a_step_continues_the_same_stream(dataset):
     np.testing.assert_array_equal(a["image"], b["image"])
 
 
+def test_a_train_fraction_reads_a_fixed_subset_every_epoch(dataset):
+  """input.train_fraction: the first ceil(f * n) records of each of the 3 shards
+  of 30 images (90 in all), in every epoch."""
+  it = input_pipeline.train_iterator(dataset, batch_size=3, seed=0, shuffle_buffer=64,
+                                     fraction=0.1)
+  first, second = ([b["index"] for b in batches(it, 3)] for _ in range(2))
+  assert sorted(np.concatenate(first)) == sorted(np.concatenate(second))
+  assert len(set(np.concatenate(first))) == 9
+  full = [b["index"] for b in batches(input_pipeline.train_iterator(
+      dataset, batch_size=10, seed=0, shuffle_buffer=64), 9)]
+  assert set(np.concatenate(first)) < set(np.concatenate(full))
+  with pytest.raises(ValueError, match="train_fraction"):
+    next(input_pipeline.train_iterator(dataset, batch_size=3, seed=0, fraction=0.0))
+
+
 @pytest.fixture(scope="module")
 def plain_dataset(tmp_path_factory):
   root = tmp_path_factory.mktemp("plain_data")

@@ -136,7 +136,7 @@ def test_describe_target():
 
 def test_the_methods_declare_the_issue_targets():
   assert claims.methods_with_claims() == ["knowledge_clip", "loupe", "mosaiclip",
-                                          "structure_clip"]
+                                          "reavl", "structure_clip"]
   sc = {c.metric: c for c in claims.declared("structure_clip")}
   assert sc["world/attribute_swap"].target == 0.15
   assert sc["world/attribute_swap"].halve_errors_above == 0.8
@@ -158,4 +158,46 @@ def test_the_methods_declare_the_issue_targets():
       ("world_comp/knowledge", "clip", 0.10, "gain"),
       ("kg/tail_R@1", "clip_kg", 0.0, "gain"), ("kg/relation_acc", "clip_kg", 0.0, "gain"),
       ("retrieval/test/image_to_text_R@1", "clip", -0.02, "gain")]
+  rv = {c.name: c for c in claims.declared("reavl")}
+  assert [(c.metric, c.rule, c.target) for c in rv.values()] == [
+      ("world/knowledge", "gain", 0.10), ("world/kvqa", "gain", 0.10),
+      ("world/kvqa", "relative_gain", 0.5), ("world/knowledge", "relative_gain", 1.0),
+      ("retrieval/test/image_to_text_R@1", "gain", -0.02),
+      ("reavl/recall@5", "at_least", 0.9)]
+  assert rv["knowledge VQA over no retrieval"].baseline == "reavl_no_retrieval"
+  assert rv["sample efficiency"].runs() == ("reavl_10pct", "clip_10pct", "reavl", "clip")
+  assert rv["retriever recall"].runs() == ("reavl",)
   assert claims.declared("clip") == ()
+
+
+def test_at_least_is_an_absolute_level():
+  c = claim(rule="at_least", target=0.9, baseline="")
+  assert c.runs() == ("sc",) and c.describe_target() == "≥ 0.9"
+  v = claims.judge(c, runs(sc={"m": [0.88, 0.94]}))
+  assert v.met is True and v.value.mean == pytest.approx(0.91) and v.delta is None
+  assert claims.judge(c, runs(sc={"m": [0.8, 0.9]})).met is False
+  assert claims.judge(c, runs(clip={"m": [1.0]})).met is None
+
+
+def test_relative_gain_compares_two_paired_gains():
+  # Sample efficiency: (ours10 - clip10) >= 1.0 x (ours - clip), seed by seed.
+  c = claim(rule="relative_gain", target=1.0, run="sc10", baseline="clip10",
+            reference=("sc", "clip"))
+  assert c.subject == "sc10" and c.runs() == ("sc10", "clip10", "sc", "clip")
+  assert c.describe_target() == "Δ ≥ 1× Δ(sc − clip)"
+  r = runs(sc10={"m": [0.60, 0.64]}, clip10={"m": [0.40, 0.42]},
+           sc={"m": [0.80, 0.82]}, clip={"m": [0.62, 0.66]})
+  v = claims.judge(c, r)  # gains +0.21 at 10%, +0.17 at 100%
+  assert v.delta.mean == pytest.approx(0.21) and v.reference.mean == pytest.approx(0.17)
+  assert v.met is True and v.to_json()["reference_delta"] == pytest.approx(0.17)
+  # The gate: the drop under distractors at most half the ungated drop.
+  gate = claim(rule="relative_gain", target=0.5, run="g_dis", baseline="g",
+               reference=("u_dis", "u"))
+  drop = lambda g, u: claims.judge(gate, runs(g_dis={"m": [0.8 - g]}, g={"m": [0.8]},
+                                              u_dis={"m": [0.7 - u]}, u={"m": [0.7]}))
+  assert drop(0.04, 0.10).met is True and drop(0.06, 0.10).met is False
+  assert claims.judge(gate, runs(g={"m": [0.8]})).met is None
+  with pytest.raises(ValueError, match="reference"):
+    claim(rule="relative_gain")
+  with pytest.raises(ValueError, match="reference"):
+    claim(reference=("a", "b"))

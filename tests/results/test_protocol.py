@@ -21,10 +21,13 @@ ROOT = protocol.ROOT
 SCORES = {"base": 0.55, "clip": 0.60, "negclip": 0.66, "structure_clip": 0.80,
           "mosaiclip": 0.82, "loupe": 0.61, "knowledge_clip": 0.72, "clip_kg": 0.65,
           "knowledge_clip_no_e2e": 0.70, "knowledge_clip_no_e2r": 0.71,
-          "knowledge_clip_no_g2e": 0.69, "knowledge_clip_no_kd": 0.68}
+          "knowledge_clip_no_g2e": 0.69, "knowledge_clip_no_kd": 0.68,
+          "reavl": 0.75, "reavl_no_retrieval": 0.62, "reavl_no_gate": 0.73,
+          "reavl_distractors": 0.72, "reavl_no_gate_distractors": 0.65,
+          "reavl_10pct": 0.70, "clip_10pct": 0.52}
 # What the fake trainer writes besides the suites: the KG evaluation's figures.
 KG_METRICS = ("kg/tail_R@1", "kg/relation_acc")
-EXTRA_METRICS = ("world_comp/knowledge", *KG_METRICS)
+EXTRA_METRICS = ("world_comp/knowledge", *KG_METRICS, "world/kvqa", "reavl/recall@5")
 
 
 class FakeRunner:
@@ -432,12 +435,23 @@ def test_results_command_on_the_fake_runner(tmp_path):
   methods = ["clip", "negclip"] + claims.methods_with_claims()
   summary = results_tool.run(methods, 2, str(tmp_path / "out"), False, str(docs),
                              runner=runner, log=lambda s: None)
-  # The 6 defaults and clip_kg, the baseline that Knowledge-CLIP's KG claims name.
-  assert len(runner.trained()) == 1 + 7 * 2
+  # The 7 defaults, clip_kg (the baseline of Knowledge-CLIP's KG claims) and the
+  # six runs REAVL's claims read.
+  assert len(runner.trained()) == 1 + 14 * 2
   assert str(tmp_path / "out" / "clip_kg" / "seed1") in runner.trained()
+  assert str(tmp_path / "out" / "clip_10pct" / "seed1") in runner.trained()
   assert set(summary["base"]) == set(report.BASE_METRICS)
   by_name = {(c["method"], c["name"]): c for c in summary["claims"]}
-  assert len(by_name) == 12
+  assert len(by_name) == 18
+  # REAVL: +0.13 over k = 0; the gated drop -0.03 >= 0.5 x the ungated -0.08;
+  # +0.18 over CLIP at 10% >= +0.15 at 100%; recall 0.755 < 0.9.
+  assert by_name[("reavl", "knowledge VQA over no retrieval")]["delta"] == pytest.approx(0.13)
+  gate = by_name[("reavl", "gate against distractors")]
+  assert gate["met"] is True and gate["reference_delta"] == pytest.approx(-0.08)
+  efficiency = by_name[("reavl", "sample efficiency")]
+  assert efficiency["delta"] == pytest.approx(0.18) and efficiency["met"] is True
+  recall = by_name[("reavl", "retriever recall")]
+  assert recall["value"] == pytest.approx(0.755) and recall["met"] is False
   knowledge = by_name[("knowledge_clip", "knowledge")]
   assert knowledge["delta"] == pytest.approx(0.12) and knowledge["met"] is True
   relations = by_name[("knowledge_clip", "KG relations over CLIP + KG")]
@@ -478,7 +492,7 @@ def test_quick_results_end_to_end(tmp_path):
   summary = json.loads(out.strip().splitlines()[-1])
   assert set(summary["base"]) == set(report.BASE_METRICS)
   assert all(isinstance(v, float) and 0 <= v <= 1 for v in summary["base"].values())
-  assert len(summary["claims"]) == 12
+  assert len(summary["claims"]) == 18
   for c in summary["claims"]:
     assert {"name", "method", "metric", "baseline", "value", "delta", "target",
             "met"} <= set(c)

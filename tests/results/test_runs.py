@@ -18,8 +18,26 @@ def test_knowledge_clip_declares_clip_kg_and_one_run_per_objective_removed():
   assert all(r.label for r in declared)
   assert runs.declared("clip") == ()
   every = runs.all_declared(reserved=protocol.BASELINES)
-  assert set(every) == {r.name for r in declared}
+  assert {r.name for r in declared} <= set(every)
   assert every["clip_kg"].method == "knowledge_clip"
+
+
+def test_reavl_declares_its_ablations_and_a_clip_run_the_claims_read():
+  from vlkg.results import command
+  declared = {r.name: r for r in runs.declared("reavl")}
+  assert declared["reavl_no_retrieval"].overrides == ("reavl.k=0",)
+  assert declared["reavl_no_gate"].overrides == ("reavl.gate=False",)
+  assert declared["reavl_10pct"].overrides == ("input.train_fraction=0.1",)
+  # CLIP at 10% of the data is CLIP's config, declared beside REAVL's claim.
+  spec = protocol.run_spec("clip_10pct")
+  assert (spec.config, spec.overrides) == ("clip", ("input.train_fraction=0.1",))
+  assert protocol.run_spec("reavl_no_gate").config == "reavl"
+  assert command.claims_of("clip_10pct") == ()
+  # Every run a claim reads is selected, even without --ablations.
+  selected = command.select_runs(["reavl"], command.claims_of)
+  assert selected[0] == "clip" and set(selected) == {
+      "clip", "reavl", "reavl_no_retrieval", "reavl_distractors",
+      "reavl_no_gate_distractors", "reavl_no_gate", "reavl_10pct", "clip_10pct"}
 
 
 def test_a_run_name_says_one_thing(monkeypatch):

@@ -59,3 +59,12 @@ def test_decompose_cost_on_world_captions(capsys):
   assert sum(out["category_share"].values()) == pytest.approx(1.0, abs=0.01)
   assert out["mean_positives"] >= 1.0
   assert "per 1,000 world captions" in capsys.readouterr().out
+
+
+def test_retrieval_bench_checks_every_path_against_top_k():
+  from vlkg.tools import bench_retrieval
+  out = bench_retrieval.run(repeats=1, entities=8 * 500, dim=16, k=4, block=100)
+  assert {"top_k_ms", "blocked_ms", "approx_ms", "sharded_ms"} <= set(out)
+  assert out["top_k_exact"] and out["blocked_exact"] and out["sharded_exact"]
+  assert out["best_ms"] == min(out[f"{n}_ms"] for n in ("top_k", "blocked", "approx",
+                                                        "sharded"))

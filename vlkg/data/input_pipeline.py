@@ -167,8 +167,12 @@ def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,
                    split: str = "train", threads: int = 0,
                    process_index: int | None = None,
                    process_count: int | None = None,
-                   data: str = "") -> Iterator[dict[str, np.ndarray]]:
+                   data: str = "", fraction: float = 1.0) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator of host-local training batches, starting at ``start_step``.
+
+  ``fraction`` < 1 reads only the first ``ceil(fraction * n)`` records of each
+  shard of n (``input.train_fraction``): a fixed subset of the data, the same in
+  every epoch and on resume.
 
   ``batch_size`` is the global batch; each host yields ``batch_size / process_count``.
   ``threads`` bounds tf.data's thread pool (0: one per core). On a small CPU host the
@@ -187,8 +191,11 @@ def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,
   layout = records.layout_of(manifest)
   shards = host_shards(source_files(dataset_dir, manifest, split, data),
                        process_index, process_count, dataset_dir, split)
+  if not 0.0 < fraction <= 1.0:
+    raise ValueError(f"input.train_fraction={fraction} must be in (0, 1]")
   paths = [s["path"] for s in shards]
-  n_local = sum(s["num_records"] for s in shards)
+  counts = [max(1, int(np.ceil(fraction * s["num_records"]))) for s in shards]
+  n_local = sum(counts)
   if n_local < local_batch:
     raise records.DataError(f"{dataset_dir}: split {split!r} has {n_local} examples on "
                             f"this host, fewer than one batch of {local_batch}")
@@ -199,9 +206,11 @@ def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,
 
   def epoch_records(epoch):
     epoch_seed = host_seed * _EPOCH_SEED_STRIDE + epoch
-    files = tf.data.Dataset.from_tensor_slices(paths).shuffle(
-        len(paths), seed=epoch_seed, reshuffle_each_iteration=False)
-    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(paths)),
+    files = tf.data.Dataset.from_tensor_slices(
+        (paths, np.asarray(counts, np.int64))).shuffle(
+            len(paths), seed=epoch_seed, reshuffle_each_iteration=False)
+    read = lambda path, count: tf.data.TFRecordDataset(path).take(count)
+    ds = files.interleave(read, cycle_length=min(8, len(paths)),
                           block_length=1, num_parallel_calls=min(threads, len(paths)),
                           deterministic=True)
     ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)

@@ -187,17 +187,18 @@ def load_teacher(config: ml_collections.ConfigDict) -> dict | None:
       {k: np.asarray(flat[k], v.dtype) for k, v in want.items()})
 
 
-def dataset_table(config):
+def dataset_table(config, section: dict | None = None):
   """(the triplet table, its tokenizer) of the config's prepared dataset.
 
-  With ``knowledge_clip.kg_path`` and no table in the dataset, the table is made
-  from that graph (``kg_table.from_graph``) and written into the dataset, where
-  the ``kg`` evaluator finds it too.
+  With ``kg_path`` in ``section`` (``config.knowledge_clip`` by default; REAVL
+  passes its own) and no table in the dataset, the table is made from that graph
+  (``kg_table.from_graph``) and written into the dataset, where the ``kg``
+  evaluator finds it too.
   """
   from vlkg.data import kg_table, prepare, records
   from vlkg.data import tokenizer as tok_lib
   from vlkg.graphs import kg
-  kc = _cfg(config)
+  kc = _cfg(config) if section is None else section
   directory = prepare.dataset_dir(config)
   manifest = records.read_manifest(directory)
   tokenizer = tok_lib.from_description(manifest["tokenizer"], base_dir=directory)

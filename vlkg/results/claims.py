@@ -17,6 +17,14 @@ judges the claim on the mean over seeds:
   the method's error is at most half the baseline's: +15 points cannot be had
   above 85%.
 * ``rule="ratio"``: mean(method) ≥ ``target`` × mean(baseline).
+* ``rule="at_least"``: mean(method) ≥ ``target``, an absolute level (REAVL's
+  retriever recall); no baseline.
+* ``rule="relative_gain"``: a gain measured against another gain, Δ = mean(run −
+  baseline) ≥ ``target`` × mean(reference[0] − reference[1]), both paired by seed
+  (REAVL's sample efficiency: its gain over CLIP at 10% of the data at least its
+  gain at 100%; the gate's robustness: the gated model's drop under distractors at
+  most half the ungated one's, both drops negative gains). ``run`` names the
+  claim's own side when it is a declared run rather than the method itself.
 * ``blind``: a binding claim counts only if the image decides it: the gain of the
   blind score (``vlkg.evaluators.text_prior``, every item scored against the
   mean image, so only the caption prior speaks) must be less than half the gain
@@ -36,7 +44,7 @@ import math
 import pkgutil
 from typing import Mapping, Sequence
 
-RULES = ("gain", "ratio")
+RULES = ("gain", "ratio", "at_least", "relative_gain")
 # A claim holds at its target exactly; float noise must not flip it.
 _EPS = 1e-9
 
@@ -56,15 +64,35 @@ class Claim:
   blind: str = ""
   paper: str = ""
   method: str = ""
+  run: str = ""
+  reference: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.rule not in RULES:
       raise ValueError(f"claim {self.name!r}: rule={self.rule!r}; expected one of {RULES}")
     if self.rule == "ratio" and self.target <= 0:
       raise ValueError(f"claim {self.name!r}: a ratio target must be > 0")
+    if (self.rule == "relative_gain") != (len(self.reference) == 2):
+      raise ValueError(f"claim {self.name!r}: rule 'relative_gain' and a reference of "
+                       "two runs go together")
+
+  @property
+  def subject(self) -> str:
+    """The run whose metric the claim is about: ``run``, else the method."""
+    return self.run or self.method
+
+  def runs(self) -> tuple[str, ...]:
+    """Every run the claim reads."""
+    names = [self.subject] + ([] if self.rule == "at_least" else [self.baseline])
+    return tuple(dict.fromkeys(names + list(self.reference)))
 
   def describe_target(self) -> str:
     """The target in words, as the claims table shows it."""
+    if self.rule == "at_least":
+      return f"≥ {self.target:g}"
+    if self.rule == "relative_gain":
+      a, b = self.reference
+      return f"Δ ≥ {self.target:g}× Δ({a} − {b})"
     if self.rule == "ratio":
       text = f"≥ {self.target:g}× {self.baseline}"
     else:
@@ -110,6 +138,7 @@ class Verdict:
   rule_met: bool | None = None
   blind_met: bool | None = None
   met: bool | None = None
+  reference: Stat | None = None
 
   def to_json(self) -> dict:
     c = self.claim
@@ -122,6 +151,7 @@ class Verdict:
         "baseline_value": mean(self.baseline), "value_se": se(self.value),
         "delta_se": se(self.delta), "ratio": self.ratio,
         "blind_delta": mean(self.blind_delta), "seeds": list(self.seeds),
+        "reference_delta": mean(self.reference),
     }
 
 
@@ -135,9 +165,40 @@ def _paired(runs: Runs, a: str, b: str, metric: str) -> tuple[list[int], list, l
   return seeds, [sa[s][metric] for s in seeds], [sb[s][metric] for s in seeds]
 
 
+def _judge_level(claim: Claim, runs: Runs) -> Verdict:
+  per = runs.get(claim.subject, {})
+  seeds = sorted(s for s in per if per[s].get(claim.metric) is not None)
+  if not seeds:
+    return Verdict(claim, ())
+  value = stat([per[s][claim.metric] for s in seeds])
+  met = value.mean >= claim.target - _EPS
+  return Verdict(claim, tuple(seeds), value, rule_met=met, met=met)
+
+
+def _judge_relative(claim: Claim, runs: Runs) -> Verdict:
+  names = claim.runs()
+  common = set.intersection(*(set(s for s, m in runs.get(n, {}).items()
+                                  if m.get(claim.metric) is not None) for n in names))
+  seeds = sorted(common)
+  if not seeds:
+    return Verdict(claim, ())
+  get = lambda n: [runs[n][s][claim.metric] for s in seeds]
+  ours, theirs = get(claim.subject), get(claim.baseline)
+  ref_a, ref_b = (get(n) for n in claim.reference)
+  delta = stat([x - y for x, y in zip(ours, theirs)])
+  reference = stat([x - y for x, y in zip(ref_a, ref_b)])
+  met = delta.mean >= claim.target * reference.mean - _EPS
+  return Verdict(claim, tuple(seeds), stat(ours), stat(theirs), delta, rule_met=met,
+                 met=met, reference=reference)
+
+
 def judge(claim: Claim, runs: Runs) -> Verdict:
-  """Judges ``claim`` on the seeds that both its method and its baseline have."""
-  seeds, ours, theirs = _paired(runs, claim.method, claim.baseline, claim.metric)
+  """Judges ``claim`` on the seeds that all of its runs have."""
+  if claim.rule == "at_least":
+    return _judge_level(claim, runs)
+  if claim.rule == "relative_gain":
+    return _judge_relative(claim, runs)
+  seeds, ours, theirs = _paired(runs, claim.subject, claim.baseline, claim.metric)
   if not seeds:
     return Verdict(claim, ())
   value, base = stat(ours), stat(theirs)
@@ -152,7 +213,7 @@ def judge(claim: Claim, runs: Runs) -> Verdict:
   blind_delta = blind_met = None
   met = rule_met
   if claim.blind:
-    blind_seeds, b_ours, b_theirs = _paired(runs, claim.method, claim.baseline,
+    blind_seeds, b_ours, b_theirs = _paired(runs, claim.subject, claim.baseline,
                                             claim.blind)
     if blind_seeds != seeds:
       met = None  # the blind rule cannot be judged on the same seeds

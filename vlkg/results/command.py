@@ -15,7 +15,8 @@ from vlkg.results import runs as runs_lib
 
 def select_runs(requested, claims_of, ablations_of=None) -> list[str]:
   """Baselines first, then the requested runs (each followed by its declared
-  ablations when ``ablations_of`` is given), plus every baseline a claim names."""
+  ablations when ``ablations_of`` is given), plus every run a claim reads (its
+  baseline, its own declared run, the runs of a reference gain)."""
   runs = []
   for run in requested:
     for name in [run, *(ablations_of(run) if ablations_of else ())]:
@@ -23,8 +24,9 @@ def select_runs(requested, claims_of, ablations_of=None) -> list[str]:
         runs.append(name)
   for run in list(runs):
     for claim in claims_of(run):
-      if claim.baseline not in runs:
-        runs.append(claim.baseline)
+      for name in claim.runs():
+        if name not in runs:
+          runs.append(name)
   baselines = [b for b in protocol.BASELINES if b in runs]
   return baselines + [r for r in runs if r not in baselines]
 

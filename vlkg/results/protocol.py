@@ -121,7 +121,7 @@ def run_spec(name: str) -> RunSpec:
     return BASELINES[name]
   declared = runs_lib.all_declared(reserved=BASELINES).get(name)
   if declared is not None:
-    return RunSpec(name, declared.method, declared.overrides)
+    return RunSpec(name, declared.config or declared.method, declared.overrides)
   return RunSpec(name, name)
 
 

@@ -97,7 +97,7 @@ def claims_table(verdicts: Sequence[claims_lib.Verdict], runs: Mapping) -> list[
     if c.rule == "ratio" and v.ratio is not None:
       delta += f" ({v.ratio:.2f}×)"
     lines.append(
-        f"| {c.name} | {c.method} | `{c.metric}` | {c.baseline} {fmt_stat(v.baseline)} "
+        f"| {c.name} | {c.subject} | `{c.metric}` | {c.baseline} {fmt_stat(v.baseline)} "
         f"| {fmt_stat(neg)} | {fmt_stat(v.value)} | {delta} "
         f"| {fmt_points(v.blind_delta) if c.blind else 'n/a'} | {c.paper or '—'} "
         f"| {c.describe_target()} | {_met(v)} |")

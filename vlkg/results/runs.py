@@ -7,7 +7,8 @@ A method module lists them at its end, next to its ``CLAIMS``::
             Run("knowledge_clip_no_e2e", ("knowledge_clip.e2e_weight=0.0",),
                 "without E2E"))
 
-A declared run is ``configs/<method>.py:finetune`` with ``overrides``, fine-tuned
+A declared run is ``configs/<method>.py:finetune`` (or ``configs/<config>.py`` when
+the run names another method's config) with ``overrides``, fine-tuned
 and evaluated by ``python -m vlkg.tools.results`` like any run, under its own name
 (``OUT/<name>/seed<S>``). It runs when a claim names it as its baseline (Pan et
 al.'s "CLIP + KG" for Knowledge-CLIP's KG claims), when ``--methods`` names it, or,
@@ -31,6 +32,9 @@ class Run:
   overrides: tuple[str, ...]
   label: str = ""
   method: str = ""
+  # Another method's config the run fine-tunes (REAVL's CLIP at 10% of the data,
+  # the baseline of its sample-efficiency claim); "" = the declaring method's.
+  config: str = ""
 
 
 def method_names() -> list[str]:

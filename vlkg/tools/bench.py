@@ -5,6 +5,7 @@
     python -m vlkg.tools.bench parse
     python -m vlkg.tools.bench decompose [--config configs/mosaiclip.py]
     python -m vlkg.tools.bench shapley
+    python -m vlkg.tools.bench retrieval [--retrieval_dtype float32]
 
 Every figure is the median of ``--repeats`` timed runs after a warm-up, and the
 machine is described in the output. Benchmarks are scripts, never tests.
@@ -26,6 +27,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/clip.py", "Config f
                                           lock_config=True)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
 _PEER = flags.DEFINE_bool("peer", False, "step: also time the PyTorch peers if installed.")
+_RETRIEVAL_DTYPE = flags.DEFINE_enum("retrieval_dtype", "float32",
+                                     ["float32", "bfloat16"],
+                                     "retrieval: the dtype the entity keys are held in.")
 _RATIO = flags.DEFINE_bool("ratio", True, "step: time CLIP's step in alternation with "
                            "a method's and report the method's cost as a multiple.")
 
@@ -87,7 +91,7 @@ def bench_input(config, repeats: int) -> dict:
   return out
 
 
-WHAT = ("input", "step", "parse", "decompose", "shapley")
+WHAT = ("input", "step", "parse", "decompose", "shapley", "retrieval")
 
 
 def main(argv):
@@ -109,6 +113,9 @@ def main(argv):
   elif argv[1] == "shapley":
     from vlkg.tools import bench_shapley
     result = bench_shapley.run(_REPEATS.value)
+  elif argv[1] == "retrieval":
+    from vlkg.tools import bench_retrieval
+    result = bench_retrieval.run(_REPEATS.value, dtype=_RETRIEVAL_DTYPE.value)
   else:
     from vlkg.tools import bench_step
     result = bench_step.run(config, _REPEATS.value, _PEER.value, _RATIO.value)

@@ -1,0 +1,111 @@
+"""REAVL end to end on a tiny prepared world: the gold entities in the records, the
+index held on device and its memory in the train state, training through the one
+trainer, the evaluation encoder's answers, links and recall, and retrieval off."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import reavl as reavl_config
+from vlkg import api, methods, train
+from vlkg.data import input_pipeline, kg_table
+from vlkg.methods import reavl
+from vlkg.methods import reavl_index as index_lib
+import tiny_world
+
+SMALL = (",total_steps=8,log_every_steps=1,checkpoint_every_steps=8,input.batch_size=8,"
+         "optim.warmup_steps=0,reavl.fusion_depth=1,reavl.item_tokens=3,reavl.k=4,"
+         "reavl.refresh_every=4")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  root = tmp_path_factory.mktemp("data")
+  config, directory = tiny_world.prepared(reavl_config, root, SMALL + ",evals={}")
+  return root, config, directory
+
+
+def test_the_records_carry_gold_entities_of_the_index(setup):
+  _, config, directory = setup
+  assert methods.batch_keys(config) == ("image", "text", "reavl_gold")
+  index, tokenizer = reavl.dataset_index(config)
+  batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,
+                                             fields=methods.batch_keys(config),
+                                             shuffle_buffer=16))
+  rows = np.asarray(index_lib.gold_rows(batch["reavl_gold"], jax.tree.map(np.asarray, index)))
+  table = kg_table.read(directory)
+  names = table.entity_text[~table.is_image]
+  for text, row in zip(batch["text"], rows):
+    words = tokenizer.decode(text[None])[0]
+    found = [names[r] for r in row if r >= 0]
+    # Every caption names a shape or a color of the world's knowledge graph, and
+    # each gold entity is a word of the caption.
+    assert found and all(f in words for f in found), (words, found)
+
+
+def test_training_through_the_trainer(setup):
+  root, config, directory = setup
+  trainer = train.Trainer(config)
+  assert isinstance(trainer.update_step, train.BoundStep)
+  assert set(trainer.abstract_state["memory"]) == {"keys", "triples", "relations", "at"}
+  assert trainer.abstract_state["memory"]["keys"].shape[0] % jax.device_count() == 0
+  workdir = os.path.join(root, "run")
+  tuned = reavl_config.get_config(
+      tiny_world.TINY + f",data_dir='{root}'" + SMALL +
+      ",evals={'recall': {'type': 'knowledge_recall', 'split': 'test', 'ns': (1, 4)}}")
+  last = train.train_and_evaluate(tuned, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    logged = [json.loads(line) for line in f if '"loss"' in line]
+  losses = [m["loss"] for m in logged]
+  assert len(losses) == 8 and all(np.isfinite(losses))
+  assert np.mean(losses[-3:]) < np.mean(losses[:3])
+  for key in ("clip", "retriever", "mlm", "mem", "itm", "lp", "recall@1", "recall@4"):
+    assert np.isfinite(last[key]), key
+  assert 0 < last["gate_mean"] < 1
+  assert last["reavl/n_items"] > 0 and 0 <= last["reavl/recall@4"] <= 1
+  assert last["reavl/recall@1"] <= last["reavl/recall@4"]
+
+  # The evaluation encoder of the exported params.
+  model = api.load(workdir, dataset_dir=directory)
+  images = np.zeros((2, 64, 64, 3), np.uint8)
+  images[1, 16:48, 16:48] = (200, 30, 30)
+  scores = model.answer_scores(images, ["what color is it?", "how many corners?"],
+                               ["red", "four", "blue"])
+  assert scores.shape == (2, 3) and np.isfinite(scores).all()
+  links = model.link_scores(images, ["a red shape", "a shape"], ["red", "shape"],
+                            [["red: a color", "blue: a color"], ["circle: a shape"]])
+  assert [s.shape for s in links] == [(2,), (1,)]
+  found = model.retrieve(images, model.tokenizer.encode(["red", "square"]), 4)
+  assert found.shape == (2, 4) and len(set(found[0])) == 4
+  # Distractors: the same call with all items random scores otherwise.
+  model.distractors = 1.0
+  assert not np.allclose(model.answer_scores(images, ["what color is it?"] * 2,
+                                             ["red", "four", "blue"]), scores)
+
+
+def test_retrieval_off_still_runs(setup):
+  _, config, _ = setup
+  off = reavl_config.get_config(
+      tiny_world.TINY + f",data_dir='{setup[0]}'" + SMALL + ",reavl.k=0,evals={}")
+  off = train.resolve_config(off, setup[2])
+  model = reavl.build_model(off)
+  loss_fn = reavl.make_loss_fn(model, off)
+  params = methods.init_params(model, off, jax.random.key(0))
+  batch = next(input_pipeline.train_iterator(setup[2], batch_size=8, seed=0,
+                                             fields=methods.batch_keys(off),
+                                             shuffle_buffer=16))
+  from vlkg import preprocess
+  batch = dict(batch, image=preprocess.normalize_images(batch["image"]))
+  loss, metrics = jax.jit(loss_fn)(params, batch, jax.random.key(1), 0)
+  assert np.isfinite(float(loss))
+  assert float(metrics["mem"]) == float(metrics["lp"]) == float(metrics["retriever"]) == 0
+  assert float(metrics["gate_mean"]) == 0.0 and float(metrics["itm"]) > 0
+  # The same parameters as with retrieval on.
+  on = reavl.build_model(config)
+  assert jax.tree.map(np.shape, methods.abstract_params(on, config)) == jax.tree.map(
+      np.shape, params)

@@ -1,0 +1,93 @@
+"""REAVL's objectives against independent numpy computations."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from vlkg.methods import reavl_loss as L
+
+
+def _log_softmax(x):
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_multi_positive_nce_by_hand():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(4, 6)).astype(np.float32)
+  positive = np.zeros((4, 6), bool)
+  positive[0, [1, 3]] = True
+  positive[1, 2] = True
+  positive[3, [0, 4]] = True  # row 2 has none and does not count
+  key_valid = np.array([True] * 5 + [False])
+  masked = np.where(key_valid, logits, -1e30)
+  logp = _log_softmax(masked)
+  rows = [0, 1, 3]
+  want = np.mean([-logp[i, positive[i]].mean() for i in rows])
+  acc = np.mean([positive[i, masked[i].argmax()] for i in rows])
+  loss, got_acc = L.multi_positive_nce(jnp.asarray(logits), jnp.asarray(positive),
+                                       jnp.asarray(key_valid))
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  np.testing.assert_allclose(got_acc, acc)
+  none = L.multi_positive_nce(jnp.asarray(logits), jnp.zeros((4, 6), bool))
+  assert float(none[0]) == 0.0 and float(none[1]) == 0.0
+
+
+def test_token_ce_on_masked_positions_only():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+  targets = rng.integers(0, 7, size=(2, 5))
+  masked = rng.random((2, 5)) < 0.5
+  masked[0, 0] = True
+  logp = _log_softmax(logits)
+  picked = np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+  loss, acc = L.token_ce(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(masked))
+  np.testing.assert_allclose(loss, -picked[masked].mean(), rtol=1e-5)
+  np.testing.assert_allclose(acc, (logits.argmax(-1) == targets)[masked].mean())
+
+
+def test_index_nce_against_every_valid_key():
+  rng = np.random.default_rng(2)
+  pred = rng.normal(size=(3, 4)).astype(np.float32)
+  keys = rng.normal(size=(6, 4)).astype(np.float32)
+  targets = np.array([2, -1, 4])  # row 1 does not count
+  valid = np.array([True, False, True])
+  key_valid = np.array([True, True, True, True, True, False])
+  logits = 10.0 * pred @ keys.T
+  logits[:, ~key_valid] = -1e30
+  logp = _log_softmax(logits)
+  want = -np.mean([logp[0, 2], logp[2, 4]])
+  loss, acc = L.index_nce(jnp.asarray(pred), jnp.asarray(keys), jnp.asarray(targets),
+                          jnp.asarray(valid), 10.0, jnp.asarray(key_valid))
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  np.testing.assert_allclose(acc, np.mean([logits[0].argmax() == 2,
+                                           logits[2].argmax() == 4]))
+
+
+def test_hardest_negatives_skip_the_pair_and_its_duplicate_captions():
+  sim = np.array([[0.9, 0.8, 0.1, 0.7],
+                  [0.2, 0.9, 0.6, 0.5],
+                  [0.3, 0.95, 0.9, 0.1],
+                  [0.1, 0.2, 0.3, 0.9]], np.float32)
+  captions = np.array([0, 1, 2, 0])  # texts 0 and 3 are the same caption
+  same = captions[:, None] == captions[None]
+  want_text, want_image = [], []
+  for i in range(4):
+    want_text.append(max((j for j in range(4) if not same[i, j]), key=lambda j: sim[i, j]))
+    want_image.append(max((j for j in range(4) if not same[j, i]), key=lambda j: sim[j, i]))
+  nt, ni, ok_t, ok_i = L.hardest_negatives(jnp.asarray(sim), jnp.asarray(same))
+  np.testing.assert_array_equal(nt, want_text)
+  np.testing.assert_array_equal(ni, want_image)
+  assert np.asarray(ok_t).all() and np.asarray(ok_i).all()
+  assert want_text == [1, 2, 1, 2] and want_image == [2, 2, 1, 1]
+  _, _, ok_t, _ = L.hardest_negatives(jnp.asarray(sim), jnp.ones((4, 4), bool))
+  assert not np.asarray(ok_t).any()
+
+
+def test_matching_ce_two_way():
+  logits = np.array([[0.1, 2.0], [1.0, -1.0], [0.3, 0.2]], np.float32)
+  labels = np.array([1, 0, 1])
+  valid = np.array([True, True, False])
+  logp = _log_softmax(logits)
+  loss, acc = L.matching_ce(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(valid))
+  np.testing.assert_allclose(loss, -(logp[0, 1] + logp[1, 0]) / 2, rtol=1e-6)
+  assert float(acc) == 1.0

@@ -1,0 +1,103 @@
+"""REAVL's model: the query starts as CLIP's joint direction, a closed gate removes
+an item from what the tokens read, masked text tokens do not leak, the ablation's
+gate is 1."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlkg.models.knowledge_augmented import REAVLModel, _stacked_identity
+
+D, M = 16, 3
+TOWERS = dict(
+    image=dict(patch_size=8, width=16, depth=1, heads=2, mlp_ratio=2, act="gelu",
+               pool_type="cls", stem="patch"),
+    text=dict(vocab_size=40, context_length=8, width=16, depth=1, heads=2, mlp_ratio=2,
+              act="gelu", causal=True, pool="eot", pad_id=0, eot_id=3, mask_pad=True),
+    embed_dim=D)
+
+
+def _model(**kw):
+  model = REAVLModel(**TOWERS, fusion_depth=1, fusion_heads=2, item_tokens=M,
+                     text_len=8, **kw)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                      jnp.zeros((1, 8), jnp.int32))["params"]
+  return model, params
+
+
+def _inputs(seed, b=2, k=2, l=5):
+  r = np.random.default_rng(seed)
+  f = lambda *s: jnp.asarray(r.normal(size=s), jnp.float32)
+  return dict(zimg=f(b, D), img_tokens=f(b, 4, D), txt_tokens=f(b, l, D),
+              txt_valid=jnp.ones((b, l), bool), txt_masked=jnp.zeros((b, l), bool),
+              items=f(b, k, M, D), item_types=jnp.zeros((b, k, M), jnp.int32),
+              item_valid=jnp.ones((b, k, M), bool), gates=jnp.ones((b, k)))
+
+
+def _fuse(model, params, x):
+  return model.apply({"params": params}, **x, readout=True, method=REAVLModel.fuse)
+
+
+def test_query_starts_as_normalised_sum():
+  model, params = _model()
+  assert np.array_equal(_stacked_identity(None, (8, 4)),
+                        np.concatenate([np.eye(4), np.eye(4)]))
+  a = jax.random.normal(jax.random.key(1), (3, D))
+  b = jax.random.normal(jax.random.key(2), (3, D))
+  q = model.apply({"params": params}, a, b, method=REAVLModel.query)
+  want = (a + b) / np.linalg.norm(a + b, axis=-1, keepdims=True)
+  np.testing.assert_allclose(q, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_closed_gate_removes_the_item():
+  model, params = _model()
+  x = _inputs(0)
+  other = dict(x, items=x["items"].at[:, 1].set(7.0))  # item 1 changed
+  gated = dict(x, gates=x["gates"].at[:, 1].set(0.0))
+  gated_other = dict(other, gates=gated["gates"])
+  out = lambda inputs: _fuse(model, params, inputs)["fused"]
+  assert not np.allclose(out(x), out(other), atol=1e-4)  # open: item 1 is read
+  np.testing.assert_allclose(out(gated), out(gated_other), atol=1e-6)
+  # All items closed: the same as having none valid.
+  closed = dict(x, gates=jnp.zeros_like(x["gates"]))
+  none = dict(other, item_valid=jnp.zeros_like(x["item_valid"]),
+              gates=jnp.zeros_like(x["gates"]))
+  np.testing.assert_allclose(out(closed), out(none), atol=1e-6)
+
+
+def test_masked_text_tokens_do_not_reach_the_fusion():
+  model, params = _model()
+  x = _inputs(1)
+  masked = x["txt_masked"].at[:, 2].set(True)
+  a = dict(x, txt_masked=masked)
+  b = dict(a, txt_tokens=x["txt_tokens"].at[:, 2].set(-5.0))
+  for key in ("fused", "text", "items"):
+    np.testing.assert_allclose(_fuse(model, params, a)[key],
+                               _fuse(model, params, b)[key], atol=1e-6)
+
+
+def test_gates_from_query_and_item_and_the_ablation():
+  model, params = _model()
+  q = jax.random.normal(jax.random.key(3), (2, D))
+  keys = jax.random.normal(jax.random.key(4), (2, 5, D))
+  g = model.apply({"params": params}, q, keys, jnp.ones((2, 5)), method=REAVLModel.gates)
+  assert g.shape == (2, 5) and (np.asarray(g) > 0).all() and (np.asarray(g) < 1).all()
+  assert np.std(np.asarray(g)) > 0  # each item its own gate
+  off, off_params = _model(gate=False)
+  g = off.apply({"params": off_params}, q, keys, jnp.ones((2, 5)), method=REAVLModel.gates)
+  np.testing.assert_array_equal(g, np.ones((2, 5)))
+
+
+def test_heads_shapes_and_tied_mlm():
+  model, params = _model()
+  out = _fuse(model, params, _inputs(2))
+  logits = model.apply({"params": params}, out["text"], method=REAVLModel.mlm_logits)
+  assert logits.shape == (2, 5, 40)
+  # Tied to the text tower's token table: the head's output times its rows.
+  h = model.apply({"params": params}, out["text"],
+                  method=lambda m, x: m.reavl.mlm(x))
+  table = params["txt"]["token_embedding"]["embedding"]
+  np.testing.assert_allclose(logits, h @ table.T + params["reavl"]["mlm_bias"],
+                             rtol=1e-5, atol=1e-5)
+  pred = model.apply({"params": params}, out["items"][:, 0], method=REAVLModel.entity_prediction)
+  np.testing.assert_allclose(np.linalg.norm(pred, axis=-1), 1.0, rtol=1e-5)

@@ -1,0 +1,197 @@
+"""REAVL's evaluation encoder: knowledge-augmented answers, entity links, retrieval.
+
+Rao et al., "Retrieval-based Knowledge Augmented Vision Language Pre-training",
+ACM MM 2023, §4 evaluates on knowledge-based VQA (OK-VQA, A-OKVQA) and multimodal
+entity linking (WikiDiverse). The encoder keeps the two towers for
+``encode_images`` / ``encode_texts`` (retrieval and the world's suites score them
+as every method's) and adds the optional capabilities of
+``vlkg.evaluators.encoder``:
+
+* ``answer_scores(images, questions, answers)``: knowledge-augmented closed-answer
+  VQA. The image and the question retrieve k items (the query is the model's
+  fused query of image and question); each answer is scored by the matching head
+  on (image, "question answer", the items): the logit of "match" minus that of
+  "no match". With ``reavl.eval_distractors`` = p, a seeded share p of each
+  input's items is replaced by uniformly drawn entities (the gate's claim).
+* ``link_scores(images, contexts, mentions, candidates)``: entity linking is
+  retrieval: each candidate's text ("name: description") is embedded as the
+  index embeds an entity's name and gloss, and scored by its inner product with
+  the query of the image and "mention context".
+* ``retrieve(images, token_ids)`` and ``gold_rows(hashes)``: the indices of the
+  top-n entities and a caption's gold entities in the index
+  (``vlkg.evaluators.knowledge_recall`` reads them: ``reavl/recall@n``).
+
+The index's embeddings are computed from the current params once per params (the
+trainer sets ``params`` before each evaluation).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vlkg import api
+from vlkg.methods import reavl_index as index_lib
+from vlkg.methods import reavl_step
+from vlkg.methods.knowledge_clip_step import pool_grid
+from vlkg.models import retriever
+from vlkg.preprocess import normalize_images
+
+_SEED = 8713
+
+
+def _items(module, memory, c, q, idx):
+  """Items of retrieved entities ``idx`` [N, k] (no masking); with k = 0 one empty
+  item, gated 0, as in training."""
+  t = c["triple_valid"].shape[-1]
+  if idx.shape[1] == 0:
+    n, d = q.shape
+    return (jnp.zeros((n, 1, 1 + t, d)), jnp.zeros((n, 1, 1 + t), jnp.int32),
+            jnp.zeros((n, 1, 1 + t), bool), jnp.zeros((n, 1)))
+  item_keys = memory["keys"][idx]
+  items = jnp.concatenate([item_keys[:, :, None], memory["triples"][idx]], axis=2)
+  valid = jnp.concatenate([c["valid"][idx][..., None], c["triple_valid"][idx]], axis=2)
+  types = jnp.broadcast_to(jnp.array([reavl_step.ENTITY] + [reavl_step.TRIPLE] * t),
+                           valid.shape)
+  gates = module.gates(q, item_keys, jnp.sum(q[:, None] * item_keys, -1))
+  return items, types, valid, gates
+
+
+def _query_fn(module, images, ids):
+  return module.query(module.embed_images(normalize_images(images)),
+                      module.embed_texts(ids))
+
+
+def _answer_fn(module, images, q_ids, qa_ids, memory, c, distract, *, k, pad_id, pool):
+  """[N, A] answer scores (see the module docstring)."""
+  n, a, length = qa_ids.shape
+  zimg, img_tok = module.embed_images(images, return_tokens=True)
+  img_tok = pool_grid(img_tok, pool)
+  q = module.query(zimg, module.embed_texts(q_ids))
+  idx = jnp.zeros((n, 0), jnp.int32)
+  if k:
+    _, idx = retriever.search(q, memory["keys"], k, valid=c["valid"])
+    idx = jnp.where(distract >= 0, distract, idx)
+  items, types, valid, gates = _items(module, memory, c, q, idx)
+  _, txt_tok = module.embed_texts(qa_ids.reshape(n * a, length), return_tokens=True)
+  rep = lambda x: jnp.repeat(x, a, axis=0)
+  fused = module.fuse(rep(zimg), rep(img_tok), txt_tok,
+                      qa_ids.reshape(n * a, length) != pad_id,
+                      jnp.zeros((n * a, length), bool), rep(items), rep(types),
+                      rep(valid), rep(gates))
+  logits = module.itm_logits(fused["fused"])
+  return (logits[:, 1] - logits[:, 0]).reshape(n, a)
+
+
+class REAVLEncoder(api.Model):
+  """``api.Model`` with REAVL's index and fusion (see the module docstring)."""
+
+  def __init__(self, module, params, tokenizer, image_size: int, batch_size: int,
+               index: dict, *, k: int, pad_id: int, image_pool: int,
+               distractors: float = 0.0):
+    self._memory = None
+    super().__init__(module, params, tokenizer, image_size, batch_size)
+    self.index = jax.device_put(index)
+    self.k, self.distractors = k, distractors
+    self._compute = jax.jit(lambda p, c: module.apply(
+        {"params": p}, c, 0, method=index_lib.compute_memory))
+    self._answer = jax.jit(lambda p, *args: module.apply(
+        {"params": p}, *args, k=k, pad_id=pad_id, pool=image_pool, method=_answer_fn))
+    self._query = jax.jit(lambda p, x, t: module.apply({"params": p}, x, t,
+                                                       method=_query_fn))
+    self._search = jax.jit(lambda q, keys, valid, n: retriever.search(q, keys, n,
+                                                                      valid=valid),
+                           static_argnums=3)
+
+  @property
+  def params(self):
+    return self._params
+
+  @params.setter
+  def params(self, value):
+    self._params, self._memory = value, None
+
+  def memory(self) -> dict:
+    """The index's embeddings under the current params (computed once per params)."""
+    if self._memory is None:
+      self._memory = self._compute(self._params, self.index)
+    return self._memory
+
+  def _queries(self, images, texts: Sequence[str]) -> np.ndarray:
+    ids = self.tokenizer.encode(list(texts))
+    return self._batched(self._query, self._images(images), ids)
+
+  def _distractors(self, n: int) -> np.ndarray:
+    """[n, k] random entities in a seeded share of the slots, -1 elsewhere."""
+    rng = np.random.default_rng(_SEED)
+    valid = np.flatnonzero(np.asarray(self.index["valid"]))
+    out = rng.choice(valid, size=(n, self.k))
+    return np.where(rng.random((n, self.k)) < self.distractors, out, -1).astype(np.int32)
+
+  def answer_scores(self, images, questions: Sequence[str],
+                    answers: Sequence[str]) -> np.ndarray:
+    images = self._images(images)
+    answers = list(answers)
+    if len(images) != len(questions):
+      raise ValueError(f"{len(images)} images for {len(questions)} questions")
+    memory = self.memory()
+    distract = self._distractors(len(images))
+    chunk = max(1, self.batch_size // max(len(answers), 1))
+    out = []
+    for s in range(0, len(images), chunk):
+      qs = list(questions[s:s + chunk])
+      pad = chunk - len(qs)
+      q_ids = self.tokenizer.encode(qs + [""] * pad)
+      qa = self.tokenizer.encode([f"{q} {a}" for q in qs + [""] * pad for a in answers])
+      img = images[s:s + chunk]
+      dis = distract[s:s + chunk]
+      if pad:
+        img = np.concatenate([img, np.zeros((pad,) + img.shape[1:], img.dtype)])
+        dis = np.concatenate([dis, -np.ones((pad, self.k), np.int32)])
+      scores = self._answer(self._params, normalize_images(img), q_ids,
+                            qa.reshape(chunk, len(answers), -1), memory, self.index, dis)
+      out.append(np.asarray(scores)[:chunk - pad])
+    return np.concatenate(out)
+
+  def link_scores(self, images, contexts: Sequence[str], mentions: Sequence[str],
+                  candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    q = self._queries(images, [f"{m} {c}" for m, c in zip(mentions, contexts)])
+    flat = [text for group in candidates for text in group]
+    z = self.encode_texts(flat) if flat else np.zeros((0, q.shape[1]), np.float32)
+    out, start = [], 0
+    for i, group in enumerate(candidates):
+      out.append(z[start:start + len(group)] @ q[i])
+      start += len(group)
+    return out
+
+  def retrieve(self, images, token_ids: np.ndarray, n: int) -> np.ndarray:
+    """[N, n] the indices of the top-n entities for (image, caption ids)."""
+    q = self._batched(self._query, self._images(images), np.asarray(token_ids, np.int32))
+    memory = self.memory()
+    return np.asarray(self._search(q, memory["keys"], self.index["valid"], n)[1])
+
+  def gold_rows(self, hashes: np.ndarray) -> np.ndarray:
+    """Index rows of ``reavl_gold`` hashes, -1 where none."""
+    return np.asarray(index_lib.gold_rows(jnp.asarray(hashes), self.index))
+
+
+def make(module, params, tokenizer, config, *, image_size: int, batch_size: int,
+         dataset_dir: str | None, section: dict):
+  """The encoder of a REAVL run, or None (the plain towers) without a dataset
+  whose knowledge graph makes the index."""
+  import os
+  from vlkg.data import kg_table
+  if tokenizer is None or not dataset_dir or not os.path.exists(
+      os.path.join(dataset_dir, kg_table.TABLE)):
+    return None
+  table = kg_table.read(dataset_dir)
+  index = index_lib.constants(table, tokenizer, entity_len=section["entity_len"],
+                              item_tokens=section["item_tokens"], pad_multiple=1)
+  k = min(section["k"], int(index["valid"].sum()))
+  return REAVLEncoder(module, params, tokenizer, image_size, batch_size, index,
+                      k=k, pad_id=config.model.text.get("pad_id", 0),
+                      image_pool=section["fusion_image_pool"],
+                      distractors=section["eval_distractors"])

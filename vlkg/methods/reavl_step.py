@@ -1,0 +1,186 @@
+"""REAVL's training forward pass: retrieve, fuse, and everything the losses read.
+
+Rao et al., "Retrieval-based Knowledge Augmented Vision Language Pre-training",
+ACM MM 2023, §3. One pass (``model.apply(method=forward)``):
+
+1. The towers encode the batch: images (pooled and patch tokens), captions, and
+   the captions with their masked tokens hidden (the masked-language-modelling
+   input: the hidden tokens are removed as attention keys in the causal text
+   tower, and the fusion sees a mask embedding at their places).
+2. The query of each pair is ``model.query(zimg, ztxt)``; so is the query of each
+   pair's two hard negatives (ALBEF's in-batch hardest: the most similar other
+   caption of each image and the most similar other image of each caption), so
+   that a negative pair is matched with the knowledge its own input retrieves.
+3. One search over the index (``vlkg.models.retriever``; sharded over the mesh
+   when ``reavl.shard_index``) retrieves the top-k entities of the 3B queries;
+   an item is the entity's key and its triples (``reavl_index``).
+4. On each positive pair two items are hidden: one whole (masked entity
+   modelling: its read-out predicts the entity) and one triple of another
+   (link prediction: the triple's token becomes its relation's embedding, and
+   the item's read-out with the relation predicts the triple's other end).
+5. The fusion runs on the 3B pairs with their items and gates: matching on all,
+   masked tokens, masked entities and links on the positives.
+
+With ``k`` = 0 nothing is retrieved: each row has one empty item, gated 0, so the
+fusion reads nothing (the ablation), and the item tasks have nothing to predict.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from vlkg.methods import reavl_index as index_lib
+from vlkg.methods import reavl_loss as L
+from vlkg.methods.knowledge_clip_step import pool_grid
+from vlkg.models import retriever
+
+Array = jax.Array
+# Item token types (``REAVLModel.item_type``).
+ENTITY, TRIPLE, MASKED_OUT, MASKED_IN, MASKED_ENTITY = range(5)
+
+
+def mlm_positions(u: Array, maskable: Array, prob: float, most: int
+                  ) -> tuple[Array, Array]:
+  """Which tokens to mask: each maskable one with probability ``prob``, at least
+  one and at most ``most`` per row (the smallest draws ``u``).
+
+  Returns:
+    (positions [B, most] int32, valid [B, most] bool).
+  """
+  score = jnp.where(maskable, u, 2.0)
+  neg, pos = jax.lax.top_k(-score, most)
+  first = jnp.arange(most)[None] == 0
+  valid = (-neg < 1.5) & ((-neg < prob) | first)
+  return pos.astype(jnp.int32), valid
+
+
+def _pick_valid(u: Array, valid: Array) -> tuple[Array, Array]:
+  """A uniformly drawn True position of each row of ``valid`` [B, T] from ``u``
+  [B] in [0, 1); (positions [B], whether the row has one [B])."""
+  count = valid.sum(-1)
+  nth = jnp.minimum(jnp.floor(u * count).astype(jnp.int32), jnp.maximum(count - 1, 0))
+  rank = jnp.cumsum(valid, -1) - 1
+  pos = jnp.argmax(valid & (rank == nth[:, None]), -1)
+  return pos.astype(jnp.int32), count > 0
+
+
+def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: dict,
+            draws: dict, *, k: int, search: Callable, pad_id: int, bos_id: int | None,
+            image_pool: int, mlm_prob: float, mlm_max: int) -> dict:
+  """Everything the losses read (see the module docstring).
+
+  Args:
+    module: the bound ``REAVLModel``.
+    images: [B, H, W, 3] normalised; texts: [B, L] token ids.
+    gold: [B, G] the batch's ``reavl_gold`` hashes.
+    memory: the index's embeddings (``reavl_index.compute_memory``).
+    c: ``reavl_index.constants``.
+    draws: uniforms in [0, 1): ``mlm`` [B, L], ``mem``, ``lp``, ``triple`` [B].
+    k: items per pair (0: retrieval off).
+    search: (queries, keys, n, valid) -> (scores, indices), the index search.
+    pad_id, bos_id: the tokenizer's; bos and pad tokens are never masked.
+    image_pool: the patch grid enters the fusion averaged over pool x pool blocks.
+    mlm_prob, mlm_max: the masking rate and the most masked tokens per caption.
+  """
+  b, length = texts.shape
+  out = dict(module.scalars())
+  zimg, img_tok = module.embed_images(images, return_tokens=True)
+  img_tok = pool_grid(img_tok, image_pool)
+  ztxt = module.embed_texts(texts)
+  out.update(zimg=zimg, ztxt=ztxt)
+
+  # Masked language modelling's input.
+  maskable = (texts != pad_id) & (jnp.arange(length)[None] != module.pool_index(texts)[:, None])
+  if bos_id is not None:
+    maskable &= texts != bos_id
+  positions, mlm_valid = mlm_positions(draws["mlm"], maskable, mlm_prob, mlm_max)
+  hidden = jnp.zeros((b, length), bool).at[jnp.arange(b)[:, None], positions].max(mlm_valid)
+  _, txt_tok = module.embed_texts(texts, return_tokens=True, token_mask=~hidden)
+  out.update(mlm_positions=positions, mlm_valid=mlm_valid,
+             mlm_targets=jnp.take_along_axis(texts, positions, 1))
+
+  # Hard negatives and the queries of all 3B pairs.
+  same = (texts[:, None] == texts[None]).all(-1)
+  sim = jax.lax.stop_gradient(zimg @ ztxt.T)
+  neg_text, neg_image, ok_t, ok_i = L.hardest_negatives(sim, same)
+  q = module.query(jnp.concatenate([zimg, zimg, zimg[neg_image]]),
+                   jnp.concatenate([ztxt, ztxt[neg_text], ztxt]))
+  keys, key_valid = memory["keys"], c["valid"]
+  out.update(query=q[:b], keys=keys, key_valid=key_valid,
+             gold=index_lib.gold_rows(gold, c))
+  n = min(max(k, 5), keys.shape[0])
+  _, found = search(jax.lax.stop_gradient(q), keys, n, key_valid)
+  out["retrieved"] = found[:b]
+
+  d, t = keys.shape[-1], c["triple_valid"].shape[-1]
+  if k:
+    idx = found[:, :k]
+    item_keys = keys[idx]  # [3B, k, D]
+    items = jnp.concatenate([item_keys[:, :, None], memory["triples"][idx]], axis=2)
+    valid = jnp.concatenate([key_valid[idx][..., None], c["triple_valid"][idx]], axis=2)
+    types = jnp.broadcast_to(jnp.array([ENTITY] + [TRIPLE] * t), valid.shape)
+    scores = jnp.sum(q[:, None] * item_keys, -1)
+    rows = jnp.arange(b)
+    # Masked entity modelling: one whole item of each positive pair.
+    mem_slot = jnp.minimum((draws["mem"] * k).astype(jnp.int32), k - 1)
+    out["mem_target"] = idx[rows, mem_slot]
+    out["mem_valid"] = key_valid[out["mem_target"]]
+    items = items.at[rows, mem_slot].set(0.0)
+    valid = valid.at[rows, mem_slot, 1:].set(False)
+    types = types.at[rows, mem_slot, 0].set(MASKED_ENTITY)
+    item_keys = item_keys.at[rows, mem_slot].set(0.0)
+    scores = scores.at[rows, mem_slot].set(0.0)
+    # Link prediction: one triple of another item.
+    lp_slot = (mem_slot + 1 + jnp.minimum((draws["lp"] * (k - 1)).astype(jnp.int32),
+                                          max(k - 2, 0))) % k
+    entity = idx[rows, lp_slot]
+    triple, has = _pick_valid(draws["triple"], c["triple_valid"][entity])
+    outgoing = c["triple_outgoing"][entity, triple]
+    relation = memory["relations"][c["triple_relation"][entity, triple]]
+    items = items.at[rows, lp_slot, 1 + triple].set(relation)
+    types = types.at[rows, lp_slot, 1 + triple].set(
+        jnp.where(outgoing, MASKED_OUT, MASKED_IN))
+    out.update(lp_target=c["triple_other"][entity, triple],
+               lp_valid=has & (k > 1) & key_valid[entity], lp_slot=lp_slot,
+               lp_relation=relation + module.item_type_embedding(
+                   jnp.where(outgoing, MASKED_OUT, MASKED_IN)), mem_slot=mem_slot)
+    gates = module.gates(q, item_keys, scores)
+  else:
+    items = jnp.zeros((3 * b, 1, 1 + t, d))
+    valid = jnp.zeros((3 * b, 1, 1 + t), bool)
+    types = jnp.zeros((3 * b, 1, 1 + t), jnp.int32)
+    gates = jnp.zeros((3 * b, 1))
+  out["gates"] = gates
+
+  txt_valid = texts != pad_id
+  fused = module.fuse(
+      jnp.concatenate([zimg, zimg, zimg[neg_image]]),
+      jnp.concatenate([img_tok, img_tok, img_tok[neg_image]]),
+      jnp.concatenate([txt_tok, txt_tok[neg_text], txt_tok]),
+      jnp.concatenate([txt_valid, txt_valid[neg_text], txt_valid]),
+      jnp.concatenate([hidden, hidden[neg_text], hidden]),
+      items, types, valid, gates, readout=bool(k))
+  out["itm_logits"] = module.itm_logits(fused["fused"])
+  out["itm_labels"] = jnp.concatenate([jnp.ones(b, jnp.int32), jnp.zeros(2 * b, jnp.int32)])
+  out["itm_valid"] = jnp.concatenate([jnp.ones(b, bool), ok_t, ok_i])
+  text_out = jnp.take_along_axis(fused["text"][:b], positions[..., None], 1)
+  out["mlm_logits"] = module.mlm_logits(text_out)
+  if k:
+    item_out = fused["items"][:b]
+    out["mem_pred"] = module.entity_prediction(item_out[rows, mem_slot])
+    out["lp_pred"] = module.link_prediction(item_out[rows, out["lp_slot"]],
+                                            out["lp_relation"])
+  return out
+
+
+def make_search(mesh, shard: bool, approx: bool, block: int) -> Callable:
+  """The index search of the step: sharded over ``mesh`` when ``shard`` and the
+  mesh has several devices, else on the arrays as they are."""
+  if shard and mesh is not None and mesh.size > 1:
+    return lambda q, keys, n, valid: retriever.sharded_search(
+        q, keys, n, mesh, valid=valid, approx=approx, block=block)
+  return lambda q, keys, n, valid: retriever.search(q, keys, n, valid=valid,
+                                                    approx=approx, block=block)
