@@ -38,6 +38,7 @@ ADDED: dict[str, object] = {
     "model.dtype": "float32",
     # Knowledge-CLIP's "CLIP + KG" ablation is a mode; before, there was the method.
     "knowledge_clip.mode": "fusion",
+    "input.train_fraction": 1.0,
 }
 
 
