@@ -24,10 +24,11 @@ alias_color   what color is the quadrate?                      quadrate alias of
 The object asked about is named alone and without the asked attribute
 (`vlkg.data.world.referring`). Answers are balanced so that a text prior gains
 little: a yes/no question first draws its answer (yes or no, half each) and then the
-fact asked about (a warm question is as often "no" as "yes"), so no answer of those
-types is above 50%, the least two answers allow; the other types follow the scene
-sampler's uniform shapes and colors (the largest share is a corner count shared by
-two shapes, 2/9). Each scene gets one question, of a type drawn first and replaced
+fact asked about (a warm question is as often "no" as "yes"; a shape-class question
+is asked only in a scene with objects of both answers), and `balance` makes each
+yes/no type exactly half yes over a split, the least two answers allow; the other
+types follow the scene sampler's uniform shapes and colors (the largest share is a
+corner count shared by two shapes, 2/9). Each scene gets one question, of a type drawn first and replaced
 by the next type in a seeded order when the scene cannot support it.
 """
 
@@ -88,14 +89,17 @@ def _corners_question(scene, graph, rng):
 
 
 def _yes_no_shape_question(scene, graph, rng):
+  """"is <it> round?" (a polygon? convex?), asked only in a scene that holds objects
+  of both answers, the answer drawn first: so the wording says nothing of the
+  answer, however rare the class (two of nine shapes are round)."""
   yes = bool(rng.random() < 0.5)
   props = list(_ASKED_FIRST)
   rng.shuffle(props)
   for prop in props:
-    fits = [k for k, o in enumerate(scene.objects)
-            if _shape_property(graph, o.shape, prop) == yes]
-    if not fits:
+    truth = [_shape_property(graph, o.shape, prop) for o in scene.objects]
+    if len(set(truth)) < 2:
       continue
+    fits = [k for k, t in enumerate(truth) if t == yes]
     i = fits[int(rng.integers(len(fits)))]
     desc = referring.describe(scene, i, "shape", rng)
     if desc is None:

@@ -12,8 +12,10 @@ mention of a node of the world's knowledge graph (`vlkg.data.world.knowledge`):
   (circle or ellipse), "polygonal shape" (seven shapes) or an alias, "quadrate"
   (square), links to the object's shape.
 
-Ways are drawn per mention: an alias a quarter of the time, else the concept (color
-family; corners or round/polygon, half each).
+Ways are drawn per mention: an alias 10% of the time (`P_ALIAS`), else the concept:
+the color family; for the shape, its corner count when another shape shares it
+(half the time) or else its round/polygon class. So the words leave several
+entities open (2 to 7) for nine mentions in ten.
 
 The whole description is true of that object alone, so image and graph together
 always decide. Each mention has ten candidates, hard ones first: the nodes of its
@@ -39,7 +41,10 @@ from vlkg.data.world.knowledge import (COOL_COLOR, POLYGON, ROUND_SHAPE, WARM_CO
 from vlkg.data.world.scene import Scene
 
 NUM_CANDIDATES = 10
-_TRIES = 6
+# Share of mentions said by a knowledge-only alias: the words alone then name the
+# entity, so a text prior learns them; kept low so that the image must decide.
+P_ALIAS = 0.1
+_TRIES = 12
 
 
 class LinkedMention(NamedTuple):
@@ -57,7 +62,7 @@ def _color_part(obj, graph, rng) -> tuple[str, tuple, tuple, set[str]]:
   """(word, attributes, concepts, nodes the graph leaves open) of the color."""
   family = kq.concepts_of(graph, obj.color)["family"]
   aliases = kq.aliases(graph, obj.color)
-  if aliases and rng.random() < 0.25:
+  if aliases and rng.random() < P_ALIAS:
     return str(aliases[int(rng.integers(len(aliases)))]), (("color", obj.color),), (), {
         obj.color}
   word = family.split()[0]  # "warm color" -> "warm"
@@ -69,12 +74,13 @@ def _shape_part(obj, graph, rng) -> tuple[str, str | None, tuple, set[str]]:
   facts = kq.concepts_of(graph, obj.shape)
   aliases = kq.aliases(graph, obj.shape)
   way = rng.random()
-  if aliases and way < 0.25:
+  if aliases and way < P_ALIAS:
     return str(aliases[int(rng.integers(len(aliases)))]), obj.shape, (), {obj.shape}
-  if way < 0.625:
+  same_corners = kq.members(graph, facts["corners"])
+  if way < (1 + P_ALIAS) / 2 and len(same_corners) > 1:
     n = int(graph.nodes[facts["corners"]]["count"])
     return (f"shape with {cap.CORNER_WORDS[n]} {'corner' if n == 1 else 'corners'}",
-            None, (("corners", str(n)),), kq.members(graph, facts["corners"]))
+            None, (("corners", str(n)),), same_corners)
   form = "round" if facts["round"] else "polygon"
   node = ROUND_SHAPE if facts["round"] else POLYGON
   return (f"{'round' if facts['round'] else 'polygonal'} shape", None,
