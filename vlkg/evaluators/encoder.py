@@ -17,8 +17,9 @@ its metrics for an encoder without it.
 
 Two more are optional scorers for knowledge tasks, ``answer_scores``
 (`AnswerScorer`, `has_answer_scores`) for knowledge VQA and ``link_scores``
-(`LinkScorer`, `has_link_scores`) for entity linking: a model that fuses image,
-text and retrieved knowledge (REAVL, Rao et al., ACM MM 2023, §3) answers with them.
+(`LinkScorer`, `has_link_scores`) for entity linking, for a model that fuses
+image, text and retrieved knowledge (REAVL, Rao et al., ACM MM 2023) and answers
+through that fusion rather than through two embeddings.
 The evaluators (`vlkg.evaluators.knowledge_vqa`, `vlkg.evaluators.entity_linking`)
 use them when present, and otherwise score any dual encoder by a zero-shot rule on
 its two embeddings, so that CLIP-style models are scored on the same items.

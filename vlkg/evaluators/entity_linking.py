@@ -1,8 +1,9 @@
 """Multimodal entity linking: WikiDiverse and the world's suite.
 
 A mention in a caption, with the caption's image, is linked to one of its candidate
-entities (WikiDiverse, Wang et al., ACL 2022, §3: ten retrieved candidates per
-mention; REAVL, Rao et al., ACM MM 2023, links through its retrieved knowledge).
+entities (WikiDiverse, Wang et al., ACL 2022, ten retrieved candidates per mention
+in its release; multimodal entity linking is one of the tasks REAVL, Rao et al.,
+ACM MM 2023, is judged on).
 Each candidate is shown to the model as ``"name: description"`` from the knowledge
 base (its name alone when the KB has no description), and:
 

@@ -1,9 +1,9 @@
 """Knowledge VQA: OK-VQA, A-OKVQA and the world's suite, answered by classification.
 
 Knowledge VQA asks questions whose answer needs a fact the image does not show
-(OK-VQA, Marino et al., CVPR 2019; A-OKVQA, Schwenk et al., ECCV 2022). REAVL (Rao
-et al., ACM MM 2023, §4) answers them by classification over a closed answer
-vocabulary; so does every model here:
+(OK-VQA, Marino et al., CVPR 2019; A-OKVQA, Schwenk et al., ECCV 2022), the tasks
+REAVL (Rao et al., ACM MM 2023) is judged on. Every model here answers by
+classification over a closed answer vocabulary:
 
 * an encoder with ``answer_scores`` (`vlkg.evaluators.encoder.AnswerScorer`) scores
   the vocabulary itself;

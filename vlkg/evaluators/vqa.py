@@ -1,8 +1,8 @@
 """The official VQA accuracy of one answer, with the official answer normalisation.
 
 VQA accuracy is the metric of Antol et al., "VQA: Visual Question Answering", ICCV
-2015 (§3, evaluation), kept by VQA v2 and by the knowledge benchmarks OK-VQA
-(Marino et al., CVPR 2019, §4) and A-OKVQA (Schwenk et al., ECCV 2022, §5). Every
+2015 (its evaluation section), kept by VQA v2 and by the knowledge benchmarks OK-VQA
+(Marino et al., CVPR 2019) and A-OKVQA (Schwenk et al., ECCV 2022). Every
 question has ten human answers; an answer counts as fully right when at least three
 humans gave it. The official evaluation (github.com/GT-Vision-Lab/VQA,
 ``vqaEval.py``) averages ``min(1, matches / 3)`` over the ten ways of leaving one

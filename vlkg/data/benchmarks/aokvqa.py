@@ -15,8 +15,8 @@ Scoring (the repository's ``evaluation/eval_predictions.py``):
   ``choices[correct_choice_idx]``; every question counts;
 * direct answer: the questions marked ``difficult_direct_answer`` are left out; the
   official script scores ``min(1, matches / 3)`` with the ten ``direct_answers``
-  compared as raw strings (`official_direct_answer_accuracy`), while the paper (§5)
-  speaks of the standard VQA metric, the leave-one-out mean over normalised answers
+  compared as raw strings (`official_direct_answer_accuracy`), while the paper speaks
+  of the standard VQA metric, the leave-one-out mean over normalised answers
   (`vlkg.evaluators.vqa.accuracy`). Both are reported
   (`vlkg.evaluators.knowledge_vqa.evaluate_aokvqa`).
 """

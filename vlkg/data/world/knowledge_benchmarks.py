@@ -159,7 +159,8 @@ def _write_folder(final: str, names: tuple[str, ...], write) -> None:
   disk; straight into ``final`` elsewhere, where each file appears whole). A
   ``final`` that already holds every file of ``names`` is kept; one that lacks some
   (a file deleted by hand) is written again."""
-  if all(files.isfile(os.path.join(final, n)) for n in names):
+  complete = lambda: all(files.isfile(os.path.join(final, n)) for n in names)
+  if complete():
     return
   if not files.is_local(final):
     files.makedirs(final)
@@ -169,12 +170,15 @@ def _write_folder(final: str, names: tuple[str, ...], write) -> None:
   os.makedirs(tmp)
   try:
     write(tmp)
-    if os.path.isdir(final):
+    if complete():  # another process finished first: keep its copy, readers use it
+      files.rmtree(tmp)
+      return
+    if os.path.isdir(final):  # a copy with a file deleted by hand
       files.rmtree(final)
     os.rename(tmp, final)
   except OSError:
     files.rmtree(tmp, ignore_errors=True)
-    if not all(os.path.isfile(os.path.join(final, n)) for n in names):
+    if not complete():
       raise  # not another process's finished copy: a real error
 
 

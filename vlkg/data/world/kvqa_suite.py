@@ -1,7 +1,7 @@
 """The world's knowledge-VQA questions: answers that need a knowledge-graph fact.
 
-Knowledge VQA (OK-VQA, Marino et al., CVPR 2019; REAVL, Rao et al., ACM MM 2023,
-§4) asks what the image alone does not say. Here every answer joins what the image
+Knowledge VQA (OK-VQA, Marino et al., CVPR 2019; REAVL, Rao et al., ACM MM 2023)
+asks what the image alone does not say. Here every answer joins what the image
 shows with one fact of the world's knowledge graph (`vlkg.data.world.knowledge`),
 read through `vlkg.data.world.knowledge_queries`:
 
@@ -28,8 +28,9 @@ fact asked about (a warm question is as often "no" as "yes"; a shape-class quest
 is asked only in a scene with objects of both answers), and `balance` makes each
 yes/no type exactly half yes over a split, the least two answers allow; the other
 types follow the scene sampler's uniform shapes and colors (the largest share is a
-corner count shared by two shapes, 2/9). Each scene gets one question, of a type drawn first and replaced
-by the next type in a seeded order when the scene cannot support it.
+corner count shared by two shapes, 2/9). Each scene gets one question, of a type
+drawn first and replaced by the next type in a seeded order when the scene cannot
+support it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ _COUNT_WORDS = {0: "zero", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five",
 # Shape classes asked about: (words, the complementary class). Every world shape is
 # either round or a polygon, and convex or not.
 _SHAPE_CLASS = {"round": ("round", "polygon"), "polygon": ("a polygon", "round"),
-                "convex": ("convex", "non_convex"), "non_convex": ("non-convex", "convex")}
+                "convex": ("convex", "non_convex"),
+                "non_convex": ("non-convex", "convex")}
 _ASKED_FIRST = ("round", "polygon", "convex")
 
 
@@ -198,4 +200,5 @@ def answer_words() -> tuple[str, ...]:
   """Every answer a world question can have (its closed vocabulary's superset)."""
   counts = sorted({s.corners for s in ontology.SHAPES})
   return (("yes", "no") + tuple(_COUNT_WORDS[n] for n in counts)
-          + tuple(s.name for s in ontology.SHAPES) + tuple(c.name for c in ontology.COLORS))
+          + tuple(s.name for s in ontology.SHAPES)
+          + tuple(c.name for c in ontology.COLORS))
