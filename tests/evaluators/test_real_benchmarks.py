@@ -459,7 +459,8 @@ def test_one_benchmark_list_is_the_contract():
   from vlkg.tools import evaluate
   assert evaluate.BENCHMARKS == ("aro_relation", "aro_attribution", "coco_order",
                                  "flickr_order", "sugarcrepe", "winoground",
-                                 "retrieval", "world")
+                                 "retrieval", "okvqa", "aokvqa", "wikidiverse",
+                                 "world")
   assert evaluate.BENCHMARKS[:-1] == real_benchmarks.BENCHMARKS
 
 
@@ -482,6 +483,15 @@ def test_evaluate_tool_on_a_trained_run(workdir, tmp_path):
   assert metrics[p + "n_items"] == 2 and metrics[p + "n_texts"] == 5
   with pytest.raises(FileNotFoundError, match="does not exist"):
     evaluate.evaluate(workdir, "sugarcrepe", str(tmp_path / "nowhere"))
+  # The knowledge benchmarks through the zero-shot rules of a real model.
+  from test_knowledge_benchmarks import write_okvqa, write_wikidiverse
+  metrics = evaluate.evaluate(workdir, "okvqa", str(write_okvqa(tmp_path / "okvqa")))
+  _in_unit(metrics, ["okvqa/accuracy"])
+  assert metrics["okvqa/n_items"] == 3 and metrics["okvqa/missing_images"] == 1
+  data = write_wikidiverse(tmp_path / "wd")
+  metrics = evaluate.evaluate(workdir, "wikidiverse", str(data), str(data / "wikinews"))
+  _in_unit(metrics, ["wikidiverse/accuracy"])
+  assert metrics["wikidiverse/n_items"] == 4
 
 
 def test_presize_matches_the_models_own_preprocessing(workdir):

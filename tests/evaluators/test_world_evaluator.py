@@ -17,7 +17,7 @@ from PIL import Image
 from configs import clip
 from vlkg.data import prepare
 from vlkg.data.world.suites import SUITES
-from vlkg.evaluators import world
+from vlkg.evaluators import vqa, world
 
 TINY = ("smoke,world.num_train=64,world.num_val=16,world.num_test=16,"
         "world.num_test_comp=16,world.num_shards=2,world.workers=1")
@@ -127,8 +127,12 @@ class ConstantEncoder:
     return self._same(len(ids))
 
 
+KNOWLEDGE = ("kvqa", "kvqa_n_items", "entity_linking", "entity_linking_n_items")
+
+
 def _expected_names() -> set[str]:
   names = {f"{p}/{s}" for p in SPLITS.values() for s in SUITES}
+  names |= {f"world/{k}" for k in KNOWLEDGE}  # test only: test_comp has none
   names |= {f"{p}/{c}" for p in SPLITS.values() for c in ("n_items", "missing_images")}
   names |= {f"retrieval/test/{d}_{m}" for d in ("image_to_text", "text_to_image")
             for m in ("R@1", "R@5", "R@10", "mean_rank", "median_rank")}
@@ -153,9 +157,34 @@ def test_oracle_gets_every_suite_right(dataset):
   assert encoder.calls["images"] == 2
 
 
+def _knowledge_files(dataset: str, split: str = "test"):
+  """(questions with answers, mentions) of the knowledge suites, straight from JSON."""
+  root = os.path.join(dataset, "benchmarks", split)
+  with open(os.path.join(root, "okvqa", f"world_{split}_annotations.json")) as f:
+    answers = {a["question_id"]: a["answers"][0]["answer"]
+               for a in json.load(f)["annotations"]}
+  with open(os.path.join(root, "okvqa", f"OpenEnded_world_{split}_questions.json")) as f:
+    questions = [(q["question"], answers[q["question_id"]], q["image_id"])
+                 for q in json.load(f)["questions"]]
+  with open(os.path.join(root, "wikidiverse", f"{split}_w_10cands.json")) as f:
+    mentions = json.load(f)
+  return questions, mentions
+
+
 def test_constant_encoder_ties_everywhere(dataset):
   metrics = world.evaluate(ConstantEncoder(), dataset, batch_size=32)
   assert set(metrics) == _expected_names()
+  # Ties pick the first: the vocabulary's most frequent answer (ties by name), and
+  # each mention's first candidate.
+  questions, mentions = _knowledge_files(dataset)
+  counts = collections.Counter(vqa.normalize_answer(a) for _, a, _ in questions)
+  top = min(counts, key=lambda a: (-counts[a], a))
+  assert metrics["world/kvqa"] == pytest.approx(counts[top] / len(questions))
+  assert metrics["world/entity_linking"] == pytest.approx(
+      np.mean([m[7][0] == m[6] for m in mentions]))
+  assert metrics["world/kvqa_n_items"] == len(questions) == N_IMAGES
+  assert metrics["world/entity_linking_n_items"] == len(mentions)
+  assert len(mentions) >= 2 * (N_IMAGES - 1)  # two per caption, nearly every scene
   for prefix in SPLITS.values():
     for suite in SUITES:
       want = 1.0 if suite == "order" else 0.0  # ties: order's original wins, ARO and
@@ -180,10 +209,59 @@ def test_token_ids_are_used_when_the_encoder_has_them(dataset):
   assert with_ids == decoded
 
 
+class KnowledgeOracle(ConstantEncoder):
+  """Answers and links from the suites' own files: both knowledge metrics are 1."""
+
+  def __init__(self, dataset: str):
+    super().__init__()
+    self.answer, self.gold = {}, {}
+    for split in ("val", "test"):
+      pixels = lambda name: _pixels_key(np.asarray(Image.open(os.path.join(
+          dataset, "benchmarks", name)).convert("RGB")))
+      questions, mentions = _knowledge_files(dataset, split)
+      for q, a, image_id in questions:
+        self.answer[pixels(f"images/{split}/{image_id:06d}.png"), q] = a
+      for m in mentions:
+        self.gold[pixels(m[1]), m[0], m[2]] = m[6]
+    self.kb_calls = collections.Counter()
+
+  def answer_scores(self, images, questions, answers):
+    self.kb_calls["answers"] += 1
+    assert images.shape[1:] == (64, 64, 3) and len(images) == len(questions)
+    truth = [self.answer[_pixels_key(i), q] for i, q in zip(images, questions)]
+    return np.array([[float(a == t) for a in answers] for t in truth])
+
+  def link_scores(self, images, contexts, mentions, candidates):
+    self.kb_calls["links"] += 1
+    gold = [self.gold[_pixels_key(i), c, m]
+            for i, c, m in zip(images, contexts, mentions)]
+    return [np.array([float(e.split(":")[0] == g) for e in es])
+            for g, es in zip(gold, candidates)]
+
+
+def test_knowledge_oracle(dataset):
+  encoder = KnowledgeOracle(dataset)
+  metrics = world.evaluate(encoder, dataset, splits=("val", "test"),
+                           retrieval_split=None, grounding=False, batch_size=8)
+  for prefix in ("world", "world_val"):
+    assert metrics[f"{prefix}/kvqa"] == 1.0
+    assert metrics[f"{prefix}/entity_linking"] == 1.0
+  assert encoder.kb_calls["answers"] == 4  # 16 questions per split, 8 a call
+  assert encoder.kb_calls["links"] >= 6
+  none = world.evaluate(encoder, dataset, splits=("test",), retrieval_split=None,
+                        grounding=False, knowledge=False)
+  assert not [k for k in none if k.startswith("world/kvqa")]
+
+
 def test_max_items_caps_each_suite(dataset):
   metrics = world.evaluate(ConstantEncoder(), dataset, splits=("test",),
                            retrieval_split=None, max_items=3)
   assert metrics["world/n_items"] == 3 * len(SUITES)
+  assert metrics["world/kvqa_n_items"] == 3
+  assert metrics["world/entity_linking_n_items"] == 6
+  metrics = world.evaluate(ConstantEncoder(), dataset, splits=("test",),
+                           retrieval_split=None, max_items=3, knowledge_max_items=5)
+  assert metrics["world/kvqa_n_items"] == 5
   assert not any(k.startswith(("retrieval/", "world_comp/")) for k in metrics)
 
 
@@ -197,9 +275,12 @@ def test_missing_image_is_counted_not_fatal(dataset, tmp_path):
   uses = sum(path == gone for suite in items.values() for path, _, _ in suite)
   assert uses > 0
   metrics = world.evaluate(encoder, copy, splits=("test",), retrieval_split=None)
-  assert metrics["world/missing_images"] == 1
+  assert metrics["world/missing_images"] == 1  # also the knowledge suites' image
   assert metrics["world/n_items"] == sum(len(v) for v in items.values()) - uses
   assert all(metrics[f"world/{s}"] == 1.0 for s in SUITES)
+  questions, mentions = _knowledge_files(copy)
+  assert metrics["world/kvqa_n_items"] == sum(i != 3 for _, _, i in questions)
+  assert metrics["world/entity_linking_n_items"] == sum(m[1] != gone for m in mentions)
 
 
 def test_unknown_split_is_an_error(dataset):

@@ -245,6 +245,20 @@ def test_missing_evals_are_the_protocol_configs_evaluators_the_run_lacks(tmp_pat
                                     {"a": 1, "evals": {"y": 2}}) == []
 
 
+def test_a_run_older_than_the_knowledge_suites_is_evaluated_on_them(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"evals": {}}))
+  metrics = tmp_path / workdir_lib.METRICS_FILE
+  metrics.write_text(json.dumps({"step": 5, "world/order": 0.5}) + "\n")
+  assert evaluation.lacks_knowledge(str(tmp_path))
+  assert evaluation.cache_key(str(tmp_path), {}) == [evaluation.KNOWLEDGE_KEY]
+  metrics.write_text(json.dumps({"step": 5, "world/order": 0.5, "world/kvqa": 0.2})
+                     + "\n")
+  assert evaluation.cache_key(str(tmp_path), {}) == []
+  metrics.write_text(json.dumps({"step": 5, "retrieval/val/image_to_text_R@1": 0.1})
+                     + "\n")
+  assert not evaluation.lacks_knowledge(str(tmp_path))  # not a world run
+
+
 def test_a_retrained_base_makes_its_finetunes_stale(tmp_path):
   p = protocol.Protocol(str(tmp_path), ["clip"], [0], runner=FakeRunner(),
                         log=lambda s: None)

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -99,6 +99,39 @@ def embed_views(cache: common.EmbeddingCache,
     row_of.update(zip(part, rows.tolist()))
   rows = np.array([row_of.get(v, -1) for v in views], dtype=np.int64)
   return rows, matrix, missing
+
+
+def existing(paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+  """Which items' image files exist: a bool mask over ``paths`` (repeats allowed) and
+  the sorted distinct paths that do not."""
+  found = {p: files.isfile(p) for p in dict.fromkeys(paths)}
+  mask = np.array([found[p] for p in paths], dtype=bool)
+  return mask, sorted(p for p, ok in found.items() if not ok)
+
+
+def pixel_chunks(encoder: Encoder, paths: Sequence[str], items: Sequence[int],
+                 batch_size: int) -> Iterator[tuple[list[int], np.ndarray]]:
+  """The pixels of ``items`` (indices into ``paths``, whose files exist), for
+  scorers that take images rather than embeddings (``answer_scores``,
+  ``link_scores``).
+
+  Items are taken ``batch_size`` at a time, in order; each path is decoded once per
+  chunk and resized as the encoder would (`_presizer`), and a chunk is split by
+  image shape, since a call takes one ``[n, H, W, 3]`` array.
+
+  Yields:
+    ``(item_indices, uint8 [n, H, W, 3])``.
+  """
+  presize = _presizer(encoder)
+  for start in range(0, len(items), batch_size):
+    part = list(items[start:start + batch_size])
+    decoded = {p: presize(binary_choice.load_image(p))
+               for p in dict.fromkeys(paths[i] for i in part)}
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i in part:
+      by_shape.setdefault(decoded[paths[i]].shape, []).append(i)
+    for group in by_shape.values():
+      yield group, np.stack([decoded[paths[i]] for i in group])
 
 
 def report_missing(benchmark: str, data: str, root: str, missing: list[str],

@@ -14,6 +14,15 @@ Two capabilities are optional, each with a check: ``encode_token_ids``
 (`ImageTokenEncoder`, `has_image_tokens`), the patch tokens that the grounding
 evaluator (`vlkg.evaluators.grounding`) reads. An evaluator that needs one skips
 its metrics for an encoder without it.
+
+Two more are optional scorers for knowledge tasks, ``answer_scores``
+(`AnswerScorer`, `has_answer_scores`) for knowledge VQA and ``link_scores``
+(`LinkScorer`, `has_link_scores`) for entity linking, for a model that fuses
+image, text and retrieved knowledge (REAVL, Rao et al., ACM MM 2023) and answers
+through that fusion rather than through two embeddings.
+The evaluators (`vlkg.evaluators.knowledge_vqa`, `vlkg.evaluators.entity_linking`)
+use them when present, and otherwise score any dual encoder by a zero-shot rule on
+its two embeddings, so that CLIP-style models are scored on the same items.
 """
 
 from __future__ import annotations
@@ -113,3 +122,64 @@ class ImageTokenEncoder(Encoder, typing.Protocol):
 def has_image_tokens(encoder: object) -> bool:
   """Whether ``encoder`` offers `ImageTokenEncoder.encode_image_tokens`."""
   return callable(getattr(encoder, "encode_image_tokens", None))
+
+
+@typing.runtime_checkable
+class AnswerScorer(Encoder, typing.Protocol):
+  """An `Encoder` that scores answers to questions about images itself.
+
+  Without it, `vlkg.evaluators.knowledge_vqa` scores answer ``a`` to question ``q``
+  on image ``i`` by the cosine of ``encode_images(i)`` with
+  ``encode_texts(f"{q} {a}")``.
+  """
+
+  def answer_scores(self, images: np.ndarray, questions: Sequence[str],
+                    answers: Sequence[str]) -> np.ndarray:
+    """Scores every answer for every (image, question).
+
+    Args:
+      images: uint8 ``[N, H, W, 3]``, as for `Encoder.encode_images`.
+      questions: N questions, one per image.
+      answers: The A answers to rank, the same for every question.
+
+    Returns:
+      float ``[N, A]``; higher is more likely.
+    """
+    ...
+
+
+def has_answer_scores(encoder: object) -> bool:
+  """Whether ``encoder`` offers `AnswerScorer.answer_scores`."""
+  return callable(getattr(encoder, "answer_scores", None))
+
+
+@typing.runtime_checkable
+class LinkScorer(Encoder, typing.Protocol):
+  """An `Encoder` that links mentions to knowledge-base entities itself.
+
+  Without it, `vlkg.evaluators.entity_linking` scores candidate ``e`` of a mention
+  by the cosine of ``normalise(encode_images(image) + encode_texts(context))`` with
+  ``encode_texts(e)``.
+  """
+
+  def link_scores(self, images: np.ndarray, contexts: Sequence[str],
+                  mentions: Sequence[str],
+                  candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Scores each mention's candidate entities.
+
+    Args:
+      images: uint8 ``[N, H, W, 3]``: each mention's image.
+      contexts: N captions, each holding its mention.
+      mentions: N mention texts.
+      candidates: N lists of candidate entity texts, each ``"name: description"``
+        (the name alone when the knowledge base has no description).
+
+    Returns:
+      N float vectors, one score per candidate; higher is more likely.
+    """
+    ...
+
+
+def has_link_scores(encoder: object) -> bool:
+  """Whether ``encoder`` offers `LinkScorer.link_scores`."""
+  return callable(getattr(encoder, "link_scores", None))

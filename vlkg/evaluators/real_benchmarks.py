@@ -21,15 +21,27 @@ official code, through the readers and metrics of `vlkg.data.benchmarks`:
 * ``retrieval``: image <-> text retrieval on a Karpathy test file with open_clip's
   metrics, every caption of every image (`vlkg.evaluators.retrieval.evaluate_file`,
   the one retrieval evaluator).
+* ``okvqa`` / ``aokvqa``: knowledge VQA, OK-VQA (Marino et al., CVPR 2019) and
+  A-OKVQA (Schwenk et al., ECCV 2022), answered by classification over the answer
+  vocabulary and scored with the official VQA accuracy (Antol et al., ICCV 2015);
+  A-OKVQA's multiple choice through ``correct_choice_idx``
+  (`vlkg.evaluators.knowledge_vqa`).
+* ``wikidiverse``: multimodal entity linking, WikiDiverse (Wang et al., ACL 2022),
+  accuracy over its candidate lists, NIL mentions left out
+  (`vlkg.evaluators.entity_linking`).
 
 Scores are cosine similarities of the encoder's L2-normalised embeddings, as in the
-CLIP evaluations of all these benchmarks.
+CLIP evaluations of all these benchmarks; the knowledge benchmarks use the encoder's
+own ``answer_scores`` / ``link_scores`` where it has them.
 
 Images. ``images`` is the image root, by default the folder of ``data`` (``data``
 itself when it is a folder); paths are joined as the official loaders join them
 (ARO: ``<root>/images/<image_path>``, Winoground: ``<root>/images/<name>.png``, with
 ``<root>`` itself used when it has no ``images`` folder; Order and retrieval:
-``<root>/<image>``; SugarCrepe: ``<root>/<filename>``, the COCO val2017 folder).
+``<root>/<image>``; SugarCrepe: ``<root>/<filename>``, the COCO val2017 folder;
+OK-VQA: ``<root>/<data_subtype>/COCO_<data_subtype>_<image_id:012d>.jpg``; A-OKVQA:
+``<root>/<split>2017/<image_id:012d>.jpg``; WikiDiverse: ``<root>/<md5 name>``, the
+release's rule for its Wikinews images).
 Files of any size and mode are read with Pillow and converted to RGB uint8; the
 encoder applies its own resize and normalisation. Images are streamed from disk in
 chunks of ``batch_size`` and only their embeddings are kept, so memory does not grow
@@ -42,8 +54,9 @@ be decoded is an error that names it.
 Metric names (DESIGN contract): ``aro_relation/macro_accuracy``,
 ``aro_attribution/macro_accuracy``, ``coco_order/precision@1``,
 ``flickr_order/precision@1``, ``sugarcrepe/<category>``, ``winoground/text``,
-``winoground/image``, ``winoground/group`` and ``retrieval/<name>/image_to_text_R@1``
-etc. (``<name>`` the file's stem); each benchmark also reports ``<benchmark>/n_items``
+``winoground/image``, ``winoground/group``, ``retrieval/<name>/image_to_text_R@1``
+etc. (``<name>`` the file's stem), ``okvqa/accuracy``, ``aokvqa/multiple_choice``,
+``aokvqa/direct_answer`` and ``wikidiverse/accuracy``; each benchmark also reports ``<benchmark>/n_items``
 (items scored; images for retrieval) and ``<benchmark>/missing_images``. ARO adds
 ``n_groups`` and ``n_items_in_macro`` (the relations or attribute pairs averaged and
 their items), retrieval adds ``n_texts``.
@@ -60,13 +73,15 @@ import numpy as np
 
 from vlkg import files
 from vlkg.data.benchmarks import aro, karpathy, order, sugarcrepe, winoground
-from vlkg.evaluators import binary_choice, common, retrieval
+from vlkg.evaluators import (binary_choice, common, entity_linking, knowledge_vqa,
+                             retrieval)
 from vlkg.evaluators.benchmark_images import (View, default_image_root, embed_views,
                                               report_missing, subdir_or_root)
 from vlkg.evaluators.encoder import Encoder
 
 BENCHMARKS: tuple[str, ...] = ("aro_relation", "aro_attribution", "coco_order",
-                               "flickr_order", "sugarcrepe", "winoground", "retrieval")
+                               "flickr_order", "sugarcrepe", "winoground", "retrieval",
+                               "okvqa", "aokvqa", "wikidiverse")
 ARO_IMAGE_DIR = "images"
 # Penn tags cardinal numbers CD, not JJ, so the lexicon's count words are not
 # shuffled as adjectives.
@@ -340,7 +355,8 @@ def evaluate(encoder: Encoder, dataset_dir: str | None = None, *, benchmark: str
       benchmark while it trains with ``config.evals.<name> = {"type":
       "real_benchmarks", "benchmark": ..., "data": ...}``.
     benchmark: One of `BENCHMARKS`.
-    data: The benchmark's annotation file (a folder for SugarCrepe).
+    data: The benchmark's annotation file (a folder for SugarCrepe; a file or its
+      folder for OK-VQA, A-OKVQA and WikiDiverse).
     images: The image root; default the folder of ``data``.
     batch_size: Images read and encoded per chunk, and the encoder's largest batch.
     **options: Passed to the benchmark's function (e.g. ``dropped_relations`` for
@@ -371,4 +387,10 @@ def evaluate(encoder: Encoder, dataset_dir: str | None = None, *, benchmark: str
     return evaluate_sugarcrepe(cache, data, images, **options)
   if benchmark == "winoground":
     return evaluate_winoground(cache, data, images, **options)
+  if benchmark == "okvqa":
+    return knowledge_vqa.evaluate_okvqa(cache, data, images, **options)
+  if benchmark == "aokvqa":
+    return knowledge_vqa.evaluate_aokvqa(cache, data, images, **options)
+  if benchmark == "wikidiverse":
+    return entity_linking.evaluate_wikidiverse(cache, data, images, **options)
   return retrieval.evaluate_file(cache, data, images, **options)

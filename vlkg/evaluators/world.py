@@ -20,6 +20,11 @@ The world's suites are written in the real benchmarks' file formats (see
   (`vlkg.evaluators.retrieval.evaluate_split`), every caption of every image.
 * Phrase grounding on ``test`` (`vlkg.evaluators.grounding`, LOUPE, Li et al., NeurIPS 2022): pointing game and accuracy at IoU >= 0.5 of each object phrase's
   patch-phrase similarity map, for encoders with ``encode_image_tokens``.
+* Knowledge VQA and entity linking on ``val`` and ``test``
+  (`vlkg.evaluators.world_knowledge`): the world's OK-VQA-format questions scored
+  with the official VQA accuracy over the closed answer vocabulary, and its
+  WikiDiverse-format mentions linked among their ten candidates; with an encoder's
+  ``answer_scores`` / ``link_scores``, else zero-shot from its two embeddings.
 
 Metric names (DESIGN contract): ``world/<suite>`` on ``test``, ``world_comp/<suite>``
 on ``test_comp``, ``world_val/<suite>`` on ``val``; ``<prefix>/n_items`` (items scored
@@ -28,11 +33,16 @@ their items are left out rather than crash the run); and
 ``retrieval/<split>/image_to_text_R@1`` etc. with ``retrieval/<split>/n_items``
 (images) and ``retrieval/<split>/missing_images`` (always 0: records hold the
 pixels); ``grounding/pointing_acc``, ``grounding/iou50_acc`` and the rest of
-`vlkg.evaluators.grounding`'s metrics. A suite with no items has no accuracy, and
-its metric is left out.
+`vlkg.evaluators.grounding`'s metrics; ``<prefix>/kvqa`` and
+``<prefix>/entity_linking`` with ``<prefix>/kvqa_n_items`` and
+``<prefix>/entity_linking_n_items`` (their images count in
+``<prefix>/missing_images``). A suite with no items has no accuracy, and its metric
+is left out.
 
 Cost: every distinct image and caption of an evaluation is encoded once (test
-images serve retrieval and all ten suites), in full batches; the rest is numpy.
+images serve retrieval, all ten suites and the knowledge suites), in full batches;
+the rest is numpy, except the knowledge-VQA zero-shot rule, which encodes each
+distinct question with each answer of the vocabulary.
 """
 
 from __future__ import annotations
@@ -53,7 +63,7 @@ from vlkg.data.benchmarks.errors import BenchmarkFormatError, load_json, type_na
 from vlkg.data.world import suites as suites_lib
 from vlkg.evaluators import binary_choice, common, encoder as encoder_lib
 from vlkg.evaluators import grounding as grounding_lib
-from vlkg.evaluators import retrieval
+from vlkg.evaluators import retrieval, world_knowledge
 
 SPLIT_PREFIX = {"test": "world", "test_comp": "world_comp", "val": "world_val"}
 
@@ -154,6 +164,16 @@ def evaluate_suites(cache: common.EmbeddingCache, dataset_dir: str, split: str, 
                     max_items: int | None = None) -> dict[str, float]:
   """The ten suites of one split; see the module docstring for names and rules.
 
+  Args and returns as `suites_and_missing`, without the missing files.
+  """
+  return suites_and_missing(cache, dataset_dir, split, max_items=max_items)[0]
+
+
+def suites_and_missing(cache: common.EmbeddingCache, dataset_dir: str, split: str, *,
+                       max_items: int | None = None
+                       ) -> tuple[dict[str, float], list[str]]:
+  """The ten suites of one split, and the image files they lacked.
+
   Args:
     cache: Wraps the encoder; images and captions already in it are not re-encoded.
     dataset_dir: A prepared world dataset.
@@ -163,7 +183,8 @@ def evaluate_suites(cache: common.EmbeddingCache, dataset_dir: str, split: str, 
 
   Returns:
     ``<prefix>/<suite>`` accuracies, ``<prefix>/n_items`` and
-    ``<prefix>/missing_images``.
+    ``<prefix>/missing_images``; and the missing image files, relative to
+    ``<dataset>/benchmarks``.
   """
   if split not in SPLIT_PREFIX:
     raise ValueError(f"no metric prefix for split {split!r}; expected one of "
@@ -221,7 +242,7 @@ def evaluate_suites(cache: common.EmbeddingCache, dataset_dir: str, split: str, 
     n_items += n
   metrics[f"{prefix}/n_items"] = float(n_items)
   metrics[f"{prefix}/missing_images"] = float(len(missing))
-  return metrics
+  return metrics, missing
 
 
 def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
@@ -229,7 +250,8 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
              retrieval_split: str | None = "test", batch_size: int = 256,
              max_items: int | None = None,
              use_token_ids: bool | None = None,
-             grounding: bool = True) -> dict[str, float]:
+             grounding: bool = True, knowledge: bool = True,
+             knowledge_max_items: int | None = None) -> dict[str, float]:
   """Evaluates ``encoder`` on a prepared world dataset.
 
   Args:
@@ -249,6 +271,10 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
     grounding: Also ground the object phrases of ``test``
       (`vlkg.evaluators.grounding`, ``grounding/*``); skipped for an encoder
       without ``encode_image_tokens``. ``max_items`` caps it at that many images.
+    knowledge: Also score the knowledge-VQA and entity-linking suites of the
+      splits that have them (``val``, ``test``; `vlkg.evaluators.world_knowledge`).
+    knowledge_max_items: Score only the first this many questions and captions of
+      each (None or 0: ``max_items``).
 
   Returns:
     Metric name -> value, names as in the module docstring.
@@ -261,8 +287,10 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
     if split not in SPLIT_PREFIX:
       raise ValueError(f"no metric prefix for split {split!r}; expected one of "
                        f"{sorted(SPLIT_PREFIX)}")
-  if max_items is not None and (isinstance(max_items, bool) or max_items < 0):
-    raise ValueError(f"max_items must be None or >= 0, got {max_items!r}")
+  for name, value in (("max_items", max_items),
+                      ("knowledge_max_items", knowledge_max_items)):
+    if value is not None and (isinstance(value, bool) or value < 0):
+      raise ValueError(f"{name} must be None or >= 0, got {value!r}")
   max_items = max_items or None
   records.read_manifest(dataset_dir)  # a clear error for a wrong or half-built dir
   start = time.time()
@@ -274,7 +302,16 @@ def evaluate(encoder: encoder_lib.Encoder, dataset_dir: str, *,
     metrics.update(retrieval.evaluate_split(cache, dataset_dir, retrieval_split,
                                             use_token_ids=use_token_ids))
   for split in dict.fromkeys(splits):
-    metrics.update(evaluate_suites(cache, dataset_dir, split, max_items=max_items))
+    suites, missing = suites_and_missing(cache, dataset_dir, split,
+                                         max_items=max_items)
+    metrics.update(suites)
+    if knowledge and split in world_knowledge.SPLITS:
+      prefix = SPLIT_PREFIX[split]
+      known, gone = world_knowledge.score(
+          cache, dataset_dir, split, prefix,
+          max_items=knowledge_max_items or max_items)
+      metrics.update(known)
+      metrics[f"{prefix}/missing_images"] = float(len(set(missing) | gone))
   if grounding and encoder_lib.has_image_tokens(encoder):
     metrics.update(grounding_lib.evaluate(encoder, dataset_dir, split="test",
                                           batch_size=batch_size, max_images=max_items,

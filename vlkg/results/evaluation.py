@@ -9,9 +9,12 @@ prior's blind score (``vlkg.evaluators.text_prior``: how much of an attribute-sw
 score the captions alone explain), both on the run's own world; and the evaluators
 that the protocol's config now names but the run's own did not (``--evals``, an
 evaluator added since the run trained), on the dataset of the protocol's config
-(``--config``), which holds the same records. It runs as its own process, as training does, so that the results command never holds an
-accelerator. The output records which ``params.npz`` it measured (size and
-modification time), so that a retrained run is evaluated again.
+(``--config``), which holds the same records; and, for a world run trained before
+the knowledge suites existed (its metrics lack ``world/kvqa``), ``world/kvqa`` and
+``world/entity_linking`` (`vlkg.evaluators.world_knowledge`) on its world's test
+split. It runs as its own process, as training does, so that the results command
+never holds an accelerator. The output records which ``params.npz`` it measured
+(size and modification time), so that a retrained run is evaluated again.
 """
 
 from __future__ import annotations
@@ -31,10 +34,22 @@ def params_stamp(workdir: str) -> dict:
   return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def cache_key(workdir: str, config: dict | None) -> list[str]:
-  """The extra evaluators an evaluation ran: a cached one stands while they agree."""
+# Added to an evaluation's key when it scores the knowledge suites for an older run.
+KNOWLEDGE_KEY = "world_knowledge"
+
+
+def lacks_knowledge(workdir: str) -> bool:
+  """A world run whose final metrics predate ``world/kvqa``."""
   from vlkg.results import workdir as workdir_lib
-  return sorted(workdir_lib.missing_evals(workdir, config or {}))
+  metrics = workdir_lib.final_metrics(workdir)
+  return any(k.startswith("world/") for k in metrics) and "world/kvqa" not in metrics
+
+
+def cache_key(workdir: str, config: dict | None) -> list[str]:
+  """The extra evaluations an evaluation ran: a cached one stands while they agree."""
+  from vlkg.results import workdir as workdir_lib
+  key = sorted(workdir_lib.missing_evals(workdir, config or {}))
+  return key + [KNOWLEDGE_KEY] if lacks_knowledge(workdir) else key
 
 
 def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
@@ -51,6 +66,10 @@ def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
   model = api.load(workdir)
   out = dict(probe.evaluate(model, data))
   out.update(text_prior.evaluate(model, data))
+  if lacks_knowledge(workdir):
+    from vlkg.evaluators import common, world_knowledge
+    out.update(world_knowledge.score(common.EmbeddingCache(model, 256), data, "test",
+                                     "world")[0])
   extra = workdir_lib.missing_evals(workdir, config or {})
   if extra:
     import ml_collections

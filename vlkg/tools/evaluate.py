@@ -8,8 +8,10 @@ Prints one JSON object with the metrics (DESIGN.md metric names) and writes it t
 trained on (from ``DIR/config.json``), and the metrics include phrase grounding on
 its test split (``grounding/*``, `vlkg.evaluators.grounding`). Every other NAME is
 a real benchmark in its official on-disk format (ARO, COCO/Flickr-Order, SugarCrepe,
-Winoground, Karpathy-split retrieval), scored by `vlkg.evaluators.real_benchmarks`:
-``--data`` is its annotation file (the folder of category files for SugarCrepe) and
+Winoground, Karpathy-split retrieval, OK-VQA, A-OKVQA, WikiDiverse), scored by
+`vlkg.evaluators.real_benchmarks`: ``--data`` is its annotation file (the folder of
+category files for SugarCrepe; the file or its folder for OK-VQA, A-OKVQA and
+WikiDiverse) and
 ``--images`` its image root, by default the folder of ``--data``. docs/data.md,
 "Evaluating on the real benchmarks", lists what each one expects.
 """

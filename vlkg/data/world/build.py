@@ -1,5 +1,6 @@
 """Builds the world dataset once: shards, tokenizer, benchmark suites, knowledge graph
-and its triplets with image and text entities (``vlkg.data.kg_table.TABLE``).
+and its triplets with image and text entities (``vlkg.data.kg_table.TABLE``), and the
+knowledge-VQA and entity-linking suites (``vlkg.data.world.knowledge_benchmarks``).
 
 Work is split by shard over worker processes; every scene, caption and suite item is a
 pure function of (seed, split, index), so the result does not depend on the number of
@@ -299,4 +300,9 @@ def build(out_dir: str, config) -> dict:
     json.dump(info, f, indent=1, sort_keys=True)
   records.write_manifest(out_dir, {
       "name": "world", "splits": splits, "layout": layout.to_json(), "tokenizer": desc})
+  # Knowledge VQA and entity linking, derived from the records just written: the
+  # world evaluator derives them alike for a dataset prepared before they existed.
+  from vlkg.data.world import knowledge_benchmarks
+  for split in knowledge_benchmarks.SPLITS:
+    knowledge_benchmarks.ensure(out_dir, split)
   return info
