@@ -94,20 +94,34 @@ def make_step(torch, open_clip, config, batch: dict, device: str, compile: bool 
   return step, model
 
 
-def step_seconds(config, batch: dict, repeats: int, compile: bool = False,
-                 backend: str = "cpu"):
-  """(description, median seconds per step) of open_clip's step, or None when torch
-  or open_clip is missing. ``backend`` is JAX's: on ``gpu`` the peer runs on CUDA."""
+def prepare_step(config, batch: dict, compile: bool = False, backend: str = "cpu"):
+  """(description, step function) of open_clip's training step, warmed up (and
+  compiled), or None when torch or open_clip is missing. ``backend`` is JAX's: on
+  ``gpu`` the peer runs on CUDA."""
   peer = import_peer()
   if peer is None:
     return None
   torch, open_clip = peer
   device = "cuda" if backend == "gpu" and torch.cuda.is_available() else "cpu"
   step, _ = make_step(torch, open_clip, config, batch, device, compile)
+  for _ in range(3 if compile else 1):
+    step()
   precision = "bf16 autocast" if config.model.get("dtype") == "bfloat16" else "float32"
   where = torch.cuda.get_device_name() if device == "cuda" else \
       f"cpu, {torch.get_num_threads()} threads"
   name = (f"open_clip {getattr(open_clip, '__version__', '?')} CLIP (torch "
           f"{torch.__version__}, {where}, {precision}"
           f"{', torch.compile' if compile else ''})")
-  return name, median_seconds(step, repeats * 2, warmup=3 if compile else 1)
+  return name, step
+
+
+def step_seconds(config, batch: dict, repeats: int, compile: bool = False,
+                 backend: str = "cpu"):
+  """(description, median seconds per step) of open_clip's step alone, or None when
+  torch or open_clip is missing (``bench step`` times it in alternation with
+  vlkg's instead)."""
+  made = prepare_step(config, batch, compile, backend)
+  if made is None:
+    return None
+  name, step = made
+  return name, median_seconds(step, repeats * 2, warmup=0)

@@ -9,14 +9,20 @@ into fresh directories, as ``python -m vlkg.tools.prepare`` would, at
 
 Figures (medians over the repeats):
 
-* ``images_per_second``: images written over the build's wall time, end to end
-  (reading the annotations, starting the workers, writing every shard);
-* ``images_per_second_per_process``: once started, a worker's rate (images over the
-  seconds its shards took), the figure that bounds a large corpus: at 118k images
-  the start-up is negligible;
-* ``cpu_ms_per_image``: CPU time of the build and its workers per image. On a
-  machine shared with other jobs, wall time depends on their load and CPU time does
-  not: ``cores / cpu_ms_per_image`` is what an idle machine's cores could do.
+* ``images_per_second``: images over the seconds from the first shard's start to
+  the last shard's end, all workers together once started: the rate that bounds a
+  large corpus (CC3M's 3.3M images, COCO's 118k), where the workers' start-up (a
+  few seconds each, importing TensorFlow) is negligible;
+* ``end_to_end_images_per_second``: images over the build's wall time (reading the
+  annotations, starting the workers, writing every shard), which a corpus of a
+  few thousand images sees;
+* ``images_per_second_per_process``: one worker's rate once started (images over the
+  seconds its shards took);
+* ``cpu_ms_per_image``: CPU time of the build and its workers per image, start-up
+  included, and ``worker_cpu_ms_per_image``: the workers' CPU time per image once
+  started. On a machine shared with other jobs, wall time depends on their load and
+  CPU time hardly does: ``idle_cores_images_per_second``, the machine's cores over
+  ``worker_cpu_ms_per_image``, is the rate once started if every core were free.
 """
 
 from __future__ import annotations
@@ -113,7 +119,8 @@ def time_build(config, tokenizer_source, root: str) -> dict:
              if f.endswith(".tfrecord"))
   shutil.rmtree(out)
   return {"seconds": seconds, "cpu_seconds": cpu, "images": images,
-          "worker_seconds": info["worker_seconds"], "bytes_per_image": size / images}
+          "worker_seconds": info["worker_seconds"], "write_seconds": info["write_seconds"],
+          "worker_cpu_seconds": info["worker_cpu_seconds"], "bytes_per_image": size / images}
 
 
 def run(config, repeats: int, n_images: int, image_size: int, workers: int = 0) -> dict:
@@ -136,27 +143,38 @@ def run(config, repeats: int, n_images: int, image_size: int, workers: int = 0) 
     for r in range(repeats):
       runs.append(time_build(config, (desc, tokenizer_dir), root))
       t = runs[-1]
-      print(f"build {r + 1}/{repeats}: {t['images'] / t['seconds']:.0f} images/s end to "
-            f"end ({t['seconds']:.1f}s), {t['images'] / t['worker_seconds']:.0f} images/s "
-            f"per process once started, {1e3 * t['cpu_seconds'] / t['images']:.2f} CPU "
-            "ms/image")
+      print(f"build {r + 1}/{repeats}: {t['images'] / t['write_seconds']:.0f} images/s "
+            f"once started, {t['images'] / t['seconds']:.0f} images/s end to end "
+            f"({t['seconds']:.1f}s), {t['images'] / t['worker_seconds']:.0f} images/s per "
+            f"process, {1e3 * t['worker_cpu_seconds'] / t['images']:.2f} CPU ms/image")
   finally:
     shutil.rmtree(root, ignore_errors=True)
-  med = lambda key: statistics.median(t[key] for t in runs)
+  return summary(runs, image_size, config.world.workers)
+
+
+def summary(runs: list[dict], image_size: int, workers: int) -> dict:
+  """The medians over ``runs`` (``time_build``'s), printed and returned."""
+  rate = lambda seconds: statistics.median(t["images"] / t[seconds] for t in runs)
   out = {
-      "images": runs[0]["images"], "image_size": image_size,
-      "workers": config.world.workers, "repeats": repeats,
-      "images_per_second": statistics.median(t["images"] / t["seconds"] for t in runs),
-      "images_per_second_per_process": statistics.median(
-          t["images"] / t["worker_seconds"] for t in runs),
+      "images": runs[0]["images"], "image_size": image_size, "workers": workers,
+      "repeats": len(runs),
+      "images_per_second": rate("write_seconds"),
+      "end_to_end_images_per_second": rate("seconds"),
+      "images_per_second_per_process": rate("worker_seconds"),
       "cpu_ms_per_image": 1e3 * statistics.median(
           t["cpu_seconds"] / t["images"] for t in runs),
-      "seconds": med("seconds"), "bytes_per_image": med("bytes_per_image"),
+      "worker_cpu_ms_per_image": 1e3 * statistics.median(
+          t["worker_cpu_seconds"] / t["images"] for t in runs),
+      "seconds": statistics.median(t["seconds"] for t in runs),
+      "bytes_per_image": statistics.median(t["bytes_per_image"] for t in runs),
   }
-  out["idle_cores_images_per_second"] = (os.cpu_count() or 1) * 1e3 / out["cpu_ms_per_image"]
-  print(f"prepare: {out['images_per_second']:.0f} images/s end to end, "
-        f"{out['images_per_second_per_process']:.0f} images/s per process once started, "
-        f"{out['cpu_ms_per_image']:.2f} CPU ms/image (the machine's {os.cpu_count()} "
-        f"cores, if idle: {out['idle_cores_images_per_second']:.0f} images/s), "
-        f"{out['bytes_per_image'] / 1e3:.1f} KB/image in the records")
+  out["idle_cores_images_per_second"] = \
+      (os.cpu_count() or 1) * 1e3 / out["worker_cpu_ms_per_image"]
+  print(f"prepare: {out['images_per_second']:.0f} images/s once started "
+        f"({out['end_to_end_images_per_second']:.0f} end to end, "
+        f"{out['images_per_second_per_process']:.0f} per process); CPU "
+        f"{out['worker_cpu_ms_per_image']:.2f} ms/image once started, "
+        f"{out['cpu_ms_per_image']:.2f} with start-up (the machine's {os.cpu_count()} "
+        f"cores, if free: {out['idle_cores_images_per_second']:.0f} images/s once "
+        f"started); {out['bytes_per_image'] / 1e3:.1f} KB/image in the records")
   return out

@@ -7,8 +7,9 @@ peak (a large jnp.dot timed the same way), not a datasheet number.
 The PyTorch peers (``--peer``, or ``--peer transformers open_clip`` to name them)
 are Hugging Face transformers' ``CLIPModel`` and open_clip's ``CLIP``
 (``vlkg.tools.bench_open_clip``) with the same widths, depths, heads, patch size,
-sequence length, vocabulary, batch and AdamW, timed on the same machine; each runs
-only when torch and its package import. ``peer_speedup`` is against the fastest.
+sequence length, vocabulary, batch and AdamW, timed on the same machine (open_clip's
+step in alternation with vlkg's); each runs only when torch and its package import.
+``peer_speedup`` is against the fastest.
 
 For a method other than CLIP, CLIP's step on the same towers and batch is timed in
 alternation with the method's (``--ratio``, on by default), and ``step_ratio`` is
@@ -112,6 +113,16 @@ def run(config, repeats: int, peer, ratio: bool = True, peer_compile: bool = Fal
   if with_clip:
     clip_batch = {k: host_batch[k] for k in ("image", "text")}
     steppers["clip"] = _Stepper(clip_config(config), clip_batch)
+  # open_clip's step joins the alternation (two steps a sample, as vlkg's).
+  alternating = {}
+  if "open_clip" in selected_peers(peer):
+    from vlkg.tools import bench_open_clip
+    made = bench_open_clip.prepare_step(
+        config, {k: host_batch[k] for k in ("image", "text")}, peer_compile,
+        jax.default_backend())
+    if made is not None:
+      alternating["open_clip"] = made[0]
+      steppers["open_clip"] = lambda step=made[1]: (step(), step())
   times = timing.interleaved_seconds(steppers, repeats * 2)
   seconds = statistics.median(times["method"]) / 2
   flops = steppers["method"].flops
@@ -141,11 +152,10 @@ def run(config, repeats: int, peer, ratio: bool = True, peer_compile: bool = Fal
           f"{clip_seconds * 1e3:.1f} ms; medians of {repeats * 2} alternating samples)")
   peers = {}
   for name in selected_peers(peer):
-    if name == "open_clip":
-      from vlkg.tools import bench_open_clip
-      result = bench_open_clip.step_seconds(
-          config, {k: host_batch[k] for k in ("image", "text")}, repeats, peer_compile,
-          jax.default_backend())
+    if name in alternating:
+      result = alternating[name], statistics.median(times[name]) / 2
+    elif name == "open_clip":
+      result = None  # skipped, with a message
     else:
       result = peer_step_seconds(config, repeats)
     if result is not None:

@@ -6,14 +6,14 @@ input pipeline."""
 from __future__ import annotations
 
 import io
-import json
 import os
+import pathlib
 
+import corpus_fixtures as fx
 import numpy as np
 import pytest
 from PIL import Image
 
-import corpus_fixtures as fx
 from configs import clip
 from vlkg import preprocess
 from vlkg.data import corpora, input_pipeline, prepare, records
@@ -135,7 +135,7 @@ def test_jpeg_corpus_reads_back_through_the_input_pipeline(tmp_path):
   config = clip.get_config(f"smoke,world.workers=1,input.batch_size=2,input.data='coco',"
                            f"input.path='{path}',data_dir='{tmp_path / 'd'}'")
   directory = prepare.ensure_prepared(config)
-  manifest = json.load(open(os.path.join(directory, records.MANIFEST)))
+  manifest = records.read_manifest(directory)
   assert manifest["format_version"] == records.IMAGE_FORMAT_VERSION
   assert manifest["layout"]["image_format"] == "jpeg"
   assert records.layout_of(manifest).image_format == "jpeg"
@@ -153,7 +153,7 @@ def test_jpeg_corpus_reads_back_through_the_input_pipeline(tmp_path):
       full = preprocess.resize(source[None], 64)[0]
       assert np.abs(batch["image"][i].astype(int) - full).mean() < 4
       if item.image == kept:
-        assert stored == open(kept, "rb").read()
+        assert stored == pathlib.Path(kept).read_bytes()
         np.testing.assert_array_equal(batch["image"][i], source)
   train = next(input_pipeline.train_iterator(directory, batch_size=2, seed=0))
   assert train["image"].shape == (2, 64, 64, 3) and train["image"].dtype == np.uint8

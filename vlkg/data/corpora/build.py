@@ -193,7 +193,7 @@ def _write_shard(task) -> dict:
   tokenizer = tok_lib.from_description(tokenizer_desc, base_dir=out_dir)
   fields = methods.fields(settings.config)
   importlib.import_module("tensorflow")  # records.write_shard's, before the clock starts
-  start_time = time.perf_counter()
+  start_time, start_wall, start_cpu = time.perf_counter(), time.time(), time.process_time()
   stats = collections.Counter()
   missing, eval_rows = [], {}
 
@@ -212,7 +212,8 @@ def _write_shard(task) -> dict:
   file = records.write_shard(out_dir, split, shard, count, examples())
   stats["images"] += file["num_records"]
   return {"split": split, "file": file, "stats": dict(stats), "missing": missing,
-          "eval_rows": eval_rows, "seconds": time.perf_counter() - start_time}
+          "eval_rows": eval_rows, "seconds": time.perf_counter() - start_time,
+          "span": (start_wall, time.time()), "cpu_seconds": time.process_time() - start_cpu}
 
 
 # ------------------------------------------------------------------ tokenizer
@@ -370,8 +371,12 @@ def build(out_dir: str, config, tokenizer_source) -> dict:
           "statistics": {s: dict(c) for s, c in stats.items()},
           "vocab_size": tokenizer.vocab_size,
           "build_seconds": round(time.time() - start, 1),
-          # The workers' seconds once started (their imports left out), summed.
-          "worker_seconds": round(sum(r["seconds"] for r in results), 3)}
+          # Once the workers have started (their imports left out): the seconds of
+          # their shards, summed, and from the first shard's start to the last's end.
+          "worker_seconds": round(sum(r["seconds"] for r in results), 3),
+          "write_seconds": round(max(r["span"][1] for r in results)
+                                 - min(r["span"][0] for r in results), 3),
+          "worker_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 3)}
   with open(os.path.join(out_dir, "corpus.json"), "w") as f:
     json.dump(info, f, indent=1, sort_keys=True)
   if eval_rows:

@@ -47,7 +47,7 @@ def crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int, in
   short, long = min(width, height), max(width, height)
   new_long = int(size * long / short)
   new_w, new_h = (size, new_long) if width <= height else (new_long, size)
-  left, top = int(round((new_w - size) / 2)), int(round((new_h - size) / 2))
+  left, top = round((new_w - size) / 2), round((new_h - size) / 2)
   return new_w, new_h, left, top, left + size, top + size
 
 
