@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
+
 from vlkg.tools.timing import median_seconds
 
 
@@ -71,8 +73,8 @@ def make_step(torch, open_clip, config, batch: dict, device: str, compile: bool 
   loss_fn = open_clip.loss.ClipLoss()
   forward = torch.compile(model) if compile else model
   # uint8 on the device, normalised inside the step, as vlkg's model reads its batch.
-  images = torch.from_numpy(batch["image"]).to(device).permute(0, 3, 1, 2)
-  text = torch.from_numpy(batch["text"]).to(device=device, dtype=torch.long)
+  images = torch.from_numpy(np.array(batch["image"])).to(device).permute(0, 3, 1, 2)
+  text = torch.from_numpy(np.array(batch["text"])).to(device=device, dtype=torch.long)
   mean = torch.tensor((0.48145466, 0.4578275, 0.40821073), device=device).view(1, 3, 1, 1)
   std = torch.tensor((0.26862954, 0.26130258, 0.27577711), device=device).view(1, 3, 1, 1)
   bf16 = config.model.get("dtype", "float32") == "bfloat16"

@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import time
-from typing import Any
 
 import numpy as np
 
@@ -66,7 +65,9 @@ class Settings:
   captions_per_image: int
   text_len: int
   seed: int
-  config: Any  # the run's config: its method's fields are rebuilt in each worker
+  # The method's fields (``vlkg.methods.fields``), built once here: a worker that
+  # built them itself would import the method, and JAX with it (a second of start-up).
+  fields: tuple
   vocabulary: str  # the corpus's vocabulary as JSON; "" if it has none
 
 
@@ -188,10 +189,9 @@ def item_fields(item: corpora.Item, index: int, split: str, image: bytes,
 def _write_shard(task) -> dict:
   """Worker: decodes, resizes, captions and tokenises one shard's items."""
   out_dir, split, shard, count, items, start, settings, layout, tokenizer_desc = task
-  from vlkg import methods
   from vlkg.data import tokenizer as tok_lib
   tokenizer = tok_lib.from_description(tokenizer_desc, base_dir=out_dir)
-  fields = methods.fields(settings.config)
+  fields = settings.fields
   importlib.import_module("tensorflow")  # records.write_shard's, before the clock starts
   start_time, start_wall, start_cpu = time.perf_counter(), time.time(), time.process_time()
   stats = collections.Counter()
@@ -332,9 +332,9 @@ def build(out_dir: str, config, tokenizer_source) -> dict:
   settings = Settings(name=name, image_size=config.model.image_size,
                       captions_per_image=config.input.captions_per_image,
                       text_len=config.input.text_len, seed=config.seed,
-                      config=config, vocabulary=vocabulary_json)
+                      fields=tuple(methods.fields(config)), vocabulary=vocabulary_json)
   layout = records.layout_for(settings.image_size, settings.captions_per_image,
-                              settings.text_len, 0, methods.fields(config), images.FORMAT)
+                              settings.text_len, 0, settings.fields, images.FORMAT)
   tasks = []
   for split, items in splits.items():
     count = num_shards(split, len(items))
