@@ -141,7 +141,8 @@ def item_fields(item: corpora.Item, index: int, split: str, image: bytes,
                 settings: Settings, layout: records.Layout, tokenizer, stats,
                 fields=(), eval_rows: dict | None = None) -> dict | None:
   """The record of one item (``image``: its encoded bytes, ``images.record_image``),
-  or None if it has no caption left (counted). On the held-out split, the captions' ``eval_texts`` features go into ``eval_rows``."""
+  or None if it has no caption left (counted). On the held-out split, the
+  captions' ``eval_texts`` features go into ``eval_rows``."""
   texts, truths = [], []
   for k, caption in enumerate(item.captions):
     text = corpora.norm_text(caption)
@@ -220,7 +221,7 @@ def _write_shard(task) -> dict:
 
 
 def train_tokenizer(out_dir: str, train_items, vocab_size: int, seed: int,
-                     text_len: int, vocabulary_json: str) -> dict:
+                    text_len: int, vocabulary_json: str) -> dict:
   """A sentencepiece BPE model (as the world's) on the training captions and the
   lexicon's words: replacement negatives draw words that may not occur in any
   caption, and they should get pieces of their own rather than ``unk``."""
@@ -320,7 +321,7 @@ def build(out_dir: str, config, tokenizer_source) -> dict:
   given, base_dir = tokenizer_source
   if given is None:
     desc = train_tokenizer(out_dir, splits["train"], config.input.vocab_size, config.seed,
-                            config.input.text_len, vocabulary_json)
+                           config.input.text_len, vocabulary_json)
   else:
     desc = _copy_tokenizer(out_dir, given, base_dir, config.input.text_len)
   tokenizer = tok_lib.from_description(desc, base_dir=out_dir)
