@@ -50,6 +50,18 @@ def host_shards(files: list[dict], process_index: int, process_count: int,
   return files[process_index::process_count]
 
 
+def decoder(image_format: str):
+  """The decoder of a layout's ``image_format`` (``records.Layout``) to uint8
+  ``[H, W, 3]``. JPEG uses the accurate integer IDCT, which is libjpeg's default
+  and PIL's, so that records decode here as they do in PIL."""
+  tf = _tf()
+  if image_format == "jpeg":
+    return lambda data: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+  if image_format == "png":
+    return lambda data: tf.io.decode_png(data, channels=3)
+  raise records.DataError(f"no decoder for image_format {image_format!r}")
+
+
 def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption: str):
   """Parses one serialized record; picks one caption per (epoch, index) if training.
 
@@ -61,6 +73,7 @@ def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption:
   k, l = layout.captions_per_image, layout.text_len
   m = layout.max_objects
   features = [f for f in layout.features if f.name in fields]
+  decode = decoder(layout.image_format)
 
   def per_caption(ex, f):
     value = tf.reshape(ex[f.name], [k, *f.shape])
@@ -72,7 +85,7 @@ def _parse_fn(layout: records.Layout, fields: Sequence[str], seed: int, caption:
     ex = tf.io.parse_single_example(serialized, spec)
     out = {}
     if "image" in fields:
-      image = tf.io.decode_png(ex["image"], channels=3)
+      image = decode(ex["image"])
       out["image"] = tf.ensure_shape(image, [layout.image_size, layout.image_size, 3])
     ids = tf.cast(tf.reshape(ex["text_ids"], [k, l]), tf.int32)
     if caption == "random":

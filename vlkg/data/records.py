@@ -33,8 +33,14 @@ from vlkg.graphs import fields as fields_lib
 
 MANIFEST = "manifest.json"
 # 2: features named by the method's fields (was: fixed scene-graph keys), bools as
-# int64 0/1, PNG at zlib level 1, and the evaluation table.
+# int64 0/1, PNG at zlib level 1, and the evaluation table. The world writes 2 (and
+# its fingerprint holds it), so that worlds prepared before 3 stay valid.
 FORMAT_VERSION = 2
+# 3: as 2, and the layout names its image format (``Layout.image_format``); written
+# by datasets whose images are not PNG, which readers of 2 must refuse.
+IMAGE_FORMAT_VERSION = 3
+READ_VERSIONS = (FORMAT_VERSION, IMAGE_FORMAT_VERSION)
+IMAGE_FORMATS = ("png", "jpeg")
 EVAL_TABLE = "eval_fields.npz"
 
 
@@ -48,13 +54,22 @@ class Layout:
 
   ``features`` are the per-caption features of the method's fields
   (``vlkg.graphs.fields.Feature``), each stored as ``[captions_per_image, *shape]``
-  flat; a dataset prepared for CLIP has none.
+  flat; a dataset prepared for CLIP has none. ``image_format`` is how the ``image``
+  bytes are encoded: ``png`` (the world, and real corpora prepared before JPEG) or
+  ``jpeg`` (real corpora, ``vlkg.data.corpora.images``); a layout without the key
+  is PNG.
   """
   image_size: int
   captions_per_image: int
   text_len: int
   max_objects: int
   features: tuple[fields_lib.Feature, ...] = ()
+  image_format: str = "png"
+
+  def __post_init__(self):
+    if self.image_format not in IMAGE_FORMATS:
+      raise DataError(f"layout image_format {self.image_format!r} is not one of "
+                      f"{IMAGE_FORMATS}")
 
   def feature_spec(self):
     import tensorflow as tf
@@ -75,7 +90,16 @@ class Layout:
     return spec
 
   def to_json(self) -> dict:
-    return {**dataclasses.asdict(self), "features": [f.to_json() for f in self.features]}
+    """PNG is left unsaid: a PNG dataset's manifest is the one written before
+    ``image_format`` existed, which every reader of version 2 reads."""
+    data = {**dataclasses.asdict(self), "features": [f.to_json() for f in self.features]}
+    if self.image_format == "png":
+      del data["image_format"]
+    return data
+
+  @property
+  def format_version(self) -> int:
+    return FORMAT_VERSION if self.image_format == "png" else IMAGE_FORMAT_VERSION
 
   @classmethod
   def from_json(cls, data: dict) -> Layout:
@@ -84,10 +108,10 @@ class Layout:
 
 
 def layout_for(image_size: int, captions_per_image: int, text_len: int, max_objects: int,
-               fields: Sequence[fields_lib.Field]) -> Layout:
+               fields: Sequence[fields_lib.Field], image_format: str = "png") -> Layout:
   """The layout of a dataset whose method declares ``fields``."""
   return Layout(image_size, captions_per_image, text_len, max_objects,
-                tuple(f for field in fields for f in field.features))
+                tuple(f for field in fields for f in field.features), image_format)
 
 
 def encode_example(fields: dict[str, Any]) -> bytes:
@@ -114,8 +138,10 @@ def shard_name(split: str, shard: int, num_shards: int) -> str:
 
 
 def write_manifest(directory: str, manifest: dict) -> None:
+  """``manifest.json``, at the format version its layout needs (PNG: 2, as before)."""
+  version = Layout.from_json(manifest["layout"]).format_version
   atomic_write(os.path.join(directory, MANIFEST), json.dumps(
-      {"format_version": FORMAT_VERSION, **manifest}, indent=1, sort_keys=True))
+      {"format_version": version, **manifest}, indent=1, sort_keys=True))
 
 
 def read_manifest(dataset_dir: str) -> dict:
@@ -127,9 +153,14 @@ def read_manifest(dataset_dir: str) -> dict:
   for key in ("format_version", "splits", "layout", "tokenizer"):
     if key not in manifest:
       raise DataError(f"{path}: missing field {key!r}")
-  if manifest["format_version"] != FORMAT_VERSION:
-    raise DataError(f"{path}: format_version {manifest['format_version']} != "
-                    f"{FORMAT_VERSION}; prepare the dataset again")
+  if manifest["format_version"] not in READ_VERSIONS:
+    raise DataError(f"{path}: format_version {manifest['format_version']} is not one "
+                    f"of {READ_VERSIONS}; prepare the dataset again")
+  image_format = manifest["layout"].get("image_format", "png")
+  if image_format not in IMAGE_FORMATS or (manifest["format_version"] == FORMAT_VERSION
+                                           and image_format != "png"):
+    raise DataError(f"{path}: image_format {image_format!r} in a dataset of format "
+                    f"version {manifest['format_version']}")
   return manifest
 
 
@@ -333,10 +364,16 @@ def build_atomically(final_dir: str, build: Callable[[str], dict]) -> dict:
   return info
 
 
+def worker_count(workers: int, tasks: int) -> int:
+  """The processes that write ``tasks`` shards: ``workers`` (``config.world.workers``;
+  0 is one per core), never more than the shards."""
+  return max(1, min(workers or os.cpu_count() or 1, tasks))
+
+
 def map_shards(write_shard, tasks: list, workers: int) -> list:
   """``[write_shard(t) for t in tasks]``, over up to ``workers`` spawned processes
-  (spawn, not fork: TensorFlow's threads do not survive a fork)."""
-  workers = max(1, min(workers, len(tasks)))
+  (spawn, not fork: TensorFlow's threads do not survive a fork); 0 is one per core."""
+  workers = worker_count(workers, len(tasks))
   if workers == 1:
     return [write_shard(t) for t in tasks]
   import multiprocessing

@@ -1,11 +1,13 @@
 """Benchmarks: measured figures, printed as lines and a final JSON line.
 
     python -m vlkg.tools.bench input [--config configs/clip.py]
-    python -m vlkg.tools.bench step  [--config configs/clip.py] [--peer] [--noratio]
+    python -m vlkg.tools.bench step  [--config configs/clip.py] [--peer [transformers]
+                                     [open_clip]] [--peer_compile] [--noratio]
     python -m vlkg.tools.bench parse
     python -m vlkg.tools.bench decompose [--config configs/mosaiclip.py]
     python -m vlkg.tools.bench shapley
     python -m vlkg.tools.bench retrieval [--retrieval_dtype float32]
+    python -m vlkg.tools.bench prepare [--images 2000] [--image_size 224]
 
 Every figure is the median of ``--repeats`` timed runs after a warm-up, and the
 machine is described in the output. Benchmarks are scripts, never tests.
@@ -26,10 +28,15 @@ from vlkg.tools import timing
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/clip.py", "Config file.",
                                           lock_config=True)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats; the median is reported.")
-_PEER = flags.DEFINE_bool("peer", False, "step: also time the PyTorch peers if installed.")
 _RETRIEVAL_DTYPE = flags.DEFINE_enum("retrieval_dtype", "float32",
                                      ["float32", "bfloat16"],
                                      "retrieval: the dtype the entity keys are held in.")
+_PEER = flags.DEFINE_bool("peer", False, "step: also time the PyTorch peers if installed "
+                          "(all, or those named after the command: transformers, open_clip).")
+_PEER_COMPILE = flags.DEFINE_bool("peer_compile", False,
+                                  "step: torch.compile the open_clip peer's model.")
+_IMAGES = flags.DEFINE_integer("images", 2000, "prepare: JPEGs in the generated corpus.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "prepare: the records' image side.")
 _RATIO = flags.DEFINE_bool("ratio", True, "step: time CLIP's step in alternation with "
                            "a method's and report the method's cost as a multiple.")
 
@@ -91,11 +98,12 @@ def bench_input(config, repeats: int) -> dict:
   return out
 
 
-WHAT = ("input", "step", "parse", "decompose", "shapley", "retrieval")
+WHAT = ("input", "step", "parse", "decompose", "shapley", "retrieval", "prepare")
 
 
 def main(argv):
-  if len(argv) != 2 or argv[1] not in WHAT:
+  peers = argv[2:] if len(argv) > 2 and argv[1] == "step" and _PEER.value else ()
+  if len(argv) - len(peers) != 2 or argv[1] not in WHAT:
     raise app.UsageError(
         f"usage: python -m vlkg.tools.bench {{{'|'.join(WHAT)}}} [--config ...]")
   config = _CONFIG.value
@@ -116,9 +124,14 @@ def main(argv):
   elif argv[1] == "retrieval":
     from vlkg.tools import bench_retrieval
     result = bench_retrieval.run(_REPEATS.value, dtype=_RETRIEVAL_DTYPE.value)
+  elif argv[1] == "prepare":
+    from vlkg.tools import bench_prepare
+    result = bench_prepare.run(config, _REPEATS.value, _IMAGES.value, _IMAGE_SIZE.value,
+                               config.world.workers)
   else:
     from vlkg.tools import bench_step
-    result = bench_step.run(config, _REPEATS.value, _PEER.value, _RATIO.value)
+    result = bench_step.run(config, _REPEATS.value, peers or _PEER.value, _RATIO.value,
+                            _PEER_COMPILE.value)
   print(json.dumps({"what": argv[1], "machine": info, **result}))
 
 

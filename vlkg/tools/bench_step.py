@@ -4,9 +4,12 @@ FLOPs come from XLA's cost analysis of the compiled update step (forward, backwa
 and optimizer). MFU is achieved FLOP/s over this machine's *measured* f32 matmul
 peak (a large jnp.dot timed the same way), not a datasheet number.
 
-The peer (``--peer``) is Hugging Face transformers' ``CLIPModel`` in PyTorch with
-the same widths, depths, heads, patch size, sequence length, vocabulary, batch and
-AdamW, timed on the same machine; it runs only when torch and transformers import.
+The PyTorch peers (``--peer``, or ``--peer transformers open_clip`` to name them)
+are Hugging Face transformers' ``CLIPModel`` and open_clip's ``CLIP``
+(``vlkg.tools.bench_open_clip``) with the same widths, depths, heads, patch size,
+sequence length, vocabulary, batch and AdamW, timed on the same machine (open_clip's
+step in alternation with vlkg's); each runs only when torch and its package import.
+``peer_speedup`` is against the fastest.
 
 For a method other than CLIP, CLIP's step on the same towers and batch is timed in
 alternation with the method's (``--ratio``, on by default), and ``step_ratio`` is
@@ -79,7 +82,20 @@ class _Stepper:
     jax.block_until_ready(m["loss"])
 
 
-def run(config, repeats: int, peer: bool, ratio: bool = True) -> dict:
+PEERS = ("transformers", "open_clip")
+
+
+def selected_peers(peer) -> tuple[str, ...]:
+  """The peers to time: ``True`` is all of ``PEERS``, a sequence names some."""
+  if isinstance(peer, bool) or peer is None:
+    return PEERS if peer else ()
+  unknown = [p for p in peer if p not in PEERS]
+  if unknown:
+    raise ValueError(f"unknown peer(s) {unknown}; expected some of {PEERS}")
+  return tuple(peer)
+
+
+def run(config, repeats: int, peer, ratio: bool = True, peer_compile: bool = False) -> dict:
   """Times ``config``'s training step; with ``ratio``, a method other than CLIP is
   timed in alternation with CLIP's step on the same towers and batch, and its
   cost is reported as a multiple of CLIP's (``step_ratio``)."""
@@ -97,6 +113,16 @@ def run(config, repeats: int, peer: bool, ratio: bool = True) -> dict:
   if with_clip:
     clip_batch = {k: host_batch[k] for k in ("image", "text")}
     steppers["clip"] = _Stepper(clip_config(config), clip_batch)
+  # open_clip's step joins the alternation (two steps a sample, as vlkg's).
+  alternating = {}
+  if "open_clip" in selected_peers(peer):
+    from vlkg.tools import bench_open_clip
+    made = bench_open_clip.prepare_step(
+        config, {k: host_batch[k] for k in ("image", "text")}, peer_compile,
+        jax.default_backend())
+    if made is not None:
+      alternating["open_clip"] = made[0]
+      steppers["open_clip"] = lambda step=made[1]: (step(), step())
   times = timing.interleaved_seconds(steppers, repeats * 2)
   seconds = statistics.median(times["method"]) / 2
   flops = steppers["method"].flops
@@ -124,14 +150,24 @@ def run(config, repeats: int, peer: bool, ratio: bool = True) -> dict:
     out["step_ratio"] = seconds / clip_seconds
     print(f"{config.method} / CLIP step: {out['step_ratio']:.2f}x (CLIP "
           f"{clip_seconds * 1e3:.1f} ms; medians of {repeats * 2} alternating samples)")
-  if peer:
-    result = peer_step_seconds(config, repeats)
+  peers = {}
+  for name in selected_peers(peer):
+    if name in alternating:
+      result = alternating[name], statistics.median(times[name]) / 2
+    elif name == "open_clip":
+      result = None  # skipped, with a message
+    else:
+      result = peer_step_seconds(config, repeats)
     if result is not None:
-      name, peer_seconds = result
-      out["peer"] = {"name": name, "step_seconds": peer_seconds}
-      out["peer_speedup"] = peer_seconds / seconds
-      print(f"peer {name}: {peer_seconds * 1e3:.1f} ms/step; vlkg is "
-            f"{out['peer_speedup']:.2f}x faster")
+      peers[name] = {"name": result[0], "step_seconds": result[1],
+                     "speedup": result[1] / seconds}
+      print(f"peer {result[0]}: {result[1] * 1e3:.1f} ms/step; vlkg is "
+            f"{peers[name]['speedup']:.2f}x faster")
+  if peers:
+    fastest = min(peers.values(), key=lambda p: p["step_seconds"])
+    out["peer"] = {"name": fastest["name"], "step_seconds": fastest["step_seconds"]}
+    out["peer_speedup"] = fastest["speedup"]
+    out["peers"] = peers
   return out
 
 

@@ -38,8 +38,10 @@ def main(argv):
     with files.open(info_path) as f:
       info = json.load(f)
     images = sum(r["images"] for r in info["report"].values())
-    logging.info("%d images in %.1fs (%.1f images/s); missing: %s", images,
-                 info["build_seconds"], images / max(info["build_seconds"], 1e-9),
+    logging.info("%d images in %.1fs (%.1f images/s; %.1f once the workers started); "
+                 "missing: %s", images, info["build_seconds"],
+                 images / max(info["build_seconds"], 1e-9),
+                 images / max(info.get("write_seconds", info["build_seconds"]), 1e-9),
                  {s: r["missing_images"] for s, r in info["report"].items()})
   print(dataset_dir)
 

@@ -4,9 +4,9 @@ Items from a reader (``vlkg.data.corpora.<name>``) become the records the world
 writes (``vlkg.data.records``), so the input pipeline and every method read them
 unchanged:
 
-* the image, decoded, resized with CLIP's transform (bicubic shorter side, center
-  crop; ``vlkg.preprocess.resize``, the same as ``encode_images`` applies at evaluation) to
-  the model's size and stored as PNG;
+* the image, resized with CLIP's transform (bicubic shorter side, center crop; the
+  same as ``encode_images`` applies at evaluation) to the model's size and stored as
+  JPEG (``vlkg.data.corpora.images``: why JPEG, and the shortcuts that make it fast);
 * ``captions_per_image`` (K) captions: the first K; on the training split an image
   with fewer repeats them in turn (training draws one of K uniformly), on the
   held-out split the missing slots are padding (all-pad ids), which retrieval skips;
@@ -33,21 +33,22 @@ import contextlib
 import dataclasses
 import datetime
 import functools
-import io
+import importlib
 import json
 import logging
 import math
 import os
 import time
-from typing import Any
 
 import numpy as np
 
 from vlkg import files
 from vlkg.data import corpora, records
+from vlkg.data.corpora import images
 
 # Bump when a code change alters the written bytes (part of the fingerprint).
-CORPUS_VERSION = 1
+# 2: images as JPEG (``images.record_image``), were PNG.
+CORPUS_VERSION = 2
 SPLITS = ("train", "val")
 TOKENIZER_SAMPLE = 200_000  # training captions a corpus tokenizer is trained on
 IMAGES_PER_SHARD = 2_000
@@ -64,7 +65,9 @@ class Settings:
   captions_per_image: int
   text_len: int
   seed: int
-  config: Any  # the run's config: its method's fields are rebuilt in each worker
+  # The method's fields (``vlkg.methods.fields``), built once here: a worker that
+  # built them itself would import the method, and JAX with it (a second of start-up).
+  fields: tuple
   vocabulary: str  # the corpus's vocabulary as JSON; "" if it has none
 
 
@@ -122,35 +125,10 @@ def _captions(texts, truths, settings: Settings, tokenizer, stats) -> list:
 
 
 def load_image(item: corpora.Item, size: int) -> np.ndarray | None:
-  """The item's image resized to ``size``; None if its file does not exist."""
-  from PIL import Image
-
-  from vlkg import preprocess
-  where = f"image of item {item.key!r} ({item.source})"
-  image = item.image
-  if isinstance(image, str):
-    if not files.isfile(image):
-      return None
-    try:
-      with files.open(image, "rb") as f, Image.open(f) as im:
-        pixels = np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for a bad file
-      raise corpora.CorpusError(image, f"corrupt or unreadable image ({e})", where) from None
-  elif isinstance(image, bytes):
-    try:
-      with Image.open(io.BytesIO(image)) as im:
-        pixels = np.asarray(im.convert("RGB"))
-    except Exception as e:  # pylint: disable=broad-except
-      raise corpora.CorpusError(item.source, f"corrupt or unreadable image ({e})",
-                                where) from None
-  else:
-    try:
-      pixels = corpora.pixels(image)
-    except ValueError as e:
-      raise corpora.CorpusError(item.source, str(e), where) from None
-  if min(pixels.shape[:2]) < 1:
-    raise corpora.CorpusError(item.source, f"image has shape {pixels.shape}", where)
-  return preprocess.resize(pixels[None], size)[0]
+  """The pixels the item's record holds (``images.record_image``, decoded); None
+  if its file does not exist."""
+  data = images.record_image(item, size)
+  return None if data is None else images.decode(data)
 
 
 def _pad_rows(array: np.ndarray, k: int) -> np.ndarray:
@@ -159,11 +137,12 @@ def _pad_rows(array: np.ndarray, k: int) -> np.ndarray:
   return np.concatenate([array, pad])
 
 
-def item_fields(item: corpora.Item, index: int, split: str, image: np.ndarray,
+def item_fields(item: corpora.Item, index: int, split: str, image: bytes,
                 settings: Settings, layout: records.Layout, tokenizer, stats,
                 fields=(), eval_rows: dict | None = None) -> dict | None:
-  """The record of one item, or None if it has no caption left (counted). On the
-  held-out split, the captions' ``eval_texts`` features go into ``eval_rows``."""
+  """The record of one item (``image``: its encoded bytes, ``images.record_image``),
+  or None if it has no caption left (counted). On the held-out split, the
+  captions' ``eval_texts`` features go into ``eval_rows``."""
   texts, truths = [], []
   for k, caption in enumerate(item.captions):
     text = corpora.norm_text(caption)
@@ -190,7 +169,7 @@ def item_fields(item: corpora.Item, index: int, split: str, image: np.ndarray,
   stats["caption_tokens"] += sum(lengths)
   stats["caption_words"] += sum(len(t.split()) for t in texts)
   example = {
-      "image": records.encode_png(image), "text_ids": _pad_rows(tokenizer.encode(texts), k),
+      "image": image, "text_ids": _pad_rows(tokenizer.encode(texts), k),
       "captions": [t.encode() for t in texts] + [b""] * (k - real),
       "index": index, "num_objects": 0,
       "object_attributes": np.zeros((0,), np.int64),
@@ -211,16 +190,17 @@ def item_fields(item: corpora.Item, index: int, split: str, image: np.ndarray,
 def _write_shard(task) -> dict:
   """Worker: decodes, resizes, captions and tokenises one shard's items."""
   out_dir, split, shard, count, items, start, settings, layout, tokenizer_desc = task
-  from vlkg import methods
   from vlkg.data import tokenizer as tok_lib
   tokenizer = tok_lib.from_description(tokenizer_desc, base_dir=out_dir)
-  fields = methods.fields(settings.config)
+  fields = settings.fields
+  importlib.import_module("tensorflow")  # records.write_shard's, before the clock starts
+  start_time, start_wall, start_cpu = time.perf_counter(), time.time(), time.process_time()
   stats = collections.Counter()
   missing, eval_rows = [], {}
 
   def examples():
     for j, item in enumerate(items):
-      image = load_image(item, settings.image_size)
+      image = images.record_image(item, settings.image_size)
       if image is None:
         stats["missing_images"] += 1
         missing.append(item.key)
@@ -233,14 +213,15 @@ def _write_shard(task) -> dict:
   file = records.write_shard(out_dir, split, shard, count, examples())
   stats["images"] += file["num_records"]
   return {"split": split, "file": file, "stats": dict(stats), "missing": missing,
-          "eval_rows": eval_rows}
+          "eval_rows": eval_rows, "seconds": time.perf_counter() - start_time,
+          "span": (start_wall, time.time()), "cpu_seconds": time.process_time() - start_cpu}
 
 
 # ------------------------------------------------------------------ tokenizer
 
 
-def _train_tokenizer(out_dir: str, train_items, vocab_size: int, seed: int,
-                     text_len: int, vocabulary_json: str) -> dict:
+def train_tokenizer(out_dir: str, train_items, vocab_size: int, seed: int,
+                    text_len: int, vocabulary_json: str) -> dict:
   """A sentencepiece BPE model (as the world's) on the training captions and the
   lexicon's words: replacement negatives draw words that may not occur in any
   caption, and they should get pieces of their own rather than ``unk``."""
@@ -286,9 +267,9 @@ def progress_line(name: str, done: int, total: int, seconds: float) -> str:
 
 def _write_shards(tasks: list, workers: int, name: str) -> list:
   """``records.map_shards(_write_shard, tasks, workers)`` that logs a progress line
-  with an ETA as each shard finishes: a real corpus takes hours to prepare."""
+  with an ETA as each shard finishes: a large corpus takes hours to prepare."""
   total = sum(len(task[4]) for task in tasks)
-  workers = max(1, min(workers, len(tasks)))
+  workers = records.worker_count(workers, len(tasks))
   start, done, results = time.time(), 0, []
   with contextlib.ExitStack() as stack:
     if workers == 1:
@@ -339,8 +320,8 @@ def build(out_dir: str, config, tokenizer_source) -> dict:
       json.dump(vocabulary, f, indent=0)
   given, base_dir = tokenizer_source
   if given is None:
-    desc = _train_tokenizer(out_dir, splits["train"], config.input.vocab_size, config.seed,
-                            config.input.text_len, vocabulary_json)
+    desc = train_tokenizer(out_dir, splits["train"], config.input.vocab_size, config.seed,
+                           config.input.text_len, vocabulary_json)
   else:
     desc = _copy_tokenizer(out_dir, given, base_dir, config.input.text_len)
   tokenizer = tok_lib.from_description(desc, base_dir=out_dir)
@@ -352,9 +333,9 @@ def build(out_dir: str, config, tokenizer_source) -> dict:
   settings = Settings(name=name, image_size=config.model.image_size,
                       captions_per_image=config.input.captions_per_image,
                       text_len=config.input.text_len, seed=config.seed,
-                      config=config, vocabulary=vocabulary_json)
+                      fields=tuple(methods.fields(config)), vocabulary=vocabulary_json)
   layout = records.layout_for(settings.image_size, settings.captions_per_image,
-                              settings.text_len, 0, methods.fields(config))
+                              settings.text_len, 0, settings.fields, images.FORMAT)
   tasks = []
   for split, items in splits.items():
     count = num_shards(split, len(items))
@@ -390,7 +371,13 @@ def build(out_dir: str, config, tokenizer_source) -> dict:
   info = {"corpus": name, "options": dataclasses.asdict(options), "report": report,
           "statistics": {s: dict(c) for s, c in stats.items()},
           "vocab_size": tokenizer.vocab_size,
-          "build_seconds": round(time.time() - start, 1)}
+          "build_seconds": round(time.time() - start, 1),
+          # Once the workers have started (their imports left out): the seconds of
+          # their shards, summed, and from the first shard's start to the last's end.
+          "worker_seconds": round(sum(r["seconds"] for r in results), 3),
+          "write_seconds": round(max(r["span"][1] for r in results)
+                                 - min(r["span"][0] for r in results), 3),
+          "worker_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 3)}
   with open(os.path.join(out_dir, "corpus.json"), "w") as f:
     json.dump(info, f, indent=1, sort_keys=True)
   if eval_rows:
