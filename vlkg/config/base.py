@@ -71,7 +71,7 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # BPE learns the world's words whole; unigram at this corpus size splits
       # common words into characters ("there" -> "the" "re").
       tokenizer_type="bpe",
-      workers=0,  # processes used by prepare; 0 = one per core
+      workers=2,  # processes used by prepare; 0 = one per core
   )
 
   c.input = dict(
