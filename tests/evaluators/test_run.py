@@ -75,8 +75,8 @@ def test_an_unknown_type_names_itself_and_lists_the_types():
   with pytest.raises(ValueError, match="unknown evaluator type 'common'"):
     evaluators.load("common")
   assert evaluators.load("retrieval") is retrieval
-  assert evaluators.names() == ["grounding", "kg", "probe", "real_benchmarks",
-                                "retrieval", "text_prior", "world"]
+  assert evaluators.names() == ["grounding", "kg", "knowledge_recall", "probe",
+                                "real_benchmarks", "retrieval", "text_prior", "world"]
 
 
 def test_run_with_an_unknown_type_fails_before_evaluating(dataset):
