@@ -56,14 +56,15 @@ def _write_stub() -> str:
 
 
 def import_open_clip():
-  """open_clip and torch, or a pytest skip when either is not installed."""
+  """open_clip and torch, or a pytest skip when either is not installed (of the
+  test, or of the module when called at import time)."""
   torch = pytest.importorskip("torch")
   if importlib.util.find_spec("open_clip") is None:
-    pytest.skip("open_clip is not installed")
+    pytest.skip("open_clip is not installed", allow_module_level=True)
   if importlib.util.find_spec("torchvision") is None:
     sys.path.insert(0, _write_stub())
   try:
     open_clip = importlib.import_module("open_clip")
   except ImportError as e:  # e.g. ftfy or regex missing
-    pytest.skip(f"open_clip does not import: {e}")
+    pytest.skip(f"open_clip does not import: {e}", allow_module_level=True)
   return open_clip, torch
