@@ -80,11 +80,11 @@ def test_gates_from_query_and_item_and_the_ablation():
   model, params = _model()
   q = jax.random.normal(jax.random.key(3), (2, D))
   keys = jax.random.normal(jax.random.key(4), (2, 5, D))
-  g = model.apply({"params": params}, q, keys, jnp.ones((2, 5)), method=REAVLModel.gates)
+  g = model.apply({"params": params}, q, keys, method=REAVLModel.gates)
   assert g.shape == (2, 5) and (np.asarray(g) > 0).all() and (np.asarray(g) < 1).all()
   assert np.std(np.asarray(g)) > 0  # each item its own gate
   off, off_params = _model(gate=False)
-  g = off.apply({"params": off_params}, q, keys, jnp.ones((2, 5)), method=REAVLModel.gates)
+  g = off.apply({"params": off_params}, q, keys, method=REAVLModel.gates)
   np.testing.assert_array_equal(g, np.ones((2, 5)))
 
 

@@ -14,8 +14,8 @@ evaluator reports
 * ``reavl/n_items``: those captions.
 
 It needs an encoder with ``retrieve(images, token_ids, n)`` and
-``gold_rows(hashes)`` (REAVL's) and a dataset whose records carry ``reavl_gold``;
-otherwise it reports nothing.
+``gold_rows(hashes)`` (REAVL's) and a dataset whose records carry ``reavl_gold``
+and have ``split``; otherwise it reports nothing.
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ def evaluate(encoder, dataset_dir: str, split: str = "test", ns=(1, 5, 16),
   if not callable(getattr(encoder, "retrieve", None)):
     logging.info("knowledge_recall: the encoder has no retriever; no metrics")
     return {}
-  layout = records.layout_of(records.read_manifest(dataset_dir))
-  if GOLD not in {f.name for f in layout.features}:
-    logging.info("knowledge_recall: %s has no %s; no metrics", dataset_dir, GOLD)
+  manifest = records.read_manifest(dataset_dir)
+  layout = records.layout_of(manifest)
+  if GOLD not in {f.name for f in layout.features} or split not in manifest["splits"]:
+    logging.info("knowledge_recall: %s has no %s or no split %r; no metrics",
+                 dataset_dir, GOLD, split)
     return {}
   most = max(ns)
   per = {n: [] for n in ns}

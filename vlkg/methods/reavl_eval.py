@@ -56,7 +56,7 @@ def _items(module, memory, c, q, idx):
   valid = jnp.concatenate([c["valid"][idx][..., None], c["triple_valid"][idx]], axis=2)
   types = jnp.broadcast_to(jnp.array([reavl_step.ENTITY] + [reavl_step.TRIPLE] * t),
                            valid.shape)
-  gates = module.gates(q, item_keys, jnp.sum(q[:, None] * item_keys, -1))
+  gates = module.gates(q, item_keys)
   return items, types, valid, gates
 
 
@@ -139,7 +139,7 @@ class REAVLEncoder(api.Model):
       raise ValueError(f"{len(images)} images for {len(questions)} questions")
     memory = self.memory()
     distract = self._distractors(len(images))
-    chunk = max(1, self.batch_size // max(len(answers), 1))
+    chunk = max(1, min(len(images), self.batch_size // max(len(answers), 1)))
     out = []
     for s in range(0, len(images), chunk):
       qs = list(questions[s:s + chunk])

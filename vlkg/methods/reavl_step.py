@@ -109,7 +109,10 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
   q = module.query(jnp.concatenate([zimg, zimg, zimg[neg_image]]),
                    jnp.concatenate([ztxt, ztxt[neg_text], ztxt]))
   keys, key_valid = memory["keys"], c["valid"]
-  out.update(query=q[:b], keys=keys, key_valid=key_valid,
+  # The retriever loss's queries as a computation of their own (the same values
+  # as q[:b]): summed into q's gradient with the gates' part, XLA's CPU YNN
+  # fusions of this jaxlib fault at batch 128.
+  out.update(query=module.query(zimg, ztxt), keys=keys, key_valid=key_valid,
              gold=index_lib.gold_rows(gold, c))
   n = min(max(k, 5), keys.shape[0])
   _, found = search(jax.lax.stop_gradient(q), keys, n, key_valid)
@@ -122,7 +125,6 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     items = jnp.concatenate([item_keys[:, :, None], memory["triples"][idx]], axis=2)
     valid = jnp.concatenate([key_valid[idx][..., None], c["triple_valid"][idx]], axis=2)
     types = jnp.broadcast_to(jnp.array([ENTITY] + [TRIPLE] * t), valid.shape)
-    scores = jnp.sum(q[:, None] * item_keys, -1)
     rows = jnp.arange(b)
     # Masked entity modelling: one whole item of each positive pair.
     mem_slot = jnp.minimum((draws["mem"] * k).astype(jnp.int32), k - 1)
@@ -132,7 +134,6 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     valid = valid.at[rows, mem_slot, 1:].set(False)
     types = types.at[rows, mem_slot, 0].set(MASKED_ENTITY)
     item_keys = item_keys.at[rows, mem_slot].set(0.0)
-    scores = scores.at[rows, mem_slot].set(0.0)
     # Link prediction: one triple of another item.
     lp_slot = (mem_slot + 1 + jnp.minimum((draws["lp"] * (k - 1)).astype(jnp.int32),
                                           max(k - 2, 0))) % k
@@ -147,7 +148,7 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
                lp_valid=has & (k > 1) & key_valid[entity], lp_slot=lp_slot,
                lp_relation=relation + module.item_type_embedding(
                    jnp.where(outgoing, MASKED_OUT, MASKED_IN)), mem_slot=mem_slot)
-    gates = module.gates(q, item_keys, scores)
+    gates = module.gates(q, item_keys)
   else:
     items = jnp.zeros((3 * b, 1, 1 + t, d))
     valid = jnp.zeros((3 * b, 1, 1 + t), bool)

@@ -15,12 +15,13 @@ recipe; the forms below are vlkg's (docs/methods.md, REAVL):
   (the entity's index key, each triple's text "h r t" by the text tower; REVEAL,
   Hu et al., CVPR 2023, §3.2 compresses each memory item to a few tokens too),
   plus a learned embedding of the token's slot (entity, triple 1, ...).
-* **Gate**: g_j = sigmoid(MLP([q; e_j; q * e_j; s_j])) from the query q, the item's
-  key e_j and its retrieval score s_j. In every cross-attention the weight of item
+* **Gate**: g_j = sigmoid(MLP([q; e_j; q * e_j])) from the query q and the item's
+  key e_j (its retrieval score s_j = sum(q * e_j) is a linear function of the
+  features, which the first layer computes). In every cross-attention the weight of item
   j's tokens is multiplied by g_j (log g_j added to their logits, beside a learned
   null key with a zero value), so a gate at 0 removes the item exactly and a
   query whose items are all closed reads nothing.
-  Through s_j and q the task losses reach the retrieval query (REVEAL's attentive
+  Through q the task losses reach the retrieval query (REVEAL's attentive
   fusion, §3.4, scales attention by retrieval scores for the same reason).
   ``gate=False`` (the ablation) fixes g = 1.
 * **Fusion** (``KnowledgeFusion``): a learned [FUSE] token, the pooled image
@@ -167,11 +168,11 @@ class REAVLModel(TwoTowers):
     """[B, D] normalised retrieval queries of (image, text) embeddings."""
     return self.reavl.query(zimg, ztxt)
 
-  def gates(self, q: Array, keys: Array, item_scores: Array) -> Array:
-    """[B, k] gates of the items with index keys [B, k, D] and scores [B, k]."""
+  def gates(self, q: Array, keys: Array) -> Array:
+    """[B, k] gates of the items with index keys [B, k, D]."""
     if not self.gate:
       return jnp.ones(keys.shape[:2], jnp.float32)
-    return self.reavl.gates(q, keys, item_scores)
+    return self.reavl.gates(q, keys)
 
   def fuse(self, zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items, item_types,
            item_valid, gates, readout: bool = False) -> dict[str, Array]:
@@ -208,7 +209,7 @@ class REAVLModel(TwoTowers):
       d, m, l = self.embed_dim, self.item_tokens, 2
       z = jnp.zeros((1, d))
       q = self.query(z, z)
-      g = self.reavl.gates(q, jnp.zeros((1, 1, d)), jnp.zeros((1, 1)))
+      g = self.reavl.gates(q, jnp.zeros((1, 1, d)))
       fused = self.fuse(z, jnp.zeros((1, 4, d)), jnp.zeros((1, l, d)),
                         jnp.ones((1, l), bool), jnp.zeros((1, l), bool),
                         jnp.zeros((1, 1, m, d)), jnp.zeros((1, 1, m), jnp.int32),
@@ -265,9 +266,9 @@ class _REAVLModules(nn.Module):
   def query(self, zimg, ztxt):
     return l2_normalize(self.query_proj(jnp.concatenate([zimg, ztxt], axis=-1)))
 
-  def gates(self, q, keys, item_scores):
+  def gates(self, q, keys):
     q = jnp.broadcast_to(q[:, None], keys.shape)
-    features = jnp.concatenate([q, keys, q * keys, item_scores[..., None]], axis=-1)
+    features = jnp.concatenate([q, keys, q * keys], axis=-1)
     h = nn.gelu(self.gate_hidden(features), approximate=False)
     return jax.nn.sigmoid(self.gate_out(h)[..., 0].astype(jnp.float32))
 
