@@ -82,6 +82,18 @@ def test_results_evaluation_of_a_run(run, tmp_path):
   for split in ("test", "test_comp"):
     assert 0.0 <= metrics[f"text_prior/{split}/blind"] <= 1.0
     assert 0.0 <= metrics[f"text_prior/{split}/sighted"] <= 1.0
+  # --all (an evaluation-only run): every evaluator of the given config, which
+  # reproduces the run's own final evaluation of the same params.
+  from vlkg.results import workdir as workdir_lib
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  full = evaluation.write(workdir, str(tmp_path / "all.json"), config, everything=True)
+  assert full["evals"] == evaluation.full_key(config)
+  own = workdir_lib.final_metrics(workdir)
+  shared = [k for k in own if k.startswith("world/")]
+  assert shared and all(full["metrics"][k] == pytest.approx(own[k], abs=1e-6)
+                        for k in shared)
+  assert full["metrics"]["probe/shape"] == metrics["probe/shape"]
 
 
 def test_api_encodes_normalised_and_scores(run):

@@ -118,9 +118,12 @@ def make_encoder(module, params, tokenizer, config, batch_size: int = 256,
   return Model(module, params, tokenizer, image_size, batch_size)
 
 
-def load(path: str, batch_size: int = 256, dataset_dir: str | None = None) -> Model:
+def load(path: str, batch_size: int = 256, dataset_dir: str | None = None,
+         config=None) -> Model:
   """Loads ``params.npz`` (a file, or a workdir holding one) with its ``config.json``;
-  ``dataset_dir``: the prepared dataset it is evaluated on (``make_encoder``).
+  ``dataset_dir``: the prepared dataset it is evaluated on (``make_encoder``);
+  ``config``: a config to build the model and encoder from instead of the run's
+  own (the same model, evaluated otherwise: its ``eval_*`` keys, say).
 
   A ``config.json`` written before a key was renamed is read in today's keys
   (`vlkg.config.upgrade`).
@@ -134,7 +137,15 @@ def load(path: str, batch_size: int = 256, dataset_dir: str | None = None) -> Mo
     if not files.exists(p):
       raise FileNotFoundError(f"{p} not found: api.load needs params.npz and "
                               "config.json side by side")
-  config = config_lib.load_run_config(workdir)
+  own = config_lib.load_run_config(workdir)
+  if config is None:
+    config = own
+  else:
+    # What the trainer filled in (vocabulary size, tokenizer) is the run's.
+    config = type(own)(config.to_dict())
+    config.model.text.vocab_size = own.model.text.vocab_size
+    if "tokenizer" in own:
+      config.tokenizer = own.tokenizer
   module = methods.build_model(config)
   # Shapes at the model's own input size (config.model.image_size).
   abstract = methods.abstract_params(module, config)

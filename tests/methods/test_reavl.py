@@ -13,6 +13,7 @@ import pytest
 
 from configs import reavl as reavl_config
 from vlkg import api, methods, train
+from vlkg import config as config_lib
 from vlkg.data import input_pipeline, kg_table
 from vlkg.data.world import knowledge, knowledge_queries
 from vlkg.methods import reavl
@@ -91,6 +92,11 @@ def test_training_through_the_trainer(setup):
   model.distractors = 1.0
   assert not np.allclose(model.answer_scores(images, ["what color is it?"] * 2,
                                              ["red", "four", "blue"]), scores)
+  # An evaluation config (an evaluation-only run's) builds the encoder instead.
+  tested = config_lib.load_run_config(workdir)
+  tested.reavl.eval_distractors = 0.5
+  assert api.load(workdir, dataset_dir=directory, config=tested).distractors == 0.5
+  assert api.load(workdir, dataset_dir=directory).distractors == 0.0
 
 
 def test_retrieval_off_still_runs(setup):

@@ -77,11 +77,19 @@ class FakeRunner:
 
   def evaluate(self, argv):
     workdir, out = argv[argv.index("--workdir") + 1], argv[argv.index("--out") + 1]
-    v = self._score(workdir)
+    # The run's own score (an evaluation-only run evaluates another's params).
+    v = self._score(os.path.dirname(out))
     metrics = {"probe/shape": v, "text_prior/test/blind": 0.5,
                "text_prior/test_comp/blind": 0.5}
     with open(argv[argv.index("--config") + 1]) as f:
-      evals = evaluation.cache_key(workdir, json.load(f))
+      config = json.load(f)
+    if "--all" in argv:
+      evals = evaluation.full_key(config)
+      metrics.update({m: v for m in report.SUITE_METRICS
+                      if not m.startswith(("probe", "text_"))})
+      metrics.update({m: v for m in EXTRA_METRICS})
+    else:
+      evals = evaluation.cache_key(workdir, config)
     metrics.update({f"{name}/added": v for name in evals})
     with open(out, "w") as f:
       json.dump({"params": evaluation.params_stamp(workdir), "evals": evals,
@@ -175,6 +183,66 @@ def test_only_the_unfinished_stages_run_again(tmp_path):
   times = {t["stage"]: t for t in result["times"]}
   assert times["clip seed 1"]["resumed"] and not times["clip seed 0"]["resumed"]
   assert len(workdir_lib.read_times(seed1)["train"]) == 3
+
+
+def test_an_evaluation_only_run_trains_nothing_and_evaluates_its_source(tmp_path):
+  """REAVL's distractor run evaluates the trained reavl params under its config,
+  after them even when named first; retrained params are evaluated again."""
+  runner = FakeRunner()
+  p = protocol.Protocol(str(tmp_path), ["reavl_distractors"], [0], runner=runner,
+                        log=lambda s: None)
+  assert [s.name for s in p.stages()] == ["base", "reavl seed 0", "reavl_distractors seed 0"]
+  stage = p.stages()[2]
+  assert stage.trained_in == str(tmp_path / "reavl" / "seed0") and stage.parent == ""
+  result = p.run()
+  source, own = str(tmp_path / "reavl" / "seed0"), str(tmp_path / "reavl_distractors" / "seed0")
+  assert runner.trained() == [str(tmp_path / "base"), source]
+  call = [c for c in runner.calls
+          if "--out" in c and c[c.index("--out") + 1].startswith(own)][0]
+  assert call[call.index("--workdir") + 1] == source and "--all" in call
+  with open(call[call.index("--config") + 1]) as f:
+    assert json.load(f)["reavl"]["eval_distractors"] == 0.5
+  # Its metrics are its evaluation's alone (the fake scores reavl_distractors 0.72).
+  assert result["runs"]["reavl_distractors"][0]["world/kvqa"] == pytest.approx(0.72)
+  assert result["runs"]["reavl"][0]["world/kvqa"] == pytest.approx(0.75)
+  assert not os.path.exists(os.path.join(own, "config.json"))
+  p.runner = again = FakeRunner()
+  p.run()
+  assert again.calls == []
+  # New params of the source: evaluated again.
+  os.utime(os.path.join(source, "params.npz"), ns=(1, 1))
+  p.runner = third = FakeRunner()
+  p.run()
+  assert sorted(third.evaluated()) == [source, source]
+
+
+def test_an_evaluation_only_run_may_not_change_training(tmp_path, monkeypatch):
+  from vlkg.methods import reavl
+  from vlkg.results.runs import Run
+  runner = FakeRunner()
+  monkeypatch.setattr(reavl, "RUNS", reavl.RUNS + (
+      Run("reavl_bad", ("reavl.gate=False",), evaluates="reavl"),))
+  p = protocol.Protocol(str(tmp_path), ["reavl_bad"], [0], runner=runner,
+                        log=lambda s: None)
+  with pytest.raises(protocol.StaleRunError, match=r"reavl_bad seed 0 evaluates the "
+                     r"params of .*reavl/seed0, but its config changes what trains "
+                     r"\(reavl.gate: True -> False\)"):
+    p.run()
+  monkeypatch.setattr(reavl, "RUNS", (Run("reavl_x", (), evaluates="nothing"),))
+  from vlkg.results import runs
+  with pytest.raises(ValueError, match="'reavl_x' evaluates 'nothing', neither reavl "
+                     "nor a declared run"):
+    runs.all_declared()
+
+
+def test_evaluation_changes_allow_only_eval_keys():
+  trained = {"seed": 0, "reavl": {"gate": True, "eval_distractors": 0.0},
+             "evals": {"world": {}}}
+  tested = {"seed": 0, "reavl": {"gate": True, "eval_distractors": 0.5},
+            "evals": {"world": {}, "kvqa": {}}}
+  assert workdir_lib.evaluation_changes(trained, tested) == []
+  tested["reavl"]["gate"] = False
+  assert workdir_lib.evaluation_changes(trained, tested) == ["reavl.gate: True -> False"]
 
 
 def test_stage_seconds(tmp_path):
@@ -450,8 +518,11 @@ def test_results_command_on_the_fake_runner(tmp_path):
   summary = results_tool.run(methods, 2, str(tmp_path / "out"), False, str(docs),
                              runner=runner, log=lambda s: None)
   # The 7 defaults, clip_kg (the baseline of Knowledge-CLIP's KG claims) and the
-  # six runs REAVL's claims read.
-  assert len(runner.trained()) == 1 + 14 * 2
+  # six runs REAVL's claims read, of which two evaluate trained params again.
+  assert len(runner.trained()) == 1 + 12 * 2
+  evaluated = runner.evaluated()
+  assert evaluated.count(str(tmp_path / "out" / "reavl" / "seed1")) == 2
+  assert str(tmp_path / "out" / "reavl_distractors" / "seed1") not in evaluated
   assert str(tmp_path / "out" / "clip_kg" / "seed1") in runner.trained()
   assert str(tmp_path / "out" / "clip_10pct" / "seed1") in runner.trained()
   assert set(summary["base"]) == set(report.BASE_METRICS)

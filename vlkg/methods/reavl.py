@@ -275,10 +275,13 @@ CLAIMS = (
 RUNS = (
     Run("reavl_no_retrieval", ("reavl.k=0",), "retrieval off (k = 0)"),
     Run("reavl_no_gate", ("reavl.gate=False",), "without the gate"),
+    # Evaluation-only: the trained reavl / reavl_no_gate params, tested again.
     Run("reavl_distractors", ("reavl.eval_distractors=0.5",),
-        "half of the retrieved items random entities at evaluation"),
+        "half of the retrieved items random entities at evaluation",
+        evaluates="reavl"),
     Run("reavl_no_gate_distractors", ("reavl.gate=False", "reavl.eval_distractors=0.5"),
-        "without the gate, half of the retrieved items random at evaluation"),
+        "without the gate, half of the retrieved items random at evaluation",
+        evaluates="reavl_no_gate"),
     Run("reavl_10pct", ("input.train_fraction=0.1",), "10% of the fine-tuning data"),
     Run("clip_10pct", ("input.train_fraction=0.1",),
         "CLIP on 10% of the fine-tuning data", config="clip"),

@@ -12,7 +12,10 @@ evaluator added since the run trained), on the dataset of the protocol's config
 (``--config``), which holds the same records; and, for a world run trained before
 the knowledge suites existed (its metrics lack ``world/kvqa``), ``world/kvqa`` and
 ``world/entity_linking`` (`vlkg.evaluators.world_knowledge`) on its world's test
-split. It runs as its own process, as training does, so that the results command
+split. With ``--all`` (an evaluation-only run of the protocol, ``Run.evaluates``)
+it runs every evaluator of ``--config`` on the params, the encoder built from that
+config (its ``eval_*`` keys, say) rather than the run's own. It runs as its own
+process, as training does, so that the results command
 never holds an accelerator. The output records which ``params.npz`` it measured
 (size and modification time), so that a retrained run is evaluated again.
 """
@@ -52,6 +55,31 @@ def cache_key(workdir: str, config: dict | None) -> list[str]:
   return key + [KNOWLEDGE_KEY] if lacks_knowledge(workdir) else key
 
 
+# An evaluation of every evaluator (``--all``) is keyed by this and their names.
+ALL_KEY = "*all*"
+
+
+def full_key(config: dict) -> list[str]:
+  """The key of an evaluation that runs every evaluator of ``config``."""
+  return [ALL_KEY, *sorted(config.get("evals", {}))]
+
+
+def evaluate_all(workdir: str, config: dict) -> dict[str, float]:
+  """Every evaluation of the params in ``workdir`` under ``config`` (the protocol's
+  config of an evaluation-only run, which builds the encoder), probes included."""
+  import ml_collections
+  from vlkg import api, evaluators
+  from vlkg.data import prepare
+  from vlkg.evaluators import probe, text_prior
+  config = ml_collections.ConfigDict(config)
+  data = prepare.ensure_prepared(config)
+  model = api.load(workdir, dataset_dir=data, config=config)
+  out = dict(probe.evaluate(model, data))
+  out.update(text_prior.evaluate(model, data))
+  out.update(evaluators.run(config, model, data))
+  return out
+
+
 def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
   """``probe/*`` and ``text_prior/*`` of the run in ``workdir``, and the evaluators
   of ``config`` (the protocol's config of the run, as a dict) that the run lacks."""
@@ -81,13 +109,20 @@ def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
   return out
 
 
-def write(workdir: str, out: str, config: dict | None = None) -> dict:
-  """Evaluates and writes ``{"params": stamp, "evals": names, "metrics": ...,
-  "seconds": ...}``."""
+def write(workdir: str, out: str, config: dict | None = None,
+          everything: bool = False) -> dict:
+  """Evaluates (``everything``: `evaluate_all`) and writes ``{"params": stamp,
+  "evals": names, "metrics": ..., "seconds": ...}``."""
   stamp = params_stamp(workdir)
   start = time.perf_counter()
-  result = {"params": stamp, "evals": cache_key(workdir, config),
-            "metrics": evaluate(workdir, config), "seconds": time.perf_counter() - start}
+  if everything:
+    if config is None:
+      raise ValueError("--all needs --config")
+    key, metrics = full_key(config), evaluate_all(workdir, config)
+  else:
+    key, metrics = cache_key(workdir, config), evaluate(workdir, config)
+  result = {"params": stamp, "evals": key, "metrics": metrics,
+            "seconds": time.perf_counter() - start}
   tmp = out + ".tmp"
   with open(tmp, "w") as f:
     json.dump(result, f, indent=1, sort_keys=True)
@@ -103,7 +138,7 @@ def main(argv):
   if flags.FLAGS.config:
     with open(flags.FLAGS.config) as f:
       config = json.load(f)
-  result = write(flags.FLAGS.workdir, flags.FLAGS.out, config)
+  result = write(flags.FLAGS.workdir, flags.FLAGS.out, config, flags.FLAGS.all)
   print(json.dumps(result["metrics"], sort_keys=True))
 
 
@@ -114,5 +149,7 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "Where to write the JSON.")
   flags.DEFINE_string("config", None, "The protocol's config of the run (JSON); its "
                       "evaluators that the run's config.json lacks are run too.")
+  flags.DEFINE_bool("all", False, "Run every evaluator of --config, the encoder "
+                    "built from it (an evaluation-only run).")
   flags.mark_flags_as_required(["workdir", "out"])
   app.run(main)

@@ -56,8 +56,9 @@ from vlkg.results import evaluation
 from vlkg.results import runs as runs_lib
 from vlkg.results.workdir import (CONFIG_FILE, EVALUATION_FILE, METRICS_FILE,
                                   StageError, StaleRunError, check_parent,
-                                  check_tokenizer, config_changes, final_metrics,
-                                  finished, stage_seconds, timed)
+                                  check_tokenizer, config_changes,
+                                  evaluation_changes, final_metrics, finished,
+                                  stage_seconds, timed)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = "base"
@@ -69,10 +70,12 @@ PROTOCOL_CONFIG_FILE = "protocol_config.json"
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-  """A fine-tuned run: ``configs/<config>.py:finetune`` with ``overrides``."""
+  """A fine-tuned run: ``configs/<config>.py:finetune`` with ``overrides``; one that
+  ``evaluates`` another run evaluates that run's params under this config."""
   name: str
   config: str
   overrides: tuple[str, ...] = ()
+  evaluates: str = ""
 
 
 # The two baselines every claim is read against, as the papers report them:
@@ -121,7 +124,8 @@ def run_spec(name: str) -> RunSpec:
     return BASELINES[name]
   declared = runs_lib.all_declared(reserved=BASELINES).get(name)
   if declared is not None:
-    return RunSpec(name, declared.config or declared.method, declared.overrides)
+    return RunSpec(name, declared.config or declared.method, declared.overrides,
+                   declared.evaluates)
   return RunSpec(name, name)
 
 
@@ -191,6 +195,9 @@ class Stage:
   arg: str
   flag_overrides: dict
   parent: str = ""  # the workdir whose params.npz this run starts from
+  # An evaluation-only stage: the workdir whose params it evaluates under its own
+  # config (``Run.evaluates``); it trains nothing.
+  trained_in: str = ""
 
   def argv(self, python: str) -> list[str]:
     flags_ = [f"--config.{k}={v}" for k, v in self.flag_overrides.items()]
@@ -217,15 +224,35 @@ class Protocol:
 
   def finetune_stage(self, run: str, seed: int) -> Stage:
     spec = run_spec(run)
+    trained_in = (os.path.join(self.out, spec.evaluates, f"seed{seed}")
+                  if spec.evaluates else "")
     return Stage(f"{run} seed {seed}", os.path.join(self.out, run, f"seed{seed}"),
                  f"configs/{spec.config}.py", self._arg("finetune", spec.overrides),
                  {"model_init": os.path.join(self.out, BASE), "seed": seed},
-                 parent=os.path.join(self.out, BASE))
+                 # An evaluation-only stage's parent is its trained run's.
+                 parent="" if trained_in else os.path.join(self.out, BASE),
+                 trained_in=trained_in)
+
+  def _ordered_runs(self) -> list[str]:
+    """The runs, each evaluation-only run after the run it evaluates (added if
+    missing)."""
+    out: list[str] = []
+
+    def add(run):
+      if run in out:
+        return
+      source = run_spec(run).evaluates
+      if source:
+        add(source)
+      out.append(run)
+    for run in self.runs:
+      add(run)
+    return out
 
   def stages(self) -> list[Stage]:
     """The base, then seed by seed every run (so one full seed comes first)."""
     return [self.base_stage()] + [self.finetune_stage(r, s)
-                                  for s in self.seeds for r in self.runs]
+                                  for s in self.seeds for r in self._ordered_runs()]
 
   def check(self, stage: Stage):
     """The stage's config; raises StaleRunError if its workdir holds another."""
@@ -247,6 +274,8 @@ class Protocol:
   def run_stage(self, stage: Stage) -> dict:
     """Trains and evaluates ``stage`` unless done; its metrics."""
     config = self.check(stage)
+    if stage.trained_in:
+      return self.evaluate_only(stage, config)
     os.makedirs(stage.workdir, exist_ok=True)
     if stage.parent:
       check_parent(stage.workdir, stage.parent, record=True)
@@ -268,23 +297,42 @@ class Protocol:
     metrics.update(self.evaluate(stage, config))
     return metrics
 
-  def evaluate(self, stage: Stage, config) -> dict:
-    """The cached evaluation of ``stage``, computed if missing or stale."""
+  def evaluate_only(self, stage: Stage, config) -> dict:
+    """An evaluation-only stage: every evaluation of ``stage.trained_in``'s params
+    under the stage's config, which may differ from the trained run's only in
+    what is evaluated (``workdir.evaluation_changes``)."""
+    with open(os.path.join(stage.trained_in, CONFIG_FILE)) as f:
+      trained = json.load(f)
+    changes = evaluation_changes(trained, json.loads(config.to_json()))
+    if changes:
+      raise StaleRunError(
+          f"{stage.name} evaluates the params of {stage.trained_in}, but its config "
+          "changes what trains (" + "; ".join(changes) + "): an evaluation-only "
+          "run may change only evals and eval_* keys")
+    os.makedirs(stage.workdir, exist_ok=True)
+    return self.evaluate(stage, config, params_dir=stage.trained_in)
+
+  def evaluate(self, stage: Stage, config, params_dir: str = "") -> dict:
+    """The cached evaluation of ``stage``, computed if missing or stale; with
+    ``params_dir``, every evaluation of the params there (an evaluation-only
+    stage), not only those its training left out."""
     path = os.path.join(stage.workdir, EVALUATION_FILE)
     config_path = os.path.join(stage.workdir, PROTOCOL_CONFIG_FILE)
     with open(config_path, "w") as f:
       f.write(config.to_json())
     expected = json.loads(config.to_json())
-    stamp = evaluation.params_stamp(stage.workdir)
+    source = params_dir or stage.workdir
+    stamp = evaluation.params_stamp(source)
+    key = (evaluation.full_key(expected) if params_dir
+           else evaluation.cache_key(stage.workdir, expected))
     if os.path.exists(path):
       with open(path) as f:
         cached = json.load(f)
-      if (cached.get("params") == stamp and cached.get("evals", [])
-          == evaluation.cache_key(stage.workdir, expected)):
+      if cached.get("params") == stamp and cached.get("evals", []) == key:
         self.log(f"[results] {stage.name}: evaluated (reused)")
         return cached["metrics"]
-    argv = [self.python, "-m", "vlkg.results.evaluation", "--workdir", stage.workdir,
-            "--out", path, "--config", config_path]
+    argv = [self.python, "-m", "vlkg.results.evaluation", "--workdir", source,
+            "--out", path, "--config", config_path] + (["--all"] if params_dir else [])
     seconds = timed(stage.workdir, "evaluate", lambda: self.runner(
         argv, os.path.join(stage.workdir, "evaluate.log")))
     self.log(f"[results] {stage.name}: evaluated in {seconds:.0f} s")
@@ -306,7 +354,7 @@ class Protocol:
     for stage in [base, *finetunes]:
       self.check(stage)
     result = {"base": self.run_stage(base), "runs": {}, "times": []}
-    pairs = [(r, s) for s in self.seeds for r in self.runs]
+    pairs = [(r, s) for s in self.seeds for r in self._ordered_runs()]
     for (run, seed), stage in zip(pairs, finetunes):
       result["runs"].setdefault(run, {})[seed] = self.run_stage(stage)
     for stage in [base, *finetunes]:

@@ -10,7 +10,9 @@ A method module lists them at its end, next to its ``CLAIMS``::
 A declared run is ``configs/<method>.py:finetune`` (or ``configs/<config>.py`` when
 the run names another method's config) with ``overrides``, fine-tuned
 and evaluated by ``python -m vlkg.tools.results`` like any run, under its own name
-(``OUT/<name>/seed<S>``). It runs when a claim names it as its baseline (Pan et
+(``OUT/<name>/seed<S>``). A run that ``evaluates`` another trains nothing: the
+other run's params are evaluated again under its config (a test-time change such
+as REAVL's distractor items). It runs when a claim names it as its baseline (Pan et
 al.'s "CLIP + KG" for Knowledge-CLIP's KG claims), when ``--methods`` names it, or,
 with ``--ablations``, with its method. The report shows each method's declared
 runs in an ablation table beside the full method (``vlkg.results.report``).
@@ -35,6 +37,12 @@ class Run:
   # Another method's config the run fine-tunes (REAVL's CLIP at 10% of the data,
   # the baseline of its sample-efficiency claim); "" = the declaring method's.
   config: str = ""
+  # An evaluation-only run: the run (the method, or another declared run) whose
+  # trained params it evaluates, seed by seed, under its own config. Nothing
+  # trains; its overrides may change only what the evaluation reads (REAVL's
+  # distractors at test time), which the protocol checks against the trained
+  # run's config.
+  evaluates: str = ""
 
 
 def method_names() -> list[str]:
@@ -75,4 +83,8 @@ def all_declared(reserved=()) -> dict[str, Run]:
         raise ValueError(f"vlkg.methods.{method}.RUNS declares {run.name!r}, already "
                          f"the name of {other}")
       out[run.name] = run
+  for run in out.values():
+    if run.evaluates and run.evaluates not in out and run.evaluates != run.method:
+      raise ValueError(f"vlkg.methods.{run.method}.RUNS: {run.name!r} evaluates "
+                       f"{run.evaluates!r}, neither {run.method} nor a declared run")
   return out

@@ -69,6 +69,14 @@ def config_changes(written: dict, expected: dict) -> list[str]:
           for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def evaluation_changes(trained: dict, expected: dict) -> list[str]:
+  """``config_changes`` that change training: all but those of keys named
+  ``eval_*`` (a method's test-time settings, such as ``reavl.eval_distractors``),
+  the difference allowed between an evaluation-only run and the run it evaluates."""
+  return [c for c in config_changes(trained, expected)
+          if not c.split(":", 1)[0].rsplit(".", 1)[-1].startswith("eval_")]
+
+
 def missing_evals(workdir: str, expected: dict) -> dict:
   """The evaluators of the ``expected`` config that the run's own ``config.json``
   lacks (name -> spec): added since it trained, so its metrics lack them."""
