@@ -8,6 +8,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -120,3 +121,38 @@ def test_retrieval_off_still_runs(setup):
   on = reavl.build_model(config)
   assert jax.tree.map(np.shape, methods.abstract_params(on, config)) == jax.tree.map(
       np.shape, params)
+
+
+def test_negative_pairs_carry_the_same_item_masks_as_positives(setup):
+  """MEM and LP hide items on every pair: no mask tells the matching head which
+  of the 3B fused pairs (B positives, 2B hard negatives) match."""
+  from vlkg import preprocess
+  from vlkg.methods import reavl_step
+  _, config, directory = setup
+  config = train.resolve_config(config, directory)
+  model = reavl.build_model(config)
+  params = methods.init_params(model, config, jax.random.key(0))
+  index, _ = reavl.dataset_index(config)
+  c = jax.tree.map(jnp.asarray, index)
+  memory = model.apply({"params": params}, c, 0, method=index_lib.compute_memory)
+  batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,
+                                             fields=methods.batch_keys(config),
+                                             shuffle_buffer=16))
+  b, length = batch["text"].shape
+  search = reavl_step.make_search(None, False, False, 0)
+  out = model.apply({"params": params}, preprocess.normalize_images(batch["image"]),
+                    batch["text"], batch[index_lib.GOLD], memory, c,
+                    reavl._draws(jax.random.key(1), b, length), k=4, search=search,
+                    pad_id=0, bos_id=None, image_pool=2, mlm_prob=0.15, mlm_max=8,
+                    method=reavl_step.forward)
+  types = np.asarray(out["item_types"])
+  assert types.shape[:2] == (3 * b, 4)
+  masked_entity = (types[:, :, 0] == reavl_step.MASKED_ENTITY).sum(1)
+  masked_link = np.isin(types[:, :, 1:], [reavl_step.MASKED_OUT,
+                                          reavl_step.MASKED_IN]).sum((1, 2))
+  np.testing.assert_array_equal(masked_entity, np.ones(3 * b))
+  assert set(masked_link) <= {0, 1} and masked_link[b:].sum() > 0
+  # The losses read the positives' masks.
+  assert out["mem_slot"].shape == out["lp_slot"].shape == (b,)
+  np.testing.assert_array_equal(types[np.arange(b), out["mem_slot"], 0],
+                                reavl_step.MASKED_ENTITY)

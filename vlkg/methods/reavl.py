@@ -142,10 +142,12 @@ def dataset_index(config, *, pad_multiple: int = 1):
 
 
 def _draws(rng: Array, b: int, length: int) -> dict[str, Array]:
+  """The step's uniforms: MLM's per caption token, the item masks' per pair (the
+  B positives and 2B hard negatives, masked alike)."""
   keys = jax.random.split(rng, 4)
   return {"mlm": jax.random.uniform(keys[0], (b, length)),
-          **{n: jax.random.uniform(kk, (b,)) for n, kk in zip(("mem", "lp", "triple"),
-                                                              keys[1:])}}
+          **{n: jax.random.uniform(kk, (3 * b,))
+             for n, kk in zip(("mem", "lp", "triple"), keys[1:])}}
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,

@@ -14,12 +14,13 @@ ACM MM 2023, §3. One pass (``model.apply(method=forward)``):
 3. One search over the index (``vlkg.models.retriever``; sharded over the mesh
    when ``reavl.shard_index``) retrieves the top-k entities of the 3B queries;
    an item is the entity's key and its triples (``reavl_index``).
-4. On each positive pair two items are hidden: one whole (masked entity
+4. On each pair two items are hidden: one whole (masked entity
    modelling: its read-out predicts the entity) and one triple of another
    (link prediction: the triple's token becomes its relation's embedding, and
    the item's read-out with the relation predicts the triple's other end).
 5. The fusion runs on the 3B pairs with their items and gates: matching on all,
-   masked tokens, masked entities and links on the positives.
+   masked tokens, masked entities and links on the positives. Negatives are
+   masked alike, so that no mask tells the matching head which pairs match.
 
 With ``k`` = 0 nothing is retrieved: each row has one empty item, gated 0, so the
 fusion reads nothing (the ablation), and the item tasks have nothing to predict.
@@ -78,7 +79,8 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     gold: [B, G] the batch's ``reavl_gold`` hashes.
     memory: the index's embeddings (``reavl_index.compute_memory``).
     c: ``reavl_index.constants``.
-    draws: uniforms in [0, 1): ``mlm`` [B, L], ``mem``, ``lp``, ``triple`` [B].
+    draws: uniforms in [0, 1): ``mlm`` [B, L]; ``mem``, ``lp``, ``triple`` [3B],
+      one per pair (positives, then the two kinds of hard negatives).
     k: items per pair (0: retrieval off).
     search: (queries, keys, n, valid) -> (scores, indices), the index search.
     pad_id, bos_id: the tokenizer's; bos and pad tokens are never masked.
@@ -125,11 +127,13 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     items = jnp.concatenate([item_keys[:, :, None], memory["triples"][idx]], axis=2)
     valid = jnp.concatenate([key_valid[idx][..., None], c["triple_valid"][idx]], axis=2)
     types = jnp.broadcast_to(jnp.array([ENTITY] + [TRIPLE] * t), valid.shape)
-    rows = jnp.arange(b)
-    # Masked entity modelling: one whole item of each positive pair.
+    # Masked entity modelling and link prediction mask every pair's items alike,
+    # positives and hard negatives: a mask on the positives alone would tell the
+    # matching head which pairs match. The two losses read the positives (:b).
+    rows = jnp.arange(3 * b)
+    # Masked entity modelling: one whole item of each pair.
     mem_slot = jnp.minimum((draws["mem"] * k).astype(jnp.int32), k - 1)
-    out["mem_target"] = idx[rows, mem_slot]
-    out["mem_valid"] = key_valid[out["mem_target"]]
+    mem_target = idx[rows, mem_slot]
     items = items.at[rows, mem_slot].set(0.0)
     valid = valid.at[rows, mem_slot, 1:].set(False)
     types = types.at[rows, mem_slot, 0].set(MASKED_ENTITY)
@@ -142,12 +146,14 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     outgoing = c["triple_outgoing"][entity, triple]
     relation = memory["relations"][c["triple_relation"][entity, triple]]
     items = items.at[rows, lp_slot, 1 + triple].set(relation)
-    types = types.at[rows, lp_slot, 1 + triple].set(
-        jnp.where(outgoing, MASKED_OUT, MASKED_IN))
-    out.update(lp_target=c["triple_other"][entity, triple],
-               lp_valid=has & (k > 1) & key_valid[entity], lp_slot=lp_slot,
-               lp_relation=relation + module.item_type_embedding(
-                   jnp.where(outgoing, MASKED_OUT, MASKED_IN)), mem_slot=mem_slot)
+    masked_type = jnp.where(outgoing, MASKED_OUT, MASKED_IN)
+    types = types.at[rows, lp_slot, 1 + triple].set(masked_type)
+    out.update(mem_target=mem_target[:b], mem_valid=key_valid[mem_target[:b]],
+               mem_slot=mem_slot[:b], lp_slot=lp_slot[:b],
+               lp_target=c["triple_other"][entity, triple][:b],
+               lp_valid=(has & (k > 1) & key_valid[entity])[:b],
+               lp_relation=(relation + module.item_type_embedding(masked_type))[:b])
+    out["item_types"] = types
     gates = module.gates(q, item_keys)
   else:
     items = jnp.zeros((3 * b, 1, 1 + t, d))
@@ -170,9 +176,9 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
   text_out = jnp.take_along_axis(fused["text"][:b], positions[..., None], 1)
   out["mlm_logits"] = module.mlm_logits(text_out)
   if k:
-    item_out = fused["items"][:b]
-    out["mem_pred"] = module.entity_prediction(item_out[rows, mem_slot])
-    out["lp_pred"] = module.link_prediction(item_out[rows, out["lp_slot"]],
+    item_out, pos = fused["items"][:b], jnp.arange(b)
+    out["mem_pred"] = module.entity_prediction(item_out[pos, out["mem_slot"]])
+    out["lp_pred"] = module.link_prediction(item_out[pos, out["lp_slot"]],
                                             out["lp_relation"])
   return out
 
