@@ -378,3 +378,19 @@ def test_conv_stem_needs_power_of_two_patches():
   with pytest.raises(ValueError, match="stem must be"):
     VisionTransformer(patch_size=8, width=32, depth=1, heads=2, embed_dim=8,
                       stem="resnet").init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def test_every_method_model_keeps_the_configs_towers():
+  """``tower_fields``: each method's model carries ``config.model``'s towers."""
+  from configs import reavl as reavl_config
+  from vlkg.methods import knowledge_clip, loupe, reavl, structure_clip
+  from vlkg.models import two_towers
+  config = reavl_config.get_config("smoke")
+  config.model.dtype = "bfloat16"
+  want = two_towers.tower_fields(two_towers.build_model(config))
+  assert set(want) == {"image", "text", "embed_dim", "init_logit_scale",
+                       "init_logit_bias", "max_logit_scale", "dtype", "param_dtype",
+                       "attention"}
+  for module in (reavl, structure_clip, loupe, knowledge_clip):
+    got = two_towers.tower_fields(module.build_model(config))
+    assert got == want, module.__name__

@@ -153,10 +153,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   if kc["mode"] == "captions":
     return towers
   return KnowledgeCLIPModel(
-      image=towers.image, text=towers.text, embed_dim=towers.embed_dim,
-      init_logit_scale=towers.init_logit_scale, init_logit_bias=towers.init_logit_bias,
-      max_logit_scale=towers.max_logit_scale, dtype=towers.dtype,
-      param_dtype=towers.param_dtype, attention=towers.attention,
+      **two_towers.tower_fields(towers),
       fusion_depth=kc["fusion_depth"], fusion_heads=kc["fusion_heads"],
       fusion_mlp_ratio=kc["fusion_mlp_ratio"],
       g2e_depth=kc["g2e_depth"], g2e_heads=kc["g2e_heads"],

@@ -126,10 +126,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
       config, init_logit_scale=two_towers.CLIP_INIT_LOGIT_SCALE, init_logit_bias=0.0)
   lc = _cfg(config)
   return LoupeModel(
-      image=towers.image, text=towers.text, embed_dim=towers.embed_dim,
-      init_logit_scale=towers.init_logit_scale, init_logit_bias=towers.init_logit_bias,
-      max_logit_scale=towers.max_logit_scale, dtype=towers.dtype,
-      param_dtype=towers.param_dtype, attention=towers.attention,
+      **two_towers.tower_fields(towers),
       shapley_width=lc["shapley_width"], shapley_depth=lc["shapley_depth"])
 
 

@@ -122,10 +122,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
                                   init_logit_scale=two_towers.CLIP_INIT_LOGIT_SCALE)
   rc = _cfg(config)
   return REAVLModel(
-      image=towers.image, text=towers.text, embed_dim=towers.embed_dim,
-      init_logit_scale=towers.init_logit_scale, init_logit_bias=towers.init_logit_bias,
-      max_logit_scale=towers.max_logit_scale, dtype=towers.dtype,
-      param_dtype=towers.param_dtype, attention=towers.attention,
+      **two_towers.tower_fields(towers),
       fusion_depth=rc["fusion_depth"], fusion_heads=rc["fusion_heads"],
       fusion_mlp_ratio=rc["fusion_mlp_ratio"], item_tokens=rc["item_tokens"],
       text_len=config.model.text.context_length, gate=rc["gate"],

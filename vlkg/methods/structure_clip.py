@@ -270,15 +270,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
   )
   sc = _cfg(config)
   return StructureCLIPModel(
-      image=towers.image,
-      text=towers.text,
-      embed_dim=towers.embed_dim,
-      init_logit_scale=towers.init_logit_scale,
-      init_logit_bias=towers.init_logit_bias,
-      max_logit_scale=towers.max_logit_scale,
-      dtype=towers.dtype,
-      param_dtype=towers.param_dtype,
-      attention=towers.attention,
+      **two_towers.tower_fields(towers),
       kee_depth=sc["kee_depth"],
       kee_heads=sc["kee_heads"],
       kee_mlp_ratio=sc["kee_mlp_ratio"],

@@ -17,6 +17,8 @@ The same module therefore serves both methods; only the inits differ.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from typing import Any, Mapping
 
@@ -183,6 +185,14 @@ class TwoTowers(nn.Module):
       else:
         ztxt = out
     return zimg, ztxt, extras
+
+
+def tower_fields(towers: TwoTowers) -> dict[str, Any]:
+  """The ``TwoTowers`` fields of ``towers``, as keyword arguments: a method's model
+  (a ``TwoTowers`` subclass with heads of its own) is built as
+  ``Model(**tower_fields(build_model(config)), its_field=...)``."""
+  names = [f.name for f in dataclasses.fields(TwoTowers) if f.name not in ("parent", "name")]
+  return {n: getattr(towers, n) for n in names}
 
 
 def build_model(
