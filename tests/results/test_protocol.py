@@ -127,8 +127,9 @@ def test_finetune_config_comes_from_the_base_with_the_seed(tmp_path):
 
 
 def test_every_method_finetunes_alike():
-  from configs import clip, loupe, mosaiclip, structure_clip
-  configs = [m.get_config("finetune") for m in (clip, loupe, mosaiclip, structure_clip)]
+  from configs import clip, knowledge_clip, loupe, mosaiclip, reavl, structure_clip
+  configs = [m.get_config("finetune") for m in (clip, loupe, mosaiclip, structure_clip,
+                                                knowledge_clip, reavl)]
   for key in ("total_steps", "input.batch_size", "optim.lr", "optim.warmup_steps",
               "optim.end_lr_factor", "model", "world"):
     values = set()
