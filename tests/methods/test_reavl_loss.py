@@ -1,5 +1,6 @@
 """REAVL's objectives against independent numpy computations."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -81,6 +82,35 @@ def test_hardest_negatives_skip_the_pair_and_its_duplicate_captions():
   assert want_text == [1, 2, 1, 2] and want_image == [2, 2, 1, 1]
   _, _, ok_t, _ = L.hardest_negatives(jnp.asarray(sim), jnp.ones((4, 4), bool))
   assert not np.asarray(ok_t).any()
+
+
+def test_sampled_negatives_follow_the_softmax_and_skip_the_same_caption():
+  """Inverse-CDF draws against numpy's searchsorted, and their frequencies against
+  the softmax over the allowed pairs (ALBEF's sampling)."""
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(4, 4)).astype(np.float32) * 3
+  captions = np.array([0, 1, 2, 0])
+  same = captions[:, None] == captions[None]
+
+  def probs(rows, blocked):
+    p = np.where(blocked, 0.0, np.exp(rows - rows.max(-1, keepdims=True)))
+    return p / p.sum(-1, keepdims=True)
+
+  p_text, p_image = probs(logits, same), probs(logits.T, same.T)
+  u = rng.uniform(size=(2000, 2, 4)).astype(np.float32)
+  draw = jax.jit(jax.vmap(lambda ut, ui: L.sampled_negatives(
+      jnp.asarray(logits), jnp.asarray(same), ut, ui)[:2]))
+  nt, ni = map(np.asarray, draw(jnp.asarray(u[:, 0]), jnp.asarray(u[:, 1])))
+  for d in range(5):
+    for i in range(4):
+      assert nt[d, i] == np.searchsorted(np.cumsum(p_text[i]), u[d, 0, i], side="left")
+      assert ni[d, i] == np.searchsorted(np.cumsum(p_image[i]), u[d, 1, i], side="left")
+  assert not same[np.arange(4), nt].any() and not same.T[np.arange(4), ni].any()
+  freq_text = np.stack([np.bincount(nt[:, i], minlength=4) for i in range(4)]) / 2000
+  np.testing.assert_allclose(freq_text, p_text, atol=0.04)
+  _, _, ok_t, ok_i = L.sampled_negatives(jnp.asarray(logits), jnp.ones((4, 4), bool),
+                                         jnp.zeros(4), jnp.zeros(4))
+  assert not np.asarray(ok_t).any() and not np.asarray(ok_i).any()
 
 
 def test_matching_ce_two_way():

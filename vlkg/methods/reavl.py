@@ -84,6 +84,10 @@ def default_config() -> dict:
       mlm_weight=1.0,
       mem_weight=1.0,
       itm_weight=1.0,
+      # Matching's hard negatives: "sampled" in proportion to the softmax of the
+      # contrastive logits (ALBEF §3.2), or "hardest" (the most similar), with
+      # which the matching head stayed at the majority class on the world.
+      itm_negatives="sampled",
       lp_weight=1.0,
       # Evaluation only: the share of each input's retrieved items replaced by
       # random entities (the gate's robustness claim).
@@ -107,6 +111,9 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
     raise ValueError("config.reavl.fusion_image_pool must be >= 1")
   if not 0.0 <= out["eval_distractors"] <= 1.0:
     raise ValueError("config.reavl.eval_distractors must be in [0, 1]")
+  if out["itm_negatives"] not in ("sampled", "hardest"):
+    raise ValueError(f"config.reavl.itm_negatives={out['itm_negatives']!r}: expected "
+                     "'sampled' or 'hardest'")
   return out
 
 
@@ -139,12 +146,15 @@ def dataset_index(config, *, pad_multiple: int = 1):
 
 
 def _draws(rng: Array, b: int, length: int) -> dict[str, Array]:
-  """The step's uniforms: MLM's per caption token, the item masks' per pair (the
-  B positives and 2B hard negatives, masked alike)."""
-  keys = jax.random.split(rng, 4)
+  """The step's uniforms: MLM's per caption token, the sampled negatives' per
+  image and per caption, the item masks' per pair (the B positives and 2B hard
+  negatives, masked alike)."""
+  keys = jax.random.split(rng, 6)
   return {"mlm": jax.random.uniform(keys[0], (b, length)),
+          "neg_text": jax.random.uniform(keys[1], (b,)),
+          "neg_image": jax.random.uniform(keys[2], (b,)),
           **{n: jax.random.uniform(kk, (3 * b,))
-             for n, kk in zip(("mem", "lp", "triple"), keys[1:])}}
+             for n, kk in zip(("mem", "lp", "triple"), keys[3:])}}
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
@@ -191,7 +201,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
                       batch[index_lib.GOLD], memory, c, _draws(rng, b, length),
                       k=k, search=search, pad_id=pad_id, bos_id=bos_id,
                       image_pool=rc["fusion_image_pool"], mlm_prob=rc["mlm_prob"],
-                      mlm_max=min(rc["mlm_max"], length), method=reavl_step.forward)
+                      mlm_max=min(rc["mlm_max"], length),
+                      itm_negatives=rc["itm_negatives"], method=reavl_step.forward)
     terms = {}
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],
                                                 out["logit_scale"])

@@ -14,10 +14,11 @@ formulas; the forms below are vlkg's (docs/methods.md, REAVL):
   masked tokens, predicted from the fused tokens that read image and knowledge.
 * ``index_nce`` (masked entity modelling; link prediction): a predicted entity
   embedding against every valid key of the index.
-* ``hardest_negatives`` and ``matching_ce`` (image-text-knowledge matching):
-  ALBEF's matching with in-batch hard negatives (Li et al., "Align before Fuse",
-  NeurIPS 2021, §3.2), the hardest by similarity rather than sampled, and a pair
-  with the same caption never a negative.
+* ``sampled_negatives`` / ``hardest_negatives`` and ``matching_ce``
+  (image-text-knowledge matching): ALBEF's matching with in-batch hard negatives
+  (Li et al., "Align before Fuse", NeurIPS 2021, §3.2): sampled in proportion to
+  the softmax of the contrastive similarity (ALBEF's rule), or the hardest; a pair
+  with the same caption is never a negative.
 
 Each returns (loss averaged over the rows that count, 0 when none does; accuracy).
 """
@@ -93,6 +94,36 @@ def hardest_negatives(similarity: Array, same: Array) -> tuple[Array, Array, Arr
   neg_text, neg_image = jnp.argmax(s, axis=1), jnp.argmax(s, axis=0)
   return (neg_text.astype(jnp.int32), neg_image.astype(jnp.int32),
           ~same.all(axis=1), ~same.all(axis=0))
+
+
+def sampled_negatives(logits: Array, same: Array, u_text: Array, u_image: Array
+                      ) -> tuple[Array, Array, Array, Array]:
+  """In-batch hard negatives drawn as ALBEF draws them (§3.2): for each image a
+  text j with probability softmax_j(logits[i, j]) over the j that are not
+  ``same``, and for each text an image likewise along the other axis.
+
+  Args:
+    logits: [B, B] image i with text j, at the contrastive temperature (no
+      gradient is needed through it).
+    same: [B, B] bool, pair (i, j) is not a negative (i = j, the same caption).
+    u_text, u_image: [B] uniforms in [0, 1), the draws (inverse CDF).
+
+  Returns:
+    As ``hardest_negatives``.
+  """
+  s = jnp.where(same, -jnp.inf, logits.astype(jnp.float32))
+
+  def draw(rows, u):
+    p = jax.nn.softmax(jnp.where(jnp.isfinite(rows).any(-1, keepdims=True), rows, 0.0))
+    p = jnp.where(jnp.isfinite(rows), p, 0.0)
+    cdf = jnp.cumsum(p, axis=-1)
+    # The first j whose cumulative mass reaches u (scaled by the row's total, so
+    # rounding never runs past the last candidate); a zero-mass j never is.
+    target = jnp.maximum(u, 1e-7)[:, None] * cdf[:, -1:]
+    j = jnp.sum(cdf < target, axis=-1)
+    return jnp.minimum(j, rows.shape[-1] - 1).astype(jnp.int32)
+
+  return (draw(s, u_text), draw(s.T, u_image), ~same.all(axis=1), ~same.all(axis=0))
 
 
 def matching_ce(logits: Array, labels: Array, valid: Array) -> tuple[Array, Array]:

@@ -8,9 +8,10 @@ ACM MM 2023, §3. One pass (``model.apply(method=forward)``):
    input: the hidden tokens are removed as attention keys in the causal text
    tower, and the fusion sees a mask embedding at their places).
 2. The query of each pair is ``model.query(zimg, ztxt)``; so is the query of each
-   pair's two hard negatives (ALBEF's in-batch hardest: the most similar other
-   caption of each image and the most similar other image of each caption), so
-   that a negative pair is matched with the knowledge its own input retrieves.
+   pair's two hard negatives (ALBEF's in-batch hard negatives: another caption of
+   each image and another image of each caption, drawn in proportion to the
+   softmax of their contrastive logits, or the most similar), so that a negative
+   pair is matched with the knowledge its own input retrieves.
 3. One search over the index (``vlkg.models.retriever``; sharded over the mesh
    when ``reavl.shard_index``) retrieves the top-k entities of the 3B queries;
    an item is the entity's key and its triples (``reavl_index``).
@@ -70,7 +71,8 @@ def _pick_valid(u: Array, valid: Array) -> tuple[Array, Array]:
 
 def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: dict,
             draws: dict, *, k: int, search: Callable, pad_id: int, bos_id: int | None,
-            image_pool: int, mlm_prob: float, mlm_max: int) -> dict:
+            image_pool: int, mlm_prob: float, mlm_max: int,
+            itm_negatives: str = "sampled") -> dict:
   """Everything the losses read (see the module docstring).
 
   Args:
@@ -79,13 +81,16 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     gold: [B, G] the batch's ``reavl_gold`` hashes.
     memory: the index's embeddings (``reavl_index.compute_memory``).
     c: ``reavl_index.constants``.
-    draws: uniforms in [0, 1): ``mlm`` [B, L]; ``mem``, ``lp``, ``triple`` [3B],
-      one per pair (positives, then the two kinds of hard negatives).
+    draws: uniforms in [0, 1): ``mlm`` [B, L]; ``neg_text``, ``neg_image`` [B]
+      (the sampled hard negatives); ``mem``, ``lp``, ``triple`` [3B], one per
+      pair (positives, then the two kinds of hard negatives).
     k: items per pair (0: retrieval off).
     search: (queries, keys, n, valid) -> (scores, indices), the index search.
     pad_id, bos_id: the tokenizer's; bos and pad tokens are never masked.
     image_pool: the patch grid enters the fusion averaged over pool x pool blocks.
     mlm_prob, mlm_max: the masking rate and the most masked tokens per caption.
+    itm_negatives: "sampled" (ALBEF: in proportion to the softmax of the
+      contrastive logits) or "hardest" (the most similar).
   """
   b, length = texts.shape
   out = dict(module.scalars())
@@ -107,7 +112,12 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
   # Hard negatives and the queries of all 3B pairs.
   same = (texts[:, None] == texts[None]).all(-1)
   sim = jax.lax.stop_gradient(zimg @ ztxt.T)
-  neg_text, neg_image, ok_t, ok_i = L.hardest_negatives(sim, same)
+  if itm_negatives == "sampled":
+    neg_text, neg_image, ok_t, ok_i = L.sampled_negatives(
+        jax.lax.stop_gradient(out["logit_scale"]) * sim, same, draws["neg_text"],
+        draws["neg_image"])
+  else:
+    neg_text, neg_image, ok_t, ok_i = L.hardest_negatives(sim, same)
   q = module.query(jnp.concatenate([zimg, zimg, zimg[neg_image]]),
                    jnp.concatenate([ztxt, ztxt[neg_text], ztxt]))
   keys, key_valid = memory["keys"], c["valid"]
