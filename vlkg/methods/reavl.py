@@ -88,6 +88,9 @@ def default_config() -> dict:
       # contrastive logits (ALBEF §3.2), or "hardest" (the most similar), with
       # which the matching head stayed at the majority class on the world.
       itm_negatives="sampled",
+      # The towers' cosine, times a learned scale, joins the match logit: the
+      # fresh fusion alone did not learn matching in 600 steps on the world.
+      itm_tower_score=True,
       lp_weight=1.0,
       # Evaluation only: the share of each input's retrieved items replaced by
       # random entities (the gate's robustness claim).
@@ -133,7 +136,7 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
       fusion_depth=rc["fusion_depth"], fusion_heads=rc["fusion_heads"],
       fusion_mlp_ratio=rc["fusion_mlp_ratio"], item_tokens=rc["item_tokens"],
       text_len=config.model.text.context_length, gate=rc["gate"],
-      gate_bias=rc["gate_bias"])
+      gate_bias=rc["gate_bias"], itm_tower_score=rc["itm_tower_score"])
 
 
 def dataset_index(config, *, pad_multiple: int = 1):

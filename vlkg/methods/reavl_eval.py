@@ -76,13 +76,13 @@ def _answer_fn(module, images, q_ids, qa_ids, memory, c, distract, *, k, pad_id,
     _, idx = retriever.search(q, memory["keys"], k, valid=c["valid"])
     idx = jnp.where(distract >= 0, distract, idx)
   items, types, valid, gates = _items(module, memory, c, q, idx)
-  _, txt_tok = module.embed_texts(qa_ids.reshape(n * a, length), return_tokens=True)
+  zqa, txt_tok = module.embed_texts(qa_ids.reshape(n * a, length), return_tokens=True)
   rep = lambda x: jnp.repeat(x, a, axis=0)
   fused = module.fuse(rep(zimg), rep(img_tok), txt_tok,
                       qa_ids.reshape(n * a, length) != pad_id,
                       jnp.zeros((n * a, length), bool), rep(items), rep(types),
                       rep(valid), rep(gates))
-  logits = module.itm_logits(fused["fused"])
+  logits = module.itm_logits(fused["fused"], jnp.sum(rep(zimg) * zqa, -1))
   return (logits[:, 1] - logits[:, 0]).reshape(n, a)
 
 

@@ -180,7 +180,10 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
       jnp.concatenate([txt_valid, txt_valid[neg_text], txt_valid]),
       jnp.concatenate([hidden, hidden[neg_text], hidden]),
       items, types, valid, gates, readout=bool(k))
-  out["itm_logits"] = module.itm_logits(fused["fused"])
+  pair_similarity = jnp.concatenate([jnp.sum(zimg * ztxt, -1),
+                                     jnp.sum(zimg * ztxt[neg_text], -1),
+                                     jnp.sum(zimg[neg_image] * ztxt, -1)])
+  out["itm_logits"] = module.itm_logits(fused["fused"], pair_similarity)
   out["itm_labels"] = jnp.concatenate([jnp.ones(b, jnp.int32), jnp.zeros(2 * b, jnp.int32)])
   out["itm_valid"] = jnp.concatenate([jnp.ones(b, bool), ok_t, ok_i])
   text_out = jnp.take_along_axis(fused["text"][:b], positions[..., None], 1)

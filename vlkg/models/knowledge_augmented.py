@@ -32,7 +32,9 @@ recipe; the forms below are vlkg's (docs/methods.md, REAVL):
 * **Read-out**: each item's entity token attends once to the fused tokens, so that
   an item has an output of its own (masked entity modelling and link prediction
   read it).
-* Heads: ``itm`` (match / no match, at [FUSE]), ``mlm`` (tied to the text tower's
+* Heads: ``itm`` (match / no match, at [FUSE], plus the towers' cosine times a
+  learned scale on the match logit: without it the fresh fusion's matching head
+  stayed at the majority class for 600 steps on the world), ``mlm`` (tied to the text tower's
   token embeddings), ``mem`` and ``lp`` (an entity embedding, compared with the
   index keys).
 
@@ -144,6 +146,7 @@ class REAVLModel(TwoTowers):
     text_len: the longest text the fusion takes (its position embeddings).
     gate: the per-item gate; False fixes it at 1 (the ablation).
     gate_bias: the gate's initial logit bias (2: sigmoid 0.88, items start open).
+    itm_tower_score: the towers' cosine (scaled) joins the match logit.
   """
 
   fusion_depth: int = 2
@@ -153,6 +156,7 @@ class REAVLModel(TwoTowers):
   text_len: int = 32
   gate: bool = True
   gate_bias: float = 2.0
+  itm_tower_score: bool = True
 
   def setup(self):
     super().setup()
@@ -180,8 +184,17 @@ class REAVLModel(TwoTowers):
     return self.reavl.fuse(zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items,
                            item_types, item_valid, gates, readout)
 
-  def itm_logits(self, fused: Array) -> Array:
-    return self.reavl.itm(fused).astype(jnp.float32)
+  def itm_logits(self, fused: Array, pair_similarity: Array) -> Array:
+    """[B, 2] no-match / match logits of fused pairs whose towers' cosine
+    similarity is ``pair_similarity`` [B]: the head on [FUSE], plus (with
+    ``itm_tower_score``) the cosine times a learned scale on the match logit, so
+    that matching starts from the towers' score and the fusion learns what the
+    retrieved knowledge adds."""
+    logits = self.reavl.itm(fused).astype(jnp.float32)
+    if not self.itm_tower_score:
+      return logits
+    score = jnp.exp(self.reavl.itm_scale) * pair_similarity.astype(jnp.float32)
+    return logits.at[:, 1].add(score)
 
   def mlm_logits(self, text_out: Array) -> Array:
     """[..., V] token logits, tied to the text tower's input embeddings."""
@@ -214,7 +227,7 @@ class REAVLModel(TwoTowers):
                         jnp.ones((1, l), bool), jnp.zeros((1, l), bool),
                         jnp.zeros((1, 1, m, d)), jnp.zeros((1, 1, m), jnp.int32),
                         jnp.ones((1, 1, m), bool), g, readout=True)
-      self.itm_logits(fused["fused"])
+      self.itm_logits(fused["fused"], jnp.zeros((1,)))
       self.mlm_logits(fused["text"])
       self.entity_prediction(fused["items"])
       self.link_prediction(fused["items"], fused["items"])
@@ -257,6 +270,10 @@ class _REAVLModules(nn.Module):
     self.ln_readout = layers.layer_norm(self.dtype, pd)
     self.readout = CrossAttention(self.heads, d**-0.5, self.dtype, pd, self.attention)
     self.itm = dense(2)
+    # log of the tower score's scale on the match logit (10 at init, about CLIP's
+    # 1/temperature early in training).
+    self.itm_scale = self.param("itm_scale", nn.initializers.constant(np.log(10.0)),
+                                (), jnp.float32)
     self.mlm = nn.Sequential([dense(self.text_width), lambda x: nn.gelu(x, approximate=False),
                               layers.layer_norm(self.dtype, pd)])
     self.mlm_bias = self.param("mlm_bias", nn.initializers.zeros, (self.vocab_size,), pd)
