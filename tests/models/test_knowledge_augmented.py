@@ -101,3 +101,21 @@ def test_heads_shapes_and_tied_mlm():
                              rtol=1e-5, atol=1e-5)
   pred = model.apply({"params": params}, out["items"][:, 0], method=REAVLModel.entity_prediction)
   np.testing.assert_allclose(np.linalg.norm(pred, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_the_towers_cosine_joins_the_match_logit():
+  """itm_logits = head([FUSE]) + [0, exp(itm_scale) * cosine]; off, the head alone."""
+  model, params = _model()
+  fused = _fuse(model, params, _inputs(3))["fused"]
+  cos = jnp.asarray([0.3, -0.2])
+  logits = model.apply({"params": params}, fused, cos, method=REAVLModel.itm_logits)
+  head = fused @ params["reavl"]["itm"]["kernel"] + params["reavl"]["itm"]["bias"]
+  assert float(params["reavl"]["itm_scale"]) == np.float32(np.log(10.0))
+  np.testing.assert_allclose(logits, head + np.stack([np.zeros(2), 10.0 * cos], 1),
+                             rtol=1e-5, atol=1e-5)
+  off, off_params = _model(itm_tower_score=False)
+  fused = _fuse(off, off_params, _inputs(3))["fused"]
+  np.testing.assert_allclose(
+      off.apply({"params": off_params}, fused, cos, method=REAVLModel.itm_logits),
+      fused @ off_params["reavl"]["itm"]["kernel"] + off_params["reavl"]["itm"]["bias"],
+      rtol=1e-5, atol=1e-5)
