@@ -1,24 +1,28 @@
-"""Workarounds for faults of the pinned jaxlib, applied when vlkg is imported.
+"""XLA settings for JAX's CPU backend, applied when vlkg is imported.
 
-* **YNN fusions on CPU.** jaxlib 0.10's CPU backend hands some fused
-  elementwise and reduction graphs to YNNPACK ("YNN fusions"); in REAVL's training
-  step one of them aborts the process at random (SIGABRT while the step runs: 2
-  of 6 runs of ``tests/methods/test_reavl.py``'s training test on the 2-core
-  machine, 0 of 6 with YNN fusions off). Turning them off
-  (``--xla_cpu_experimental_ynn_fusion_type=``, an empty list of fusion kinds)
-  changed CLIP's step by less than the run-to-run noise (docs/results.md,
-  "Training step"). The flag is added to ``XLA_FLAGS`` unless that variable
-  already names it (set it yourself to keep YNN fusions:
-  ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=...``), and only for jaxlib
-  0.10, whose flag it is. It acts if vlkg is imported before JAX creates its CPU
-  client (its first computation), as ``vlkg.main``, the tests and the notebook do.
+* **Collective rendezvous timeout.** On CPU (the tests' 8 fake devices, a
+  laptop's ``--xla_force_host_platform_device_count``) each device's share of a
+  collective (the gradients' all-reduce, REAVL's sharded index search) runs on a
+  thread of one process, and XLA aborts the whole process when the threads do not
+  meet within ``--xla_cpu_collective_call_terminate_timeout_seconds`` ("Termination
+  timeout ... exceeded. Exiting to ensure a consistent program state"). REAVL's training test aborted silently (SIGABRT during a step, its
+  message lost to pytest's capture) in 3 of about 14 runs on the 2-core machine
+  while training jobs ran beside it, with YNN fusions on or off; late device
+  threads are what that abort is for, so vlkg raises the limit to 600 s. It was not
+  reproduced on demand: with a 1 s limit and a lighter load, no thread came late.
+
+The flag is added to ``XLA_FLAGS`` unless that variable already names it (set it
+yourself to choose another value), and only for jaxlib 0.10, whose flag it
+is. It acts if vlkg is imported before JAX creates its CPU client (its first
+computation), as ``vlkg.main``, the tests and the notebook do.
 """
 
 from __future__ import annotations
 
 import os
 
-YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
+FLAGS = ((TIMEOUT_FLAG, "600"),)
 
 
 def _jaxlib_version() -> str:
@@ -29,13 +33,13 @@ def _jaxlib_version() -> str:
     return ""
 
 
-def apply(environ=os.environ, jaxlib_version: str | None = None) -> bool:
-  """Adds the workarounds' flags to ``environ``'s ``XLA_FLAGS``; whether it did."""
+def apply(environ=os.environ, jaxlib_version: str | None = None) -> list[str]:
+  """Adds the flags that ``environ``'s ``XLA_FLAGS`` lacks; the ones it added."""
   version = _jaxlib_version() if jaxlib_version is None else jaxlib_version
   if not version.startswith("0.10."):
-    return False
+    return []
   flags = environ.get("XLA_FLAGS", "")
-  if YNN_FLAG in flags:
-    return False
-  environ["XLA_FLAGS"] = f"{flags} {YNN_FLAG}=".strip()
-  return True
+  added = [f"{name}={value}" for name, value in FLAGS if name not in flags]
+  if added:
+    environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+  return added
