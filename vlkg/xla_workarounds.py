@@ -6,7 +6,7 @@
   thread of one process, and XLA aborts the whole process when the threads do not
   meet within ``--xla_cpu_collective_call_terminate_timeout_seconds`` ("Termination
   timeout ... exceeded. Exiting to ensure a consistent program state"). REAVL's training test aborted silently (SIGABRT during a step, its
-  message lost to pytest's capture) in 3 of about 14 runs on the 2-core machine
+  message lost to pytest's capture) in 4 of about 20 runs on the 2-core machine
   while training jobs ran beside it, with YNN fusions on or off; late device
   threads are what that abort is for, so vlkg raises the limit to 600 s. It was not
   reproduced on demand: with a 1 s limit and a lighter load, no thread came late.
