@@ -118,8 +118,11 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
         draws["neg_image"])
   else:
     neg_text, neg_image, ok_t, ok_i = L.hardest_negatives(sim, same)
-  q = module.query(jnp.concatenate([zimg, zimg, zimg[neg_image]]),
-                   jnp.concatenate([ztxt, ztxt[neg_text], ztxt]))
+  # The 3B pairs' image and caption embeddings: positives, each image with its
+  # negative caption, each caption with its negative image.
+  pair_img = jnp.concatenate([zimg, zimg, zimg[neg_image]])
+  pair_txt = jnp.concatenate([ztxt, ztxt[neg_text], ztxt])
+  q = module.query(pair_img, pair_txt)
   keys, key_valid = memory["keys"], c["valid"]
   # The retriever loss's queries as a computation of their own (the same values
   # as q[:b]): summed into q's gradient with the gates' part, XLA's CPU YNN
@@ -174,16 +177,13 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
 
   txt_valid = texts != pad_id
   fused = module.fuse(
-      jnp.concatenate([zimg, zimg, zimg[neg_image]]),
+      pair_img,
       jnp.concatenate([img_tok, img_tok, img_tok[neg_image]]),
       jnp.concatenate([txt_tok, txt_tok[neg_text], txt_tok]),
       jnp.concatenate([txt_valid, txt_valid[neg_text], txt_valid]),
       jnp.concatenate([hidden, hidden[neg_text], hidden]),
       items, types, valid, gates, readout=bool(k))
-  pair_similarity = jnp.concatenate([jnp.sum(zimg * ztxt, -1),
-                                     jnp.sum(zimg * ztxt[neg_text], -1),
-                                     jnp.sum(zimg[neg_image] * ztxt, -1)])
-  out["itm_logits"] = module.itm_logits(fused["fused"], pair_similarity)
+  out["itm_logits"] = module.itm_logits(fused["fused"], jnp.sum(pair_img * pair_txt, -1))
   out["itm_labels"] = jnp.concatenate([jnp.ones(b, jnp.int32), jnp.zeros(2 * b, jnp.int32)])
   out["itm_valid"] = jnp.concatenate([jnp.ones(b, bool), ok_t, ok_i])
   text_out = jnp.take_along_axis(fused["text"][:b], positions[..., None], 1)
