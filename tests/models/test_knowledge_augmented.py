@@ -119,3 +119,14 @@ def test_the_towers_cosine_joins_the_match_logit():
       off.apply({"params": off_params}, fused, cos, method=REAVLModel.itm_logits),
       fused @ off_params["reavl"]["itm"]["kernel"] + off_params["reavl"]["itm"]["bias"],
       rtol=1e-5, atol=1e-5)
+
+
+def test_readout_rows_reads_out_the_leading_rows_only():
+  model, params = _model()
+  x = _inputs(3, b=3)
+  full = _fuse(model, params, x)
+  first = model.apply({"params": params}, **x, readout=True, readout_rows=1,
+                      method=REAVLModel.fuse)
+  assert first["items"].shape == (1, 2, D)
+  np.testing.assert_allclose(first["items"], full["items"][:1], atol=1e-6)
+  np.testing.assert_allclose(first["fused"], full["fused"], atol=1e-6)

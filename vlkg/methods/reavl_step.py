@@ -182,14 +182,14 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
       jnp.concatenate([txt_tok, txt_tok[neg_text], txt_tok]),
       jnp.concatenate([txt_valid, txt_valid[neg_text], txt_valid]),
       jnp.concatenate([hidden, hidden[neg_text], hidden]),
-      items, types, valid, gates, readout=bool(k))
+      items, types, valid, gates, readout=bool(k), readout_rows=b)
   out["itm_logits"] = module.itm_logits(fused["fused"], jnp.sum(pair_img * pair_txt, -1))
   out["itm_labels"] = jnp.concatenate([jnp.ones(b, jnp.int32), jnp.zeros(2 * b, jnp.int32)])
   out["itm_valid"] = jnp.concatenate([jnp.ones(b, bool), ok_t, ok_i])
   text_out = jnp.take_along_axis(fused["text"][:b], positions[..., None], 1)
   out["mlm_logits"] = module.mlm_logits(text_out)
   if k:
-    item_out, pos = fused["items"][:b], jnp.arange(b)
+    item_out, pos = fused["items"], jnp.arange(b)
     out["mem_pred"] = module.entity_prediction(item_out[pos, out["mem_slot"]])
     out["lp_pred"] = module.link_prediction(item_out[pos, out["lp_slot"]],
                                             out["lp_relation"])

@@ -179,10 +179,11 @@ class REAVLModel(TwoTowers):
     return self.reavl.gates(q, keys)
 
   def fuse(self, zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items, item_types,
-           item_valid, gates, readout: bool = False) -> dict[str, Array]:
+           item_valid, gates, readout: bool = False,
+           readout_rows: int | None = None) -> dict[str, Array]:
     """See ``_REAVLModules.fuse``."""
     return self.reavl.fuse(zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items,
-                           item_types, item_valid, gates, readout)
+                           item_types, item_valid, gates, readout, readout_rows)
 
   def itm_logits(self, fused: Array, pair_similarity: Array) -> Array:
     """[B, 2] no-match / match logits of fused pairs whose towers' cosine
@@ -290,7 +291,7 @@ class _REAVLModules(nn.Module):
     return jax.nn.sigmoid(self.gate_out(h)[..., 0].astype(jnp.float32))
 
   def fuse(self, zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items, item_types,
-           item_valid, gates, readout):
+           item_valid, gates, readout, readout_rows=None):
     """The fused representation of a batch with its retrieved items.
 
     Args:
@@ -302,10 +303,13 @@ class _REAVLModules(nn.Module):
         entity, 1 triple, 2 masked triple); item_valid: [B, k, m] bool.
       gates: [B, k] the items' gates.
       readout: also give each item's output.
+      readout_rows: only the first ``readout_rows`` rows' items (all when None);
+        the training step reads the items of its positive pairs only.
 
     Returns:
       ``fused`` [B, D] (the [FUSE] output), ``text`` [B, L, D] (the text
-      positions' outputs) and, with ``readout``, ``items`` [B, k, D].
+      positions' outputs) and, with ``readout``, ``items`` [R, k, D] (R =
+      ``readout_rows`` or B).
     """
     b, l, d = txt_tokens.shape
     k, m = items.shape[1:3]
@@ -326,9 +330,10 @@ class _REAVLModules(nn.Module):
            "text": x[:, -l:].astype(jnp.float32)}
     if readout:
       # Each item's entity token (with its slot and type) reads the fused tokens.
-      queries = z[:, :, 0].astype(self.dtype)
-      ones = jnp.ones(valid.shape, jnp.float32)
-      seen = self.readout(self.ln_readout(queries), x, valid, ones)
+      r = b if readout_rows is None else readout_rows
+      queries = z[:r, :, 0].astype(self.dtype)
+      ones = jnp.ones((r, valid.shape[1]), jnp.float32)
+      seen = self.readout(self.ln_readout(queries), x[:r], valid[:r], ones)
       out["items"] = (queries + seen).astype(jnp.float32)
     return out
 
