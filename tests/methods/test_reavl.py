@@ -123,9 +123,8 @@ def test_retrieval_off_still_runs(setup):
       np.shape, params)
 
 
-def test_negative_pairs_carry_the_same_item_masks_as_positives(setup):
-  """MEM and LP hide items on every pair: no mask tells the matching head which
-  of the 3B fused pairs (B positives, 2B hard negatives) match."""
+def _forward(setup, **kw):
+  """REAVL's training forward pass on a batch of the tiny world; (out, b)."""
   from vlkg import preprocess
   from vlkg.methods import reavl_step
   _, config, directory = setup
@@ -142,9 +141,42 @@ def test_negative_pairs_carry_the_same_item_masks_as_positives(setup):
   search = reavl_step.make_search(None, False, False, 0)
   out = model.apply({"params": params}, preprocess.normalize_images(batch["image"]),
                     batch["text"], batch[index_lib.GOLD], memory, c,
-                    reavl._draws(jax.random.key(1), b, length), k=4, search=search,
+                    reavl._draws(jax.random.key(1), b, length), search=search,
                     pad_id=0, bos_id=None, image_pool=2, mlm_prob=0.15, mlm_max=8,
-                    method=reavl_step.forward)
+                    method=reavl_step.forward, **{"k": 4, **kw})
+  return out, b
+
+
+def test_one_negative_per_pair_fuses_one_of_the_two_kinds(setup):
+  """With one negative per pair, even pairs fuse the image with its negative
+  caption and odd pairs the caption with its negative image: the same fused
+  inputs as those rows of ALBEF's two kinds (compared with retrieval off, where
+  the item masks' draws do not enter), B negatives instead of 2B."""
+  both, b = _forward(setup, k=0)
+  one, _ = _forward(setup, k=0, negatives_per_pair=1)
+  assert both["itm_logits"].shape == (3 * b, 2) and one["itm_logits"].shape == (2 * b, 2)
+  np.testing.assert_array_equal(one["itm_labels"], [1] * b + [0] * b)
+  caption_swapped = np.arange(b) % 2 == 0
+  want = np.where(caption_swapped[:, None], both["itm_logits"][b:2 * b],
+                  both["itm_logits"][2 * b:])
+  np.testing.assert_allclose(one["itm_logits"][:b], both["itm_logits"][:b], atol=1e-5)
+  np.testing.assert_allclose(one["itm_logits"][b:], want, atol=1e-5)
+  np.testing.assert_array_equal(
+      one["itm_valid"][b:], np.where(caption_swapped, both["itm_valid"][b:2 * b],
+                                     both["itm_valid"][2 * b:]))
+  # With retrieval on, the positives' items and their read-out are unchanged.
+  both, _ = _forward(setup)
+  one, _ = _forward(setup, negatives_per_pair=1)
+  assert one["item_types"].shape[0] == 2 * b
+  np.testing.assert_allclose(one["mem_pred"], both["mem_pred"], atol=1e-5)
+  np.testing.assert_allclose(one["itm_logits"][:b], both["itm_logits"][:b], atol=1e-5)
+
+
+def test_negative_pairs_carry_the_same_item_masks_as_positives(setup):
+  """MEM and LP hide items on every pair: no mask tells the matching head which
+  of the 3B fused pairs (B positives, 2B hard negatives) match."""
+  from vlkg.methods import reavl_step
+  out, b = _forward(setup)
   types = np.asarray(out["item_types"])
   assert types.shape[:2] == (3 * b, 4)
   masked_entity = (types[:, :, 0] == reavl_step.MASKED_ENTITY).sum(1)
@@ -156,3 +188,12 @@ def test_negative_pairs_carry_the_same_item_masks_as_positives(setup):
   assert out["mem_slot"].shape == out["lp_slot"].shape == (b,)
   np.testing.assert_array_equal(types[np.arange(b), out["mem_slot"], 0],
                                 reavl_step.MASKED_ENTITY)
+
+
+@pytest.mark.parametrize("bad, key", [("reavl.itm_negatives_per_pair=3", "itm_negatives_per_pair"),
+                                      ("reavl.itm_negatives='all'", "itm_negatives"),
+                                      ("reavl.eval_distractors=1.5", "eval_distractors")])
+def test_bad_choices_name_their_key(bad, key):
+  config = reavl_config.get_config(tiny_world.TINY + "," + bad)
+  with pytest.raises(ValueError, match=f"config.reavl.{key}"):
+    reavl._cfg(config)

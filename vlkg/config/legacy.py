@@ -39,6 +39,7 @@ ADDED: dict[str, object] = {
     # Knowledge-CLIP's "CLIP + KG" ablation is a mode; before, there was the method.
     "knowledge_clip.mode": "fusion",
     "input.train_fraction": 1.0,
+    "reavl.itm_negatives_per_pair": 2,
 }
 
 

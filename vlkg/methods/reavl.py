@@ -91,6 +91,10 @@ def default_config() -> dict:
       # The towers' cosine, times a learned scale, joins the match logit: the
       # fresh fusion alone did not learn matching in 600 steps on the world.
       itm_tower_score=True,
+      # Hard negatives fused per positive pair: 2 (ALBEF: a negative caption of
+      # each image and a negative image of each caption) or 1 (one of the two, by
+      # the pair's parity: a third less fusion per step).
+      itm_negatives_per_pair=2,
       lp_weight=1.0,
       # Evaluation only: the share of each input's retrieved items replaced by
       # random entities (the gate's robustness claim).
@@ -114,6 +118,9 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
     raise ValueError("config.reavl.fusion_image_pool must be >= 1")
   if not 0.0 <= out["eval_distractors"] <= 1.0:
     raise ValueError("config.reavl.eval_distractors must be in [0, 1]")
+  if out["itm_negatives_per_pair"] not in (1, 2):
+    raise ValueError(f"config.reavl.itm_negatives_per_pair="
+                     f"{out['itm_negatives_per_pair']}: expected 1 or 2")
   if out["itm_negatives"] not in ("sampled", "hardest"):
     raise ValueError(f"config.reavl.itm_negatives={out['itm_negatives']!r}: expected "
                      "'sampled' or 'hardest'")
@@ -205,7 +212,9 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
                       k=k, search=search, pad_id=pad_id, bos_id=bos_id,
                       image_pool=rc["fusion_image_pool"], mlm_prob=rc["mlm_prob"],
                       mlm_max=min(rc["mlm_max"], length),
-                      itm_negatives=rc["itm_negatives"], method=reavl_step.forward)
+                      itm_negatives=rc["itm_negatives"],
+                      negatives_per_pair=rc["itm_negatives_per_pair"],
+                      method=reavl_step.forward)
     terms = {}
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],
                                                 out["logit_scale"])

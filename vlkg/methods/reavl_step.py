@@ -13,13 +13,14 @@ ACM MM 2023, §3. One pass (``model.apply(method=forward)``):
    softmax of their contrastive logits, or the most similar), so that a negative
    pair is matched with the knowledge its own input retrieves.
 3. One search over the index (``vlkg.models.retriever``; sharded over the mesh
-   when ``reavl.shard_index``) retrieves the top-k entities of the 3B queries;
+   when ``reavl.shard_index``) retrieves the top-k entities of the 3B (or 2B)
+   queries;
    an item is the entity's key and its triples (``reavl_index``).
 4. On each pair two items are hidden: one whole (masked entity
    modelling: its read-out predicts the entity) and one triple of another
    (link prediction: the triple's token becomes its relation's embedding, and
    the item's read-out with the relation predicts the triple's other end).
-5. The fusion runs on the 3B pairs with their items and gates: matching on all,
+5. The fusion runs on the 3B (2B) pairs with their items and gates: matching on all,
    masked tokens, masked entities and links on the positives. Negatives are
    masked alike, so that no mask tells the matching head which pairs match.
 
@@ -72,7 +73,7 @@ def _pick_valid(u: Array, valid: Array) -> tuple[Array, Array]:
 def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: dict,
             draws: dict, *, k: int, search: Callable, pad_id: int, bos_id: int | None,
             image_pool: int, mlm_prob: float, mlm_max: int,
-            itm_negatives: str = "sampled") -> dict:
+            itm_negatives: str = "sampled", negatives_per_pair: int = 2) -> dict:
   """Everything the losses read (see the module docstring).
 
   Args:
@@ -83,7 +84,8 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     c: ``reavl_index.constants``.
     draws: uniforms in [0, 1): ``mlm`` [B, L]; ``neg_text``, ``neg_image`` [B]
       (the sampled hard negatives); ``mem``, ``lp``, ``triple`` [3B], one per
-      pair (positives, then the two kinds of hard negatives).
+      pair (positives, then the hard negatives; the first 2B with one negative
+      per pair).
     k: items per pair (0: retrieval off).
     search: (queries, keys, n, valid) -> (scores, indices), the index search.
     pad_id, bos_id: the tokenizer's; bos and pad tokens are never masked.
@@ -91,6 +93,9 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     mlm_prob, mlm_max: the masking rate and the most masked tokens per caption.
     itm_negatives: "sampled" (ALBEF: in proportion to the softmax of the
       contrastive logits) or "hardest" (the most similar).
+    negatives_per_pair: 2 (ALBEF: each image with a negative caption and each
+      caption with a negative image, 3B fused pairs) or 1 (even pairs a negative
+      caption, odd pairs a negative image: 2B fused pairs, a third less fusion).
   """
   b, length = texts.shape
   out = dict(module.scalars())
@@ -109,7 +114,7 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
   out.update(mlm_positions=positions, mlm_valid=mlm_valid,
              mlm_targets=jnp.take_along_axis(texts, positions, 1))
 
-  # Hard negatives and the queries of all 3B pairs.
+  # Hard negatives and the queries of all the pairs.
   same = (texts[:, None] == texts[None]).all(-1)
   sim = jax.lax.stop_gradient(zimg @ ztxt.T)
   if itm_negatives == "sampled":
@@ -118,10 +123,23 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
         draws["neg_image"])
   else:
     neg_text, neg_image, ok_t, ok_i = L.hardest_negatives(sim, same)
-  # The 3B pairs' image and caption embeddings: positives, each image with its
-  # negative caption, each caption with its negative image.
-  pair_img = jnp.concatenate([zimg, zimg, zimg[neg_image]])
-  pair_txt = jnp.concatenate([ztxt, ztxt[neg_text], ztxt])
+  # The fused pairs' image and caption rows: the positives, then each image with
+  # its negative caption and each caption with its negative image (or, with one
+  # negative per pair, one of the two by the pair's parity).
+  own = jnp.arange(b)
+  if negatives_per_pair == 2:
+    neg_img_rows = jnp.concatenate([own, neg_image])
+    neg_txt_rows = jnp.concatenate([neg_text, own])
+    neg_ok = jnp.concatenate([ok_t, ok_i])
+  else:
+    caption_swapped = own % 2 == 0
+    neg_img_rows = jnp.where(caption_swapped, own, neg_image)
+    neg_txt_rows = jnp.where(caption_swapped, neg_text, own)
+    neg_ok = jnp.where(caption_swapped, ok_t, ok_i)
+  img_rows = jnp.concatenate([own, neg_img_rows])
+  txt_rows = jnp.concatenate([own, neg_txt_rows])
+  pairs = img_rows.shape[0]
+  pair_img, pair_txt = zimg[img_rows], ztxt[txt_rows]
   q = module.query(pair_img, pair_txt)
   keys, key_valid = memory["keys"], c["valid"]
   # The retriever loss's queries as a computation of their own (the same values
@@ -136,26 +154,26 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
   d, t = keys.shape[-1], c["triple_valid"].shape[-1]
   if k:
     idx = found[:, :k]
-    item_keys = keys[idx]  # [3B, k, D]
+    item_keys = keys[idx]  # [pairs, k, D]
     items = jnp.concatenate([item_keys[:, :, None], memory["triples"][idx]], axis=2)
     valid = jnp.concatenate([key_valid[idx][..., None], c["triple_valid"][idx]], axis=2)
     types = jnp.broadcast_to(jnp.array([ENTITY] + [TRIPLE] * t), valid.shape)
     # Masked entity modelling and link prediction mask every pair's items alike,
     # positives and hard negatives: a mask on the positives alone would tell the
     # matching head which pairs match. The two losses read the positives (:b).
-    rows = jnp.arange(3 * b)
+    rows = jnp.arange(pairs)
     # Masked entity modelling: one whole item of each pair.
-    mem_slot = jnp.minimum((draws["mem"] * k).astype(jnp.int32), k - 1)
+    mem_slot = jnp.minimum((draws["mem"][:pairs] * k).astype(jnp.int32), k - 1)
     mem_target = idx[rows, mem_slot]
     items = items.at[rows, mem_slot].set(0.0)
     valid = valid.at[rows, mem_slot, 1:].set(False)
     types = types.at[rows, mem_slot, 0].set(MASKED_ENTITY)
     item_keys = item_keys.at[rows, mem_slot].set(0.0)
     # Link prediction: one triple of another item.
-    lp_slot = (mem_slot + 1 + jnp.minimum((draws["lp"] * (k - 1)).astype(jnp.int32),
+    lp_slot = (mem_slot + 1 + jnp.minimum((draws["lp"][:pairs] * (k - 1)).astype(jnp.int32),
                                           max(k - 2, 0))) % k
     entity = idx[rows, lp_slot]
-    triple, has = _pick_valid(draws["triple"], c["triple_valid"][entity])
+    triple, has = _pick_valid(draws["triple"][:pairs], c["triple_valid"][entity])
     outgoing = c["triple_outgoing"][entity, triple]
     relation = memory["relations"][c["triple_relation"][entity, triple]]
     items = items.at[rows, lp_slot, 1 + triple].set(relation)
@@ -169,23 +187,19 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     out["item_types"] = types
     gates = module.gates(q, item_keys)
   else:
-    items = jnp.zeros((3 * b, 1, 1 + t, d))
-    valid = jnp.zeros((3 * b, 1, 1 + t), bool)
-    types = jnp.zeros((3 * b, 1, 1 + t), jnp.int32)
-    gates = jnp.zeros((3 * b, 1))
+    items = jnp.zeros((pairs, 1, 1 + t, d))
+    valid = jnp.zeros((pairs, 1, 1 + t), bool)
+    types = jnp.zeros((pairs, 1, 1 + t), jnp.int32)
+    gates = jnp.zeros((pairs, 1))
   out["gates"] = gates
 
   txt_valid = texts != pad_id
-  fused = module.fuse(
-      pair_img,
-      jnp.concatenate([img_tok, img_tok, img_tok[neg_image]]),
-      jnp.concatenate([txt_tok, txt_tok[neg_text], txt_tok]),
-      jnp.concatenate([txt_valid, txt_valid[neg_text], txt_valid]),
-      jnp.concatenate([hidden, hidden[neg_text], hidden]),
-      items, types, valid, gates, readout=bool(k), readout_rows=b)
+  fused = module.fuse(pair_img, img_tok[img_rows], txt_tok[txt_rows], txt_valid[txt_rows],
+                      hidden[txt_rows], items, types, valid, gates, readout=bool(k),
+                      readout_rows=b)
   out["itm_logits"] = module.itm_logits(fused["fused"], jnp.sum(pair_img * pair_txt, -1))
-  out["itm_labels"] = jnp.concatenate([jnp.ones(b, jnp.int32), jnp.zeros(2 * b, jnp.int32)])
-  out["itm_valid"] = jnp.concatenate([jnp.ones(b, bool), ok_t, ok_i])
+  out["itm_labels"] = (jnp.arange(pairs) < b).astype(jnp.int32)
+  out["itm_valid"] = jnp.concatenate([jnp.ones(b, bool), neg_ok])
   text_out = jnp.take_along_axis(fused["text"][:b], positions[..., None], 1)
   out["mlm_logits"] = module.mlm_logits(text_out)
   if k:
