@@ -143,6 +143,30 @@ def write_run_files(workdir: str, config, dataset_dir: str) -> None:
                json.dumps(data, indent=1, sort_keys=True))
 
 
+def _after(tree, dependency):
+  """``tree``, each array made to depend on ``dependency`` (same values).
+
+  XLA's CPU runtime runs a step's operations as a graph of data dependencies: the
+  collectives inside a memory refresh (``lax.cond``) are not ordered with the
+  step's own, and devices that start them in different orders wait for each
+  other for ever (seen with 8 devices: six in an all-gather of the step, two in
+  an all-to-all of the refresh). Adding 0 times a value of the refresh's output
+  to every parameter and batch array makes the rest of the step wait for the
+  refresh; the float product with 0 is not simplified away (it is NaN for NaN).
+  An optimization barrier does not do it: it is expanded before the runtime's
+  graph is built. One output suffices (the refresh is one operation): the
+  smallest, a step counter in REAVL's memory.
+  """
+  leaf = min(jax.tree.leaves(dependency), key=lambda x: x.size)
+  zero = jnp.ravel(leaf)[0].astype(jnp.float32) * 0.0
+
+  def tie(x):
+    if x.dtype == jnp.bool_:
+      return x | (zero != 0)
+    return x + zero.astype(x.dtype)
+  return jax.tree.map(tie, tree)
+
+
 def make_update_step(loss_fn, tx, train_rng):
   """(state, batch[, constants]) -> (state, metrics): one optimizer step, fully on
   device; ``constants`` go to ``loss_fn`` as its fifth argument when given."""
@@ -154,14 +178,16 @@ def make_update_step(loss_fn, tx, train_rng):
     rng = jax.random.fold_in(train_rng, step)
     batch = dict(batch, image=preprocess.normalize_images(batch["image"]))
     extra = () if constants is None else (constants,)
-    memory = {}
+    memory, params = {}, state["params"]
     if refresh is not None:
-      memory = {"memory": refresh(state["params"], state["memory"], step, *extra)}
+      memory = {"memory": refresh(params, state["memory"], step, *extra)}
+      if jax.default_backend() == "cpu":
+        params, batch = _after((params, batch), memory)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, rng, step, *extra, **memory)
+        params, batch, rng, step, *extra, **memory)
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    params = optax.apply_updates(params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     first_bad = jnp.where((state["nonfinite_step"] < 0) & ~finite, step,
