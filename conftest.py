@@ -1,5 +1,5 @@
-"""Test-wide setup: 8 fake CPU devices for mesh tests, quiet TensorFlow, and one
-compilation cache for the session.
+"""Test-wide setup: 8 fake CPU devices for mesh tests, XLA compiling at -O0, quiet
+TensorFlow, and one compilation cache for the session.
 
 Many tests compile the same small programs (a tiny CLIP step, its evaluation), in
 this process and in the runs they start as subprocesses. JAX's persistent
@@ -11,7 +11,11 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The tests' programs are small and run a few steps each, so compiling them is
+# most of the suite's time: XLA's CPU backend at LLVM -O0 compiles them about 30%
+# faster (a set of four training tests: 92-100 s at the default level, 68-72 s).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                      "--xla_backend_optimization_level=0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
