@@ -123,37 +123,46 @@ def test_retrieval_off_still_runs(setup):
       np.shape, params)
 
 
-def _forward(setup, **kw):
-  """REAVL's training forward pass on a batch of the tiny world; (out, b)."""
+@pytest.fixture(scope="module")
+def step_inputs(setup):
+  """(model, params, memory, index constants, normalised batch) of the tiny world."""
   from vlkg import preprocess
-  from vlkg.methods import reavl_step
   _, config, directory = setup
   config = train.resolve_config(config, directory)
   model = reavl.build_model(config)
   params = methods.init_params(model, config, jax.random.key(0))
   index, _ = reavl.dataset_index(config)
   c = jax.tree.map(jnp.asarray, index)
-  memory = model.apply({"params": params}, c, 0, method=index_lib.compute_memory)
+  memory = jax.jit(lambda p, c: model.apply({"params": p}, c, 0,
+                                            method=index_lib.compute_memory))(params, c)
   batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,
                                              fields=methods.batch_keys(config),
                                              shuffle_buffer=16))
+  return model, params, memory, c, dict(batch, image=preprocess.normalize_images(
+      batch["image"]))
+
+
+def _forward(step_inputs, **kw):
+  """REAVL's training forward pass on a batch of the tiny world; (out, b)."""
+  from vlkg.methods import reavl_step
+  model, params, memory, c, batch = step_inputs
   b, length = batch["text"].shape
   search = reavl_step.make_search(None, False, False, 0)
-  out = model.apply({"params": params}, preprocess.normalize_images(batch["image"]),
-                    batch["text"], batch[index_lib.GOLD], memory, c,
-                    reavl._draws(jax.random.key(1), b, length), search=search,
-                    pad_id=0, bos_id=None, image_pool=2, mlm_prob=0.15, mlm_max=8,
-                    method=reavl_step.forward, **{"k": 4, **kw})
+  forward = jax.jit(lambda *args: model.apply(
+      *args, search=search, pad_id=0, bos_id=None, image_pool=2, mlm_prob=0.15,
+      mlm_max=8, method=reavl_step.forward, **{"k": 4, **kw}))
+  out = forward({"params": params}, batch["image"], batch["text"], batch[index_lib.GOLD],
+                memory, c, reavl._draws(jax.random.key(1), b, length))
   return out, b
 
 
-def test_one_negative_per_pair_fuses_one_of_the_two_kinds(setup):
+def test_one_negative_per_pair_fuses_one_of_the_two_kinds(step_inputs):
   """With one negative per pair, even pairs fuse the image with its negative
   caption and odd pairs the caption with its negative image: the same fused
   inputs as those rows of ALBEF's two kinds (compared with retrieval off, where
   the item masks' draws do not enter), B negatives instead of 2B."""
-  both, b = _forward(setup, k=0)
-  one, _ = _forward(setup, k=0, negatives_per_pair=1)
+  both, b = _forward(step_inputs, k=0)
+  one, _ = _forward(step_inputs, k=0, negatives_per_pair=1)
   assert both["itm_logits"].shape == (3 * b, 2) and one["itm_logits"].shape == (2 * b, 2)
   np.testing.assert_array_equal(one["itm_labels"], [1] * b + [0] * b)
   caption_swapped = np.arange(b) % 2 == 0
@@ -166,11 +175,11 @@ def test_one_negative_per_pair_fuses_one_of_the_two_kinds(setup):
                                      both["itm_valid"][2 * b:]))
 
 
-def test_negative_pairs_carry_the_same_item_masks_as_positives(setup):
+def test_negative_pairs_carry_the_same_item_masks_as_positives(step_inputs):
   """MEM and LP hide items on every pair: no mask tells the matching head which
   of the 3B fused pairs (B positives, 2B hard negatives) match."""
   from vlkg.methods import reavl_step
-  out, b = _forward(setup)
+  out, b = _forward(step_inputs)
   types = np.asarray(out["item_types"])
   assert types.shape[:2] == (3 * b, 4)
   masked_entity = (types[:, :, 0] == reavl_step.MASKED_ENTITY).sum(1)
