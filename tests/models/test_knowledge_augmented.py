@@ -2,6 +2,8 @@
 an item from what the tokens read, masked text tokens do not leak, the ablation's
 gate is 1."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,11 +19,12 @@ TOWERS = dict(
     embed_dim=D)
 
 
+@functools.lru_cache
 def _model(**kw):
   model = REAVLModel(**TOWERS, fusion_depth=1, fusion_heads=2, item_tokens=M,
                      text_len=8, **kw)
-  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
-                      jnp.zeros((1, 8), jnp.int32))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
+                               jnp.zeros((1, 8), jnp.int32))["params"]
   return model, params
 
 
