@@ -283,17 +283,3 @@ def test_a_loss_memory_is_refreshed_inside_the_step_and_kept_in_the_state():
   assert seen == [(ws[0], 0), (ws[0], 0), (ws[2], 2), (ws[2], 2)]
   assert int(state["memory"]["at"]) == 2 and ws[2] != ws[0]
 
-
-def test_after_makes_every_array_depend_on_the_memory_with_the_same_values():
-  """The step's parameters and batch wait for a memory refresh (``train._after``):
-  the values are unchanged, every dtype, and the compiled function reads the
-  dependency (a NaN there shows; a step counter never is one)."""
-  tree = ({"w": jnp.array([[-0.0, 1.5]]), "b": jnp.array([2], jnp.int32)},
-          {"text": jnp.array([[3, 0]], jnp.int32), "mask": jnp.array([True, False])})
-  tied = jax.jit(train._after)(tree, {"at": jnp.array(7), "keys": jnp.ones((4, 2))})
-  for got, want in zip(jax.tree.leaves(tied), jax.tree.leaves(tree)):
-    assert got.dtype == want.dtype
-    np.testing.assert_array_equal(got, want)
-  # Compiled, the product with 0 is kept: a NaN dependency reaches the arrays.
-  poisoned = jax.jit(train._after)(tree, {"at": jnp.array(np.nan, jnp.float32)})
-  assert np.isnan(poisoned[0]["w"]).all()

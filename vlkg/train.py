@@ -45,7 +45,8 @@ import optax
 from absl import logging
 from flax import traverse_util
 
-from vlkg import api, checkpoint, config as config_lib, errors, evaluators, methods
+from vlkg import api, checkpoint, config as config_lib, data_dependency, errors
+from vlkg import evaluators, methods
 from vlkg import metrics as metrics_lib, optim, preemption, preprocess, sharding
 from vlkg import files, workdir_lock
 from vlkg.data import input_pipeline, prepare, records
@@ -143,30 +144,6 @@ def write_run_files(workdir: str, config, dataset_dir: str) -> None:
                json.dumps(data, indent=1, sort_keys=True))
 
 
-def _after(tree, dependency):
-  """``tree``, each array made to depend on ``dependency`` (same values).
-
-  XLA's CPU runtime runs a step's operations as a graph of data dependencies: the
-  collectives inside a memory refresh (``lax.cond``) are not ordered with the
-  step's own, and devices that start them in different orders wait for each
-  other for ever (seen with 8 devices: six in an all-gather of the step, two in
-  an all-to-all of the refresh). Adding 0 times a value of the refresh's output
-  to every parameter and batch array makes the rest of the step wait for the
-  refresh; the float product with 0 is not simplified away (it is NaN for NaN).
-  An optimization barrier does not do it: it is expanded before the runtime's
-  graph is built. One output suffices (the refresh is one operation): the
-  smallest, a step counter in REAVL's memory.
-  """
-  leaf = min(jax.tree.leaves(dependency), key=lambda x: x.size)
-  zero = jnp.ravel(leaf)[0].astype(jnp.float32) * 0.0
-
-  def tie(x):
-    if x.dtype == jnp.bool_:
-      return x | (zero != 0)
-    return x + zero.astype(x.dtype)
-  return jax.tree.map(tie, tree)
-
-
 def make_update_step(loss_fn, tx, train_rng):
   """(state, batch[, constants]) -> (state, metrics): one optimizer step, fully on
   device; ``constants`` go to ``loss_fn`` as its fifth argument when given."""
@@ -182,7 +159,7 @@ def make_update_step(loss_fn, tx, train_rng):
     if refresh is not None:
       memory = {"memory": refresh(params, state["memory"], step, *extra)}
       if jax.default_backend() == "cpu":
-        params, batch = _after((params, batch), memory)
+        params, batch = data_dependency.after((params, batch), memory)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, batch, rng, step, *extra, **memory)
     grad_norm = optax.global_norm(grads)
