@@ -11,11 +11,10 @@ import os
 import shutil
 import tempfile
 
-# The tests' programs are small and run a few steps each, so compiling them is
-# most of the suite's time: XLA's CPU backend at LLVM -O0 compiles them about 30%
-# faster (a set of four training tests: 92-100 s at the default level, 68-72 s).
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0")
+from tests import xla_flags
+
+# 8 fake devices for the mesh tests, and a fast compile (tests/xla_flags.py).
+os.environ.setdefault("XLA_FLAGS", xla_flags.with_devices(8))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

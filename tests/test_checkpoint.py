@@ -16,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vlkg import checkpoint
 from vlkg.tools import export
+from tests import xla_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -286,7 +287,7 @@ def test_export_command_line(tmp_path):
   # Saved on 8 devices, exported by a process that has 1: the tool must need
   # neither the saving job's devices nor the model code.
   workdir, states = _saved_run(tmp_path)
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_flags.with_devices(1), JAX_PLATFORMS="cpu")
   proc = subprocess.run(
       [sys.executable, "-m", "vlkg.tools.export", "--workdir", workdir],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)

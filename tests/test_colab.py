@@ -7,6 +7,8 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
+from tests import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "launch", "colab.ipynb")
 TINY = ("smoke,world.num_train=64,world.num_val=8,world.num_test=16,"
@@ -32,7 +34,7 @@ def test_the_notebook_runs_headless_on_the_smoke_preset(tmp_path, monkeypatch):
                         PRESET=TINY, WORKDIR=str(tmp_path / "run"),
                         DATA_DIR=str(tmp_path / "data"))
   # The kernel inherits this environment: one CPU device, like a Colab CPU runtime.
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+  monkeypatch.setenv("XLA_FLAGS", xla_flags.with_devices(1))
   NotebookClient(nb, timeout=300, kernel_name="python3",
                  resources={"metadata": {"path": ROOT}}).execute()
   code = [c for c in nb.cells if c.cell_type == "code"]

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from tests import trainer_world
+from tests import trainer_world, xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = trainer_world.SMOKE
@@ -31,7 +31,7 @@ def _main(workdir, data_dir, extra=()):
   cmd = [sys.executable, "-m", "vlkg.main", "--config", f"configs/clip.py:{SMOKE}",
          "--workdir", workdir, f"--config.data_dir={data_dir}", "--config.evals={}",
          *extra]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=xla_flags.with_devices(1))
   return cmd, env
 
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from vlkg import console
+from tests import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ("smoke,world.num_train=128,world.num_val=16,world.num_test=16,"
@@ -23,10 +24,11 @@ NOISE = ("Unable to initialize backend", "absl::InitializeLog", "oneDNN custom o
 
 
 def _env(tmp):
-  """A user's environment: none of conftest's settings, which would hide the noise."""
+  """A user's environment: none of conftest's settings, which would hide the noise.
+  Only the fast compile stays (one device, as on a user's CPU); it prints nothing."""
   env = {k: v for k, v in os.environ.items()
-         if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "JAX_PLATFORMS",
-                      "XLA_FLAGS")}
+         if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", "JAX_PLATFORMS")}
+  env["XLA_FLAGS"] = xla_flags.FAST_COMPILE
   env["VLKG_DATA_DIR"] = str(tmp / "data")
   return env
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from vlkg import sharding
+from tests import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,7 +67,7 @@ def test_sigterm_on_one_host_stops_every_host_at_one_step(tmp_path):
   procs, logs = [], [workdir / f"process_{p}.log" for p in range(2)]
   for p in range(2):
     env = dict(os.environ, JAX_PLATFORMS="cpu", VLKG_DATA_DIR=str(tmp_path / "data"),
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               XLA_FLAGS=xla_flags.with_devices(2),
                VLKG_NUM_PROCESSES="2", VLKG_PROCESS_ID=str(p),
                VLKG_COORDINATOR=f"localhost:{port}")
     with open(logs[p], "w") as log:

@@ -15,6 +15,7 @@ import pytest
 from vlkg.results import evaluation, protocol, report
 from vlkg.results import workdir as workdir_lib
 from vlkg.results import command as results_tool
+from tests import xla_flags
 
 ROOT = protocol.ROOT
 # The score of each run on every metric (plus 0.01 per seed).
@@ -570,7 +571,7 @@ def test_quick_results_end_to_end(tmp_path):
   """``--quick`` really trains: base, the baselines and every method, then judges.
   Then a second call reuses every stage."""
   env = dict(os.environ, VLKG_DATA_DIR=str(tmp_path / "data"),
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS=xla_flags.with_devices(1))
   cmd = [sys.executable, "-m", "vlkg.tools.results", "--quick",
          "--out", str(tmp_path / "out")]
   out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True,
