@@ -34,6 +34,7 @@ def test_run_writes_the_contract_files(run):
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   evals = [l for l in lines if "world/attribute_swap" in l]
   assert [l["step"] for l in evals] == [0, 3, 6]  # at step 0, every eval_every, the end
+  assert all(l["eval_seconds"] > 0 for l in evals)  # each eval's wall time
   trains = [l for l in lines if "loss" in l]
   assert all({"step", "loss", "examples_per_sec"} <= set(l) for l in trains)
   assert 0.0 <= last["world_comp/attribute_swap"] <= 1.0

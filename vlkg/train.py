@@ -448,7 +448,7 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
                                        state["params"])
             atomic_write(best_path, json.dumps({"metric": config.select_metric, **best}))
         results["selected_step"] = best["step"]
-      writer.write(step, results)
+    writer.write(step, {**results, "eval_seconds": progress.eval_seconds})
     metrics_lib.log_eval(step, results, progress.eval_seconds, headline,
                          config.select_metric)
     return results

@@ -7,7 +7,7 @@ import pytest
 
 from configs import clip
 from vlkg.graphs import decompose
-from vlkg.tools import bench_graphs, bench_step, timing
+from vlkg.tools import bench_graphs, bench_run, bench_step, timing
 
 
 def test_run_seconds_counts_warmup_and_repeats():
@@ -68,3 +68,12 @@ def test_retrieval_bench_checks_every_path_against_top_k():
   assert out["top_k_exact"] and out["blocked_exact"] and out["sharded_exact"]
   assert out["best_ms"] == min(out[f"{n}_ms"] for n in ("top_k", "blocked", "approx",
                                                         "sharded"))
+
+
+def test_run_bench_counts_evals_and_projects_their_share():
+  # The default run: 900 steps, evals at 0, 450 and 900.
+  assert bench_run.eval_count(900, 450) == 3
+  assert bench_run.eval_count(1000, 450) == 4  # 0, 450, 900 and the end
+  assert bench_run.eval_count(600, 0) == 1  # only at the end
+  # 900 steps at 1.5 steps/s is 600 s; evals 30 s then 2 x 10 s: 50 / 650.
+  assert bench_run.eval_share(900, 450, 1.5, 30.0, 10.0) == pytest.approx(50 / 650)

@@ -8,6 +8,7 @@
     python -m vlkg.tools.bench shapley
     python -m vlkg.tools.bench retrieval [--retrieval_dtype float32]
     python -m vlkg.tools.bench prepare [--images 2000] [--image_size 224]
+    python -m vlkg.tools.bench run   [--config configs/clip.py] [--steps 200]
 
 Every figure is the median of ``--repeats`` timed runs after a warm-up, and the
 machine is described in the output. Benchmarks are scripts, never tests.
@@ -37,6 +38,7 @@ _PEER_COMPILE = flags.DEFINE_bool("peer_compile", False,
                                   "step: torch.compile the open_clip peer's model.")
 _IMAGES = flags.DEFINE_integer("images", 2000, "prepare: JPEGs in the generated corpus.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "prepare: the records' image side.")
+_STEPS = flags.DEFINE_integer("steps", 200, "run: the training run's length in steps.")
 _RATIO = flags.DEFINE_bool("ratio", True, "step: time CLIP's step in alternation with "
                            "a method's and report the method's cost as a multiple.")
 
@@ -98,7 +100,7 @@ def bench_input(config, repeats: int) -> dict:
   return out
 
 
-WHAT = ("input", "step", "parse", "decompose", "shapley", "retrieval", "prepare")
+WHAT = ("input", "step", "parse", "decompose", "shapley", "retrieval", "prepare", "run")
 
 
 def main(argv):
@@ -128,6 +130,9 @@ def main(argv):
     from vlkg.tools import bench_prepare
     result = bench_prepare.run(config, _REPEATS.value, _IMAGES.value, _IMAGE_SIZE.value,
                                config.world.workers)
+  elif argv[1] == "run":
+    from vlkg.tools import bench_run
+    result = bench_run.run(config, _REPEATS.value, _STEPS.value)
   else:
     from vlkg.tools import bench_step
     result = bench_step.run(config, _REPEATS.value, peers or _PEER.value, _RATIO.value,
