@@ -176,6 +176,7 @@ def peer_step_seconds(config, repeats: int):
   try:
     import torch
     import transformers
+    clip_model = transformers.CLIPModel  # transformers imports its model code lazily
   except ImportError as e:
     print(f"peer skipped: {e}")
     return None
@@ -193,7 +194,7 @@ def peer_step_seconds(config, repeats: int):
                          hidden_act=act),
       projection_dim=m.embed_dim)
   torch.manual_seed(0)
-  model = transformers.CLIPModel(cfg)
+  model = clip_model(cfg)
   model.train()
   o = config.optim
   opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.b1, o.b2), eps=o.eps,
