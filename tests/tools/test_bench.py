@@ -77,3 +77,20 @@ def test_run_bench_counts_evals_and_projects_their_share():
   assert bench_run.eval_count(600, 0) == 1  # only at the end
   # 900 steps at 1.5 steps/s is 600 s; evals 30 s then 2 x 10 s: 50 / 650.
   assert bench_run.eval_share(900, 450, 1.5, 30.0, 10.0) == pytest.approx(50 / 650)
+
+
+def test_step_flops_count_every_device_of_the_mesh(tmp_path):
+  """XLA's cost analysis counts one device's share of an SPMD program; the bench's
+  FLOPs per step are the whole step's, on 1 device or on 8."""
+  import jax
+  from vlkg import train
+  from vlkg.data import prepare
+  from tests import trainer_world
+  config = trainer_world.config(str(tmp_path))
+  config = train.resolve_config(config, prepare.ensure_prepared(config))
+  batch = bench_step.synthetic_batch(config, config.model.text.vocab_size)
+  one = bench_step._Stepper(config, batch, devices=jax.devices()[:1]).flops
+  eight = bench_step._Stepper(config, batch, devices=jax.devices()[:8]).flops
+  # Not 1/8 of it; a little more, as each device also updates its replica of the
+  # params (5% more at this tiny size).
+  assert one > 0 and eight == pytest.approx(one, rel=0.1)

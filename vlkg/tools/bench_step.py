@@ -68,13 +68,14 @@ class _Stepper:
   tsim_every=2) is timed at its mean cost, not at one of its two.
   """
 
-  def __init__(self, config, host_batch):
+  def __init__(self, config, host_batch, devices=None):
     from vlkg import sharding, train
-    trainer = train.Trainer(config)
+    trainer = train.Trainer(config, devices=devices)
     self.state = trainer.init_state()
     self.batch = sharding.global_batch(host_batch, trainer.mesh)
     self.compiled = trainer.update_step.lower(self.state, self.batch).compile()
-    self.flops = _flops(self.compiled)
+    # XLA's cost analysis counts one device's program; the step runs on them all.
+    self.flops = _flops(self.compiled) * trainer.mesh.size
 
   def __call__(self):
     for _ in range(2):
