@@ -1,10 +1,11 @@
 """Tests for the real-benchmark evaluators and `vlkg.tools.evaluate` on them.
 
-Every benchmark is written in its official on-disk format with a few small images,
-and scored with `ColorStub`, a model whose embeddings are designed by hand: an image
-embeds as the colors that cover at least a quarter of it, a caption as the color
-words it holds (split on spaces). So each score is 1, 1/sqrt(2) or 0 and every
-expected metric below is worked out by hand in the comments. One module-scoped tiny
+Every benchmark is written in its official on-disk format with a few small images
+(tests/evaluators/real_benchmark_files.py), and scored with `ColorStub`, a model
+whose embeddings are designed by hand: an image embeds as the colors that cover at
+least a quarter of it, a caption as the color words it holds (split on spaces). So
+each score is 1, 1/sqrt(2) or 0 and every expected metric below is worked out by
+hand in the comments. One module-scoped tiny
 training run checks the same files end to end through ``evaluate(workdir, ...)`` and
 the command line.
 """
@@ -12,7 +13,6 @@ the command line.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import subprocess
@@ -20,218 +20,15 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from vlkg.data.benchmarks.errors import BenchmarkFormatError
 from vlkg.evaluators import benchmark_images, binary_choice, real_benchmarks
+from tests.evaluators.real_benchmark_files import (
+    ColorStub, evaluate_with_stub, write_aro_attribution, write_aro_relation,
+    write_coco_order, write_flickr_order, write_json, write_retrieval, write_sugarcrepe,
+    write_winoground)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-COLORS = ("red", "green", "blue", "yellow", "gray")
-PALETTE = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
-                    (128, 128, 128)], np.float64)
-RGB = dict(zip(COLORS, [tuple(int(v) for v in c) for c in PALETTE]))
-R2 = 1 / math.sqrt(2)
-
-
-class ColorStub:
-  """Image -> its colors covering >= 25% of the pixels; text -> its color words.
-
-  A text without a color word (and an image without a main color) embeds on an
-  extra "other" axis, so it scores 0 with every image. Records the batch shapes.
-  """
-
-  def __init__(self):
-    self.image_batches: list[tuple[int, ...]] = []
-
-  def encode_images(self, images):
-    images = np.asarray(images)
-    assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[-1] == 3
-    self.image_batches.append(images.shape)
-    out = []
-    for image in images.astype(np.float64):
-      nearest = ((image[..., None, :] - PALETTE) ** 2).sum(-1).argmin(-1)
-      share = np.bincount(nearest.ravel(), minlength=len(COLORS)) / nearest.size
-      out.append(np.append(share >= 0.25, False))
-    return _unit(out)
-
-  def encode_texts(self, texts):
-    assert not isinstance(texts, str)
-    return _unit([[c in t.split() for c in COLORS] + [False] for t in texts])
-
-
-def _unit(rows) -> np.ndarray:
-  x = np.asarray(rows, np.float64)
-  x[x.sum(axis=1) == 0, -1] = 1.0  # nothing recognised: the "other" axis
-  return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-# ------------------------------------------------------------------ fixture files
-
-
-def _image(path: pathlib.Path, pixels: np.ndarray, mode: str = "RGB") -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(pixels.astype(np.uint8)).convert(mode).save(path)
-
-
-def _solid(path: pathlib.Path, color: str, size=(12, 8), mode: str = "RGB") -> None:
-  w, h = size
-  _image(path, np.broadcast_to(np.array(RGB[color]), (h, w, 3)), mode)
-
-
-def _halves(path: pathlib.Path, left: str, right: str, size=(40, 20),
-            mode: str = "RGB") -> None:
-  w, h = size
-  pixels = np.zeros((h, w, 3))
-  pixels[:, :w // 2] = RGB[left]
-  pixels[:, w // 2:] = RGB[right]
-  _image(path, pixels, mode)
-
-
-def _json(path: pathlib.Path, data) -> pathlib.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(data), encoding="utf-8")
-  return path
-
-
-# ARO scene: 40 x 20, left half red, right half blue; the bbox picks what is seen.
-RED, BLUE, HALF = (0, 0, 20, 20), (20, 0, 20, 20), (10, 0, 20, 20)
-
-
-def _aro_record(image: str, bbox, true: str, false: str, **extra) -> dict:
-  x, y, w, h = bbox
-  return {"image_id": "1", "image_path": image, "bbox_x": x, "bbox_y": y,
-          "bbox_w": w, "bbox_h": h, "true_caption": true, "false_caption": false,
-          **extra}
-
-
-def write_aro_relation(root: pathlib.Path) -> pathlib.Path:
-  _halves(root / "images" / "scene.png", "red", "blue", mode="RGBA")
-  rel = lambda name, bbox, true, false, image="scene.png": _aro_record(
-      image, bbox, true, false, relation_name=name)
-  return _json(root / "visual_genome_relation.json", [
-      # tie (same color words) -> wrong
-      rel("on", RED, "a red cup on a table", "a table on a red cup"),
-      # correct only because the crop is red (the whole scene would tie)
-      rel("on", RED, "a red cup on a table", "a blue cup on a table"),
-      rel("on", BLUE, "a blue box on a shelf", "a red box on a shelf"),  # correct
-      # wrong
-      rel("under", BLUE, "a red cat under a chair", "a blue cat under a chair"),
-      # 1 against 1/sqrt(2) on the half-and-half crop -> correct
-      rel("behind", HALF, "a red and blue car behind a tree",
-          "a red car behind a tree"),
-      rel("with", RED, "a red man with a hat", "a blue man with a hat"),   # dropped
-      rel("with", BLUE, "a red man with a hat", "a blue man with a hat"),  # dropped
-      rel("on", RED, "a red cup on a table", "a blue cup on a table", image="gone.jpg"),
-  ])
-
-
-def write_aro_attribution(root: pathlib.Path) -> pathlib.Path:
-  _halves(root / "images" / "scene.png", "red", "blue", mode="RGBA")
-  _solid(root / "images" / "gray.png", "gray", (10, 10), mode="L")
-  records = []
-  att = lambda pair, image, bbox, true, false: records.append(_aro_record(
-      image, bbox, true, false, attributes=list(pair)))
-  for k in range(25):  # red_blue: 20 correct + 5 ties -> 0.8
-    if k < 20:
-      att(("red", "blue"), "scene.png", RED, "a red cup", "a blue cup")
-    else:
-      att(("red", "blue"), "scene.png", RED, "the red cup and the blue plate",
-          "the blue cup and the red plate")
-  for k in range(26):  # red_gray: 13 correct + 13 wrong -> 0.5
-    true, false = ("a gray stone", "a red stone") if k % 2 else ("a red stone",
-                                                                 "a gray stone")
-    att(("red", "gray"), "gray.png", (0, 0, 10, 10), true, false)
-  for k in range(25):  # blue_red: 24 correct but one image missing: 24 < 25 items
-    att(("blue", "red"), "gone.jpg" if k == 0 else "scene.png", BLUE, "a blue car",
-        "a red car")
-  return _json(root / "visual_genome_attribution.json", records)
-
-
-def write_coco_order(root: pathlib.Path) -> pathlib.Path:
-  _solid(root / "val2014" / "red.png", "red", (20, 16))
-  _solid(root / "val2014" / "blue.jpg", "blue", (9, 7))
-  return _json(root / "coco_karpathy_test.json", [
-      {"image": "val2014/red.png",
-       "caption": ["A red bus.", "a blue bus", "a flag in blue,red"]},
-      {"image": "val2014/blue.jpg", "caption": ["A BLUE car", "a car with no colour"]},
-      {"image": "val2014/gone.jpg", "caption": ["a red kite"]},
-  ])
-
-
-def write_flickr_order(root: pathlib.Path) -> pathlib.Path:
-  _solid(root / "flickr30k-images" / "1.jpg", "red", (16, 16))
-  return _json(root / "dataset_flickr30k.json", {"images": [
-      {"filename": "1.jpg", "split": "test",
-       "sentences": [{"raw": "Red!", "tokens": ["red"]}, {"raw": "a blue,red flag"}]},
-      {"filename": "2.jpg", "split": "train", "sentences": [{"raw": "a blue sea"}]},
-  ]})
-
-
-def write_sugarcrepe(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-  images = root / "val2017"
-  _solid(images / "red.png", "red", (14, 10), mode="P")
-  _solid(images / "blue.jpg", "blue", (10, 14))
-  _solid(images / "green.png", "green", (8, 8))
-  item = lambda f, pos, neg: {"filename": f, "caption": pos, "negative_caption": neg}
-  data = root / "data"
-  _json(data / "add_att.json", {
-      "0": item("red.png", "a red ball", "a blue ball"),                # correct
-      "1": item("red.png", "a ball", "a red ball"),                     # wrong
-      "2": item("blue.jpg", "a blue and red cup", "a red and blue cup"),  # tie: wrong
-      "3": item("blue.jpg", "a blue cup", "a cup"),                     # correct
-  })
-  _json(data / "swap_obj.json", {
-      "0": item("green.png", "green grass", "red grass"),  # correct
-      "1": item("gone.jpg", "a red ball", "a blue ball"),  # missing image
-  })
-  _json(data / "replace_rel.json", {"0": item("blue.jpg", "a cup", "a blue cup")})
-  return data, images
-
-
-def write_winoground(root: pathlib.Path) -> pathlib.Path:
-  images = root / "images"
-  pairs = [("red", "blue"), ("red", "blue"), (None, "green"), ("red", "blue"),
-           ("red", None)]
-  for i, (c0, c1) in enumerate(pairs):
-    if c0 is None:
-      _halves(images / f"ex_{i}_img_0.png", "red", "green", (20, 10))
-    else:
-      _solid(images / f"ex_{i}_img_0.png", c0)
-    if c1 is not None:
-      _solid(images / f"ex_{i}_img_1.png", c1, mode="RGBA")
-  captions = [("red", "blue"), ("red", "red blue"), ("red", "green"),
-              ("blue", "red"), ("red", "blue")]
-  lines = [json.dumps({"id": i, "image_0": f"ex_{i}_img_0", "image_1": f"ex_{i}_img_1",
-                       "caption_0": c0, "caption_1": c1, "tag": "Noun",
-                       "secondary_tag": "", "num_main_preds": 1,
-                       "collapsed_tag": "Object"})
-           for i, (c0, c1) in enumerate(captions)]
-  path = root / "examples.jsonl"
-  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-  return path
-
-
-def write_retrieval(root: pathlib.Path) -> pathlib.Path:
-  _solid(root / "val2014" / "red.png", "red", (20, 16))
-  _solid(root / "val2014" / "blue.jpg", "blue", (8, 8))
-  _solid(root / "val2014" / "green.png", "green", (30, 10))
-  entry = lambda name, split, *raw: {"filepath": "val2014", "filename": name,
-                                     "split": split,
-                                     "sentences": [{"raw": r} for r in raw]}
-  return _json(root / "dataset_coco.json", {"images": [
-      entry("red.png", "test", "a red ball", "a ball"),
-      entry("blue.jpg", "test", "a blue sky"),
-      entry("red.png", "train", "a red train image, not in the test split"),
-      entry("green.png", "test", "a kite"),
-      entry("gone.jpg", "test", "a yellow thing"),
-  ]})
-
-
-def _evaluate(benchmark, data, images=None, **kwargs):
-  stub = ColorStub()
-  return real_benchmarks.evaluate(
-      stub, benchmark=benchmark, data=str(data),
-      images=None if images is None else str(images), **kwargs), stub
 
 
 # ----------------------------------------------------------------------------- ARO
@@ -243,7 +40,7 @@ def test_aro_relation_macro_accuracy_hand_worked(tmp_path, monkeypatch):
   real_load = binary_choice.load_image
   monkeypatch.setattr(binary_choice, "load_image",
                       lambda path, **kw: loads.append(path) or real_load(path, **kw))
-  metrics, stub = _evaluate("aro_relation", data, batch_size=2)
+  metrics, stub = evaluate_with_stub("aro_relation", data, batch_size=2)
   # on: wrong (tie), correct, correct = 2/3; under: 0/1; behind: 1/1; "with" is on
   # the official drop list; the last item's image is missing.
   assert metrics == pytest.approx({
@@ -254,26 +51,26 @@ def test_aro_relation_macro_accuracy_hand_worked(tmp_path, monkeypatch):
   assert [b[0] for b in stub.image_batches] == [2, 1]
   assert loads == [str(tmp_path / "aro" / "images" / "scene.png")]
   # The drop list can be replaced: () keeps "with" (1/2), a file names its own.
-  metrics, _ = _evaluate("aro_relation", data, dropped_relations=())
+  metrics, _ = evaluate_with_stub("aro_relation", data, dropped_relations=())
   assert metrics["aro_relation/macro_accuracy"] == pytest.approx(
       (2 / 3 + 0 + 1 + 1 / 2) / 4)
   assert metrics["aro_relation/n_groups"] == 4
-  dropped = _json(tmp_path / "dropped.json", {"source": "test", "relations": ["under"]})
-  metrics, _ = _evaluate("aro_relation", data, dropped_relations=str(dropped))
+  dropped = write_json(tmp_path / "dropped.json", {"source": "test", "relations": ["under"]})
+  metrics, _ = evaluate_with_stub("aro_relation", data, dropped_relations=str(dropped))
   assert metrics["aro_relation/macro_accuracy"] == pytest.approx(
       (2 / 3 + 1 + 1 / 2) / 3)
 
 
 def test_aro_relation_image_folder_given_directly(tmp_path):
   data = write_aro_relation(tmp_path / "aro")
-  via_root, _ = _evaluate("aro_relation", data, tmp_path / "aro")
-  via_images, _ = _evaluate("aro_relation", data, tmp_path / "aro" / "images")
+  via_root, _ = evaluate_with_stub("aro_relation", data, tmp_path / "aro")
+  via_images, _ = evaluate_with_stub("aro_relation", data, tmp_path / "aro" / "images")
   assert via_root == via_images
 
 
 def test_aro_attribution_min_count_counts_scored_items(tmp_path):
   data = write_aro_attribution(tmp_path / "aro")
-  metrics, _ = _evaluate("aro_attribution", data)
+  metrics, _ = evaluate_with_stub("aro_attribution", data)
   # red_blue 20/25 = 0.8, red_gray 13/26 = 0.5; blue_red has 25 items but one image
   # is missing, and 24 scored items fall under the 25-item floor.
   assert metrics == pytest.approx({
@@ -287,7 +84,7 @@ def test_aro_attribution_min_count_counts_scored_items(tmp_path):
 
 def test_coco_order_hand_worked(tmp_path):
   data = write_coco_order(tmp_path / "coco")
-  metrics, _ = _evaluate("coco_order", data)
+  metrics, _ = evaluate_with_stub("coco_order", data)
   # Red image: "a red bus" and its shuffles all score 1 (tie: correct); "a blue bus"
   # all 0 (tie: correct); "a flag in blue,red": the cleaned original keeps
   # "blue,red" as one word (score 0) while every perturbation splits off the comma
@@ -296,13 +93,13 @@ def test_coco_order_hand_worked(tmp_path):
                                    "coco_order/n_items": 5,
                                    "coco_order/missing_images": 1})
   # The seed only moves words; these captions' scores do not depend on it.
-  again, _ = _evaluate("coco_order", data, seed=7)
+  again, _ = evaluate_with_stub("coco_order", data, seed=7)
   assert again == metrics
 
 
 def test_flickr_order_original_layout(tmp_path):
   data = write_flickr_order(tmp_path / "flickr")
-  metrics, _ = _evaluate("flickr_order", data, tmp_path / "flickr" / "flickr30k-images")
+  metrics, _ = evaluate_with_stub("flickr_order", data, tmp_path / "flickr" / "flickr30k-images")
   # Only the test split: "Red!" (tie, correct) and "a blue,red flag" (wrong).
   assert metrics == pytest.approx({"flickr_order/precision@1": 0.5,
                                    "flickr_order/n_items": 2,
@@ -323,14 +120,14 @@ def test_lexicon_tagger():
 
 def test_sugarcrepe_hand_worked(tmp_path):
   data, images = write_sugarcrepe(tmp_path / "sc")
-  metrics, _ = _evaluate("sugarcrepe", data, images)
+  metrics, _ = evaluate_with_stub("sugarcrepe", data, images)
   # add_att: correct, wrong, tie (wrong), correct = 2/4; swap_obj: 1/1 with one
   # image missing; replace_rel: 0/1. Only the categories found are reported.
   assert metrics == pytest.approx({
       "sugarcrepe/add_att": 0.5, "sugarcrepe/swap_obj": 1.0,
       "sugarcrepe/replace_rel": 0.0,
       "sugarcrepe/n_items": 6, "sugarcrepe/missing_images": 1})
-  one, _ = _evaluate("sugarcrepe", data / "add_att.json", images)
+  one, _ = evaluate_with_stub("sugarcrepe", data / "add_att.json", images)
   assert one == pytest.approx({"sugarcrepe/add_att": 0.5, "sugarcrepe/n_items": 4,
                                "sugarcrepe/missing_images": 0})
 
@@ -338,17 +135,17 @@ def test_sugarcrepe_hand_worked(tmp_path):
 def test_corrupt_image_is_an_error_naming_the_file(tmp_path):
   data, images = write_sugarcrepe(tmp_path / "sc")
   (images / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-  _json(data / "add_obj.json", {"0": {"filename": "bad.jpg", "caption": "a",
+  write_json(data / "add_obj.json", {"0": {"filename": "bad.jpg", "caption": "a",
                                       "negative_caption": "b"}})
   with pytest.raises(binary_choice.ImageLoadError, match=r"val2017/bad\.jpg"):
-    _evaluate("sugarcrepe", data, images)
+    evaluate_with_stub("sugarcrepe", data, images)
 
 
 def test_no_image_found_is_an_error(tmp_path):
   data, _ = write_sugarcrepe(tmp_path / "sc")
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match=r"none of the images .* --images"):
-    _evaluate("sugarcrepe", data, tmp_path / "empty")
+    evaluate_with_stub("sugarcrepe", data, tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------- Winoground
@@ -356,9 +153,9 @@ def test_no_image_found_is_an_error(tmp_path):
 
 def test_winoground_hand_worked(tmp_path):
   data = write_winoground(tmp_path / "wg")
-  metrics, _ = _evaluate("winoground", data)
+  metrics, _ = evaluate_with_stub("winoground", data)
   # s[c, i]: item 0 [[1, 0], [0, 1]]: all hold. Item 1 (c1 "red blue"):
-  # [[1, 0], [R2, R2]]: text holds, image fails on the tie s(c1, i0) = s(c1, i1).
+  # (R2 = 1/sqrt(2)) [[1, 0], [R2, R2]]: text holds, image fails on the tie s(c1, i0) = s(c1, i1).
   # Item 2 (i0 half red, half green): [[R2, 0], [R2, 1]]: text fails on the tie
   # s(c0, i0) = s(c1, i0), image holds. Item 3 swaps the captions: all fail. Item 4
   # has no image_1 and is left out.
@@ -366,7 +163,7 @@ def test_winoground_hand_worked(tmp_path):
       "winoground/text": 2 / 4, "winoground/image": 2 / 4, "winoground/group": 1 / 4,
       "winoground/n_items": 4, "winoground/missing_images": 1})
   # The image folder itself may be passed instead of its parent.
-  direct, _ = _evaluate("winoground", data, tmp_path / "wg" / "images")
+  direct, _ = evaluate_with_stub("winoground", data, tmp_path / "wg" / "images")
   assert direct == metrics
 
 
@@ -374,7 +171,7 @@ def test_winoground_truncated_file_names_file_and_line(tmp_path):
   data = write_winoground(tmp_path / "wg")
   data.write_text(data.read_text()[:-20], encoding="utf-8")
   with pytest.raises(BenchmarkFormatError, match=r"examples\.jsonl: item 4: line 5"):
-    _evaluate("winoground", data)
+    evaluate_with_stub("winoground", data)
 
 
 # ------------------------------------------------------------------------ Retrieval
@@ -382,7 +179,7 @@ def test_winoground_truncated_file_names_file_and_line(tmp_path):
 
 def test_retrieval_hand_worked(tmp_path):
   data = write_retrieval(tmp_path / "coco")
-  metrics, _ = _evaluate("retrieval", data)
+  metrics, _ = evaluate_with_stub("retrieval", data)
   # Images red, blue, green (test split; the fourth is missing). Texts "a red ball"
   # [1, 0, 0], "a ball" [0, 0, 0], "a blue sky" [0, 1, 0], "a kite" [0, 0, 0].
   # image -> text positions (best own caption; ties count against): red 0, blue 0,
@@ -408,12 +205,12 @@ def test_retrieval_bad_file_names_file_item_field(tmp_path, mutate, expected):
   data = write_retrieval(tmp_path / "coco")
   content = json.loads(data.read_text())
   mutate(content)
-  _json(data, content)
+  write_json(data, content)
   with pytest.raises(BenchmarkFormatError, match=r"dataset_coco\.json: " + expected):
-    _evaluate("retrieval", data)
+    evaluate_with_stub("retrieval", data)
   data.write_text(data.read_text()[:-2], encoding="utf-8")
   with pytest.raises(BenchmarkFormatError, match=r"dataset_coco\.json: invalid JSON"):
-    _evaluate("retrieval", data)
+    evaluate_with_stub("retrieval", data)
 
 
 def test_trainer_call_convention(tmp_path):

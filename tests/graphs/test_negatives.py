@@ -1,44 +1,22 @@
-"""Graph-space negatives (Structure-CLIP, Huang et al., AAAI 2024; MosaiCLIP, Singh et al., EMNLP 2023) and their template realisation."""
+"""Graph-space negatives (Structure-CLIP, Huang et al., AAAI 2024; MosaiCLIP, Singh
+et al., EMNLP 2023): each kind of edit, their template realisation, and that no
+negative is equal to, equivalent to or implied by its positive (make_negative and
+word order: tests/graphs/test_make_negative.py)."""
 
 import collections
 
-import numpy as np
 import pytest
 
-from vlkg.data.benchmarks import order as order_lib
 from vlkg.data.world import captions as cap
 from vlkg.data.world import ontology
-from vlkg.data.world.suites import world_tag
 from vlkg.graphs import negatives as neg_lib
 from vlkg.graphs.negatives import (GRAPH_KINDS, Negative, Vocabulary, make_negative,
                                    replace_attribute, replace_object, replace_relation,
-                                   swap_attributes, swap_relation, world_vocabulary)
+                                   swap_attributes, swap_relation)
 from vlkg.graphs.realise import WORLD_ATTRIBUTE_ORDER, realise
 from vlkg.graphs.scene_graph import SceneGraph
-
-WORLD = world_vocabulary()
-WORLD_SURFACE = world_vocabulary(surface_forms=True)
-LEX = ontology.lexicon()
-for _item in (*ontology.SHAPES, *ontology.COLORS):
-  for _alias in _item.aliases:
-    LEX[_alias] = _item.name
-
-
-def rng(seed=0):
-  return np.random.default_rng(seed)
-
-
-def G(objects, attributes=(), relations=()):
-  return SceneGraph(tuple(objects), tuple(attributes), tuple(relations))
-
-
-CAR_BUS = G(["car", "bus"], [(0, "red"), (1, "white")])
-MAN_HORSE = G(["man", "horse"], [], [(0, "riding", 1)])
-GENERAL = Vocabulary.from_lists(
-    objects=["car", "bus", "man", "horse", "automobile"],
-    attributes={"color": ["red", "white"], "size": ["big", "small", "large"]},
-    relations=["riding", "next to", "beside"],
-    synonyms=[("car", "automobile"), ("big", "large"), ("next to", "beside")])
+from tests.graphs.negatives_fixtures import (CAR_BUS, GENERAL, LEX, MAN_HORSE, WORLD,
+                                             WORLD_SURFACE, G, rng, world_graph)
 
 
 # --------------------------------------------------------------- realise
@@ -271,33 +249,6 @@ def test_replacement_never_by_a_synonym():
 # ------------------------------------------- never equal / equivalent / implied
 
 
-def _world_graph(r):
-  """A random world graph; small pools make equal descriptions common."""
-  n = int(r.integers(1, 5))
-  shapes = [s.name for s in ontology.SHAPES]
-  colors = [c.name for c in ontology.COLORS]
-  if r.random() < 0.5:
-    shapes, colors = shapes[:2], colors[:2]
-  surface = r.random() < 0.3
-
-  def say(word):
-    return str(r.choice(ontology.surface_forms(word))) if surface else word
-
-  objects = [say(str(r.choice(shapes))) for _ in range(n)]
-  attributes = []
-  for i in range(n):
-    for kind in ontology.ATTRIBUTE_KINDS:
-      if r.random() < 0.5:
-        values = colors if kind == "color" else ontology.VALUES_OF_KIND[kind]
-        attributes.append((i, say(str(r.choice(values)))))
-  relations = []
-  if n > 1:
-    for _ in range(int(r.integers(0, 4))):
-      s, o = (int(x) for x in r.choice(n, 2, replace=False))
-      relations.append((s, say(str(r.choice(list(ontology.RELATIONS)))), o))
-  return G(objects, attributes, relations)
-
-
 def _facts(g):
   """An independent reading of a world graph: (object descriptions, relation facts)."""
   desc = [(LEX.get(name, name), frozenset(LEX.get(a, a) for a in g.attributes_of(i)))
@@ -345,7 +296,7 @@ def test_negative_never_equivalent_over_random_world_graphs():
   r = rng(2024)
   found = collections.Counter()
   for _ in range(2000):
-    g = _world_graph(r)
+    g = world_graph(r)
     for kind in GRAPH_KINDS:
       n = make_negative(g, [kind], r, WORLD_SURFACE)
       if n is None:
@@ -370,7 +321,7 @@ def test_no_negative_is_missed_when_one_exists():
   r = rng(5)
   vocab = WORLD
   for _ in range(300):
-    g = _world_graph(r)
+    g = world_graph(r)
     exists = any(
         neg_lib.is_negative_of(h, g, synonyms=vocab.synonyms, converse=vocab.converse)
         for h in _all_attribute_swaps(g))
@@ -403,136 +354,3 @@ def test_graph_key_converse_and_symmetric():
   d = G(["man", "horse"], [], [(1, "near", 0)])
   assert neg_lib.equivalent(c, d)
   assert not neg_lib.equivalent(c, d, symmetric=())
-
-
-# ------------------------------------------------------- make_negative
-
-
-def test_make_negative_first_kind_that_exists():
-  for seed in range(20):
-    n = make_negative(CAR_BUS, ["swap_relation", "swap_attributes"], rng(seed))
-    assert n.kind == "swap_attributes"
-    assert make_negative(G(["car"]), ["swap_relation", "swap_attributes"], rng(seed)) is None
-  # With every kind available, each one comes first for some seed.
-  g = G(["circle", "square"], [(0, "red"), (1, "blue")], [(0, "above", 1)])
-  kinds = collections.Counter(make_negative(g, GRAPH_KINDS, rng(s), WORLD).kind
-                              for s in range(200))
-  assert set(kinds) == set(GRAPH_KINDS)
-
-
-def test_make_negative_weights():
-  g = G(["circle", "square"], [(0, "red"), (1, "blue")], [(0, "above", 1)])
-  for seed in range(20):
-    n = make_negative(g, ["swap_attributes", "swap_relation"], rng(seed), WORLD, p=[0, 1])
-    assert n.kind == "swap_relation"
-  # Weight 0 is never tried, even when the other kind has no negative.
-  assert make_negative(CAR_BUS, ["swap_attributes", "swap_relation"], rng(), p=[0, 1]) is None
-  counts = collections.Counter(
-      make_negative(g, ["replace_object", "replace_attribute"], rng(s), WORLD,
-                    p=[0.15, 0.85]).kind for s in range(400))
-  assert 30 <= counts["replace_object"] <= 95
-
-
-def test_make_negative_errors():
-  with pytest.raises(ValueError, match="unknown negative kind"):
-    make_negative(CAR_BUS, ["swap_colors"], rng())
-  with pytest.raises(ValueError, match="needs a vocabulary"):
-    make_negative(CAR_BUS, ["replace_object"], rng())
-  with pytest.raises(ValueError, match="non-negative"):
-    make_negative(CAR_BUS, ["swap_attributes"], rng(), p=[-1])
-
-
-def test_seeded_determinism():
-  graphs = [_world_graph(rng(s)) for s in range(200)]
-
-  def run(seed):
-    r = rng(seed)
-    return [make_negative(g, GRAPH_KINDS, r, WORLD) for g in graphs]
-
-  assert run(3) == run(3)
-  assert run(3) != run(4)
-  for kind_fn in (lambda g, r: swap_attributes(g, r), lambda g, r: swap_relation(g, r),
-                  lambda g, r: replace_attribute(g, r, WORLD),
-                  lambda g, r: replace_object(g, r, WORLD),
-                  lambda g, r: replace_relation(g, r, WORLD)):
-    assert [kind_fn(g, rng(9)) for g in graphs] == [kind_fn(g, rng(9)) for g in graphs]
-
-
-# ----------------------------------------------------------- reject hook
-
-
-def test_reject_hook_is_honoured():
-  g = G(["circle", "square"], [(0, "red"), (1, "blue")], [(0, "above", 1)])
-  for kind in GRAPH_KINDS:
-    assert make_negative(g, [kind], rng(), WORLD) is not None
-    assert make_negative(g, [kind], rng(), WORLD, reject=lambda h: True) is None
-  no_green = lambda h: any(LEX.get(a, a) == "green" for _, a in h.attributes)
-  for seed in range(100):
-    n = make_negative(g, GRAPH_KINDS, rng(seed), WORLD, reject=no_green)
-    assert not no_green(n.graph)
-  # A rejected candidate makes the search go on within the kind.
-  vocab = Vocabulary.from_lists(["square"], {"color": ["red", "blue", "green"]}, [])
-  for seed in range(30):
-    n = replace_attribute(G(["square"], [(0, "red")]), rng(seed), vocab,
-                          reject=lambda h: "blue" in h.attributes_of(0))
-    assert n.graph == G(["square"], [(0, "green")])
-
-
-def test_world_heldout_reject():
-  reject = neg_lib.world_heldout_reject([("blue", "square")])
-  assert reject(G(["square"], [(0, "blue")]))
-  assert reject(G(["circle", "square"], [(1, "large"), (1, "blue")]))
-  assert not reject(G(["square", "circle"], [(1, "blue")]))
-  assert reject(G(["plus", "disc"], [(1, "teal")])) is False
-  assert neg_lib.world_heldout_reject([("cyan", "circle")])(G(["disc"], [(0, "teal")]))
-  only_blue = Vocabulary.from_lists(["square"], {"color": ["red", "blue"]}, [])
-  assert replace_attribute(G(["square"], [(0, "red")]), rng(), only_blue).text() == (
-      "a blue square")
-  assert replace_attribute(G(["square"], [(0, "red")]), rng(), only_blue,
-                           reject=reject) is None
-  # Training negatives over random world graphs never show the held-out pair.
-  reject = neg_lib.world_heldout_reject([("red", "circle"), ("blue", "ellipse")])
-  r = rng(11)
-  for _ in range(500):
-    g = _world_graph(r)
-    if reject(g):
-      continue
-    n = make_negative(g, GRAPH_KINDS, r, WORLD_SURFACE, reject=reject)
-    assert n is None or not reject(n.graph)
-
-
-# ---------------------------------------------------------- word order
-
-
-def test_shuffle_words():
-  text = "a large red circle left of a blue square"
-  assert neg_lib.shuffle_words(text, world_tag, rng(1)) == order_lib.perturbations(
-      text, world_tag, rng(1))
-  for kind in neg_lib.ORDER_KINDS:
-    for seed in range(10):
-      out = neg_lib.shuffle_words(text, world_tag, rng(seed), kind)
-      assert out != text and sorted(out.split()) == sorted(text.split())
-  assert neg_lib.shuffle_words(text, world_tag, rng(5), "shuffle_trigrams") == (
-      neg_lib.shuffle_words(text, world_tag, rng(5), "shuffle_trigrams"))
-  for kind in neg_lib.ORDER_KINDS:
-    assert neg_lib.shuffle_words("circle", world_tag, rng(), kind) is None
-  # Nothing to shuffle among nouns when there is one noun and one adjective.
-  assert neg_lib.shuffle_words("a red circle", world_tag, rng(),
-                               "shuffle_nouns_and_adj") is None
-  with pytest.raises(ValueError, match="unknown order kind"):
-    neg_lib.shuffle_words(text, world_tag, rng(), "reverse")
-
-
-def test_vocabulary_from_lists_and_world():
-  assert GENERAL.attribute_kind("large") == "size"
-  assert GENERAL.attribute_kind("rusty") is None
-  assert GENERAL.object_kind("automobile") == "object"
-  assert GENERAL.synonyms["big"] == {"large"}
-  assert WORLD.attributes["color"] == tuple(c.name for c in ontology.COLORS)
-  assert WORLD.attribute_kind("big") == "size" and WORLD.attribute_kind("teal") == "color"
-  assert WORLD.synonyms["red"] == {"scarlet"}
-  assert {"disc", "roundel"} <= WORLD.synonyms["circle"]
-  assert WORLD.converse["left of"] == "right of"
-  assert "big" in WORLD_SURFACE.attributes["size"] and "big" not in WORLD.attributes["size"]
-  assert neg_lib.synonym_sets({"a": ["b"], "b": ["c"]}) == {
-      "a": {"b", "c"}, "b": {"a", "c"}, "c": {"a", "b"}}

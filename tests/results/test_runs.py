@@ -1,8 +1,9 @@
-"""Runs a method module declares (vlkg.results.runs): found by name, named once,
-and the results tool's --ablations flag."""
+"""Runs a method module declares (vlkg.results.runs): found by name, named once;
+the runs the results tool selects for the claims, and its --ablations flag."""
 
 import pytest
 
+from vlkg.results import command as results_tool
 from vlkg.results import protocol, runs
 from vlkg.results.runs import Run
 
@@ -69,3 +70,30 @@ def test_the_tool_passes_ablations_on(monkeypatch, tmp_path):
   assert got["k"] == {"ablations": True}
   tool.run(methods=["clip"], seeds=1, out=str(tmp_path))
   assert got["k"] == {"ablations": False}
+
+
+def test_select_runs_adds_the_baselines_claims_name():
+  claims_of = results_tool.claims_of
+  assert results_tool.select_runs(["mosaiclip"], claims_of) == [
+      "clip", "mosaiclip", "structure_clip"]
+  assert results_tool.select_runs(["loupe", "negclip", "clip"], claims_of) == [
+      "clip", "negclip", "loupe"]
+  # Knowledge-CLIP's KG claims name the run its module declares for "CLIP + KG".
+  assert results_tool.select_runs(["knowledge_clip"], claims_of) == [
+      "clip", "knowledge_clip", "clip_kg"]
+  assert results_tool.claims_of("clip_kg") == ()
+  assert results_tool.claims_of("knowledge_clip_no_kd") == ()
+
+
+def test_ablations_add_every_run_the_selected_methods_declare():
+  select = lambda names: results_tool.select_runs(names, results_tool.claims_of,
+                                                  results_tool.ablations_of)
+  assert select(["knowledge_clip"]) == [
+      "clip", "knowledge_clip", "clip_kg", "knowledge_clip_no_e2e", "knowledge_clip_no_e2r",
+      "knowledge_clip_no_g2e", "knowledge_clip_no_kd"]
+  assert select(["mosaiclip", "negclip"]) == ["clip", "negclip", "mosaiclip",
+                                              "structure_clip"]
+  # A declared run named on its own is a run like any other, without its method.
+  assert results_tool.select_runs(["knowledge_clip_no_g2e"], results_tool.claims_of) == [
+      "knowledge_clip_no_g2e"]
+  assert results_tool.ablations_of("clip_kg") == () == results_tool.ablations_of("clip")
