@@ -19,16 +19,14 @@ import statistics
 import tempfile
 import time
 
-from vlkg import train
+from vlkg import metrics as metrics_lib, train
 from vlkg.tools import bench_step
 
 
 def eval_count(total_steps: int, eval_every: int) -> int:
-  """How many evals a run of ``total_steps`` makes: at step 0 and every
-  ``eval_every`` steps after it, the last at the end; only the end when 0."""
-  if eval_every <= 0:
-    return 1
-  return 1 + -(-total_steps // eval_every)
+  """How many evals a run of ``total_steps`` makes: those the trainer's ETA counts
+  from its start (at step 0, every ``eval_every`` steps and at the end)."""
+  return metrics_lib.evals_left(0, total_steps, eval_every)
 
 
 def eval_share(total_steps: int, eval_every: int, steps_per_sec: float,
