@@ -66,5 +66,37 @@ def test_kg_metrics_by_hand(tmp_path):
   assert kg.evaluate(_Encoder(), str(tmp_path), max_items=1)["kg/n_items"] == 1.0
 
 
+class _QueryEncoder(_Encoder):
+  """`_Encoder` with its own queries (`KGQueryEncoder`), keyed by head and relation."""
+
+  QUERIES = {("a", "r"): _unit(1, 0, 0), ("a", "s"): _unit(0, 1, 0),
+             (7, "r"): _unit(1, 0.1, 0), (7, "s"): _unit(0, 0, 1)}
+
+  def __init__(self):
+    super().__init__()
+    self.calls = []
+
+  def encode_kg_queries(self, relations, *, texts=None, images=None):
+    heads = list(texts) if images is None else [int(im[0, 0, 0]) for im in images]
+    self.calls.append(("texts" if images is None else "images", len(heads)))
+    return np.stack([self.QUERIES[h, r] for h, r in zip(heads, relations)])
+
+
+def test_a_models_own_queries_replace_the_towers_rule(tmp_path):
+  kg_table.write(str(tmp_path), _table())
+  encoder = _QueryEncoder()
+  got = kg.evaluate(encoder, str(tmp_path), batch_size=3)
+  # Tails: q(a, r) = b ranks b first (c filtered); q(a, s) = c ranks c first;
+  # q(X, r) = (1, .1, 0) ranks b (.995) over c (.0995) and X (.06): all three first.
+  # Relations: (a, b): q(a, r).b = 1 > q(a, s).b = 0; (a, c): r filtered, s;
+  # (X, b): q(X, r).b = .995 > q(X, s).b = 0: all right.
+  assert got == pytest.approx({"kg/tail_R@1": 1.0, "kg/tail_R@5": 1.0,
+                               "kg/relation_acc": 1.0, "kg/n_items": 3.0})
+  # Two heads (a, X) with two relations each: the text heads and the image heads
+  # asked apart, in batches of at most 3; no "h r" caption is embedded.
+  assert sorted(encoder.calls) == [("images", 2), ("texts", 2)]
+  assert not {"a r", "a s"} & set(encoder.texts)
+
+
 def test_no_table_no_metrics(tmp_path):
   assert kg.evaluate(_Encoder(), str(tmp_path)) == {}

@@ -60,16 +60,16 @@ def test_a_run_name_says_one_thing(monkeypatch):
     runs.declared("loupe")
 
 
-def test_the_tool_passes_ablations_on(monkeypatch, tmp_path):
+def test_the_tool_passes_ablations_and_reevaluate_on(monkeypatch, tmp_path):
   from vlkg.results import command
   from vlkg.tools import results as tool
   got = {}
   monkeypatch.setattr(command, "run", lambda *a, **k: got.update(a=a, k=k) or {})
   tool.run(methods=["knowledge_clip"], ablations=True, seeds=2, out=str(tmp_path))
   assert got["a"][:3] == (["knowledge_clip"], 2, str(tmp_path))
-  assert got["k"] == {"ablations": True}
-  tool.run(methods=["clip"], seeds=1, out=str(tmp_path))
-  assert got["k"] == {"ablations": False}
+  assert got["k"] == {"ablations": True, "reevaluate": ()}
+  tool.run(methods=["clip"], seeds=1, out=str(tmp_path), reevaluate=["kg"])
+  assert got["k"] == {"ablations": False, "reevaluate": ["kg"]}
 
 
 def test_select_runs_adds_the_baselines_claims_name():

@@ -23,6 +23,10 @@ through that fusion rather than through two embeddings.
 The evaluators (`vlkg.evaluators.knowledge_vqa`, `vlkg.evaluators.entity_linking`)
 use them when present, and otherwise score any dual encoder by a zero-shot rule on
 its two embeddings, so that CLIP-style models are scored on the same items.
+``encode_kg_queries`` (`KGQueryEncoder`, `has_kg_queries`) is the same for
+knowledge-graph completion (`vlkg.evaluators.kg`), for a model that predicts a
+triplet's missing tail through a fusion of head and relation (Knowledge-CLIP, Pan
+et al., NeurIPS 2022).
 """
 
 from __future__ import annotations
@@ -183,3 +187,35 @@ class LinkScorer(Encoder, typing.Protocol):
 def has_link_scores(encoder: object) -> bool:
   """Whether ``encoder`` offers `LinkScorer.link_scores`."""
   return callable(getattr(encoder, "link_scores", None))
+
+
+@typing.runtime_checkable
+class KGQueryEncoder(Encoder, typing.Protocol):
+  """An `Encoder` that embeds the query of a knowledge-graph triplet (h, r, ?) itself.
+
+  Tails are ranked by the cosine of the query with their embeddings
+  (`Encoder.encode_texts` for a text entity, `Encoder.encode_images` for an image).
+  Without it, `vlkg.evaluators.kg` embeds the query of a text head as the text
+  ``f"{h} {r}"`` and that of an image head as ``normalise(encode_images(h) +
+  encode_texts(r))``.
+  """
+
+  def encode_kg_queries(self, relations: Sequence[str], *,
+                        texts: Sequence[str] | None = None,
+                        images: np.ndarray | None = None) -> np.ndarray:
+    """Embeds N (head, relation) queries; the heads are all texts or all images.
+
+    Args:
+      relations: N relation texts.
+      texts: N head texts, or None when the heads are images.
+      images: uint8 ``[N, H, W, 3]`` head images, or None when they are texts.
+
+    Returns:
+      float32 ``[N, D]``, each row of unit L2 norm.
+    """
+    ...
+
+
+def has_kg_queries(encoder: object) -> bool:
+  """Whether ``encoder`` offers `KGQueryEncoder.encode_kg_queries`."""
+  return callable(getattr(encoder, "encode_kg_queries", None))

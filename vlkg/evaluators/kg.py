@@ -8,9 +8,12 @@ triplets that ``vlkg.data.kg_table`` held out of training:
 
 * an entity's embedding is the text tower's for a text and the image tower's for
   an image;
-* the query of (h, r) is the text "h r" (the triplet written as a caption's
-  start) when h is a text, and normalise(e(h) + e(r)) when h is an image (the
-  towers cannot read an image and words together);
+* the query of (h, r) is the model's own where it has one
+  (`vlkg.evaluators.encoder.KGQueryEncoder`: Knowledge-CLIP's fusion encoder
+  predicts the masked tail, as its E2E objective trains it to); otherwise the
+  text "h r" (the triplet written as a caption's start) when h is a text, and
+  normalise(e(h) + e(r)) when h is an image (the towers cannot read an image and
+  words together);
 * ``kg/tail_R@1``, ``kg/tail_R@5``: the true tail is among the k entities (all of
   the table's, texts and images) most similar to the query, other entities that
   complete (h, r) in the table left out of the ranking (the "filtered" setting of
@@ -34,6 +37,7 @@ import numpy as np
 
 from vlkg.data import kg_table
 from vlkg.evaluators import common
+from vlkg.evaluators import encoder as encoder_lib
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -63,19 +67,43 @@ def queries(encoder, table: kg_table.Table, entities: np.ndarray,
             pairs: list[tuple[int, int]], batch_size: int) -> np.ndarray:
   """[len(pairs), D]: the query of each (head, relation) pair (module docstring)."""
   out = np.zeros((len(pairs), entities.shape[1]), np.float32)
+  own = encoder_lib.has_kg_queries(encoder)
   texts = [k for k, (h, _) in enumerate(pairs) if not table.is_image[h]]
-  if texts:
+  if texts and own:
+    out[texts] = _own_queries(encoder, table, [pairs[k] for k in texts], batch_size,
+                              images=False)
+  elif texts:
     said = [f"{table.entity_text[pairs[k][0]]} {table.relations[pairs[k][1]]}"
             for k in texts]
     out[texts] = common.encode_batched(encoder.encode_texts, said, batch_size,
                                        "encode_texts")
   images = [k for k, (h, _) in enumerate(pairs) if table.is_image[h]]
-  if images:
+  if images and own:
+    out[images] = _own_queries(encoder, table, [pairs[k] for k in images], batch_size,
+                               images=True)
+  elif images:
     relations = common.encode_batched(encoder.encode_texts, table.relations.tolist(),
                                       batch_size, "encode_texts")
     out[images] = _normalise(np.stack([entities[pairs[k][0]] + relations[pairs[k][1]]
                                        for k in images]))
   return out
+
+
+def _own_queries(encoder, table: kg_table.Table, pairs: list[tuple[int, int]],
+                 batch_size: int, images: bool) -> np.ndarray:
+  """The encoder's `KGQueryEncoder.encode_kg_queries` of ``pairs``, whose heads are
+  all images (``images``) or all texts."""
+
+  def encode(chunk):
+    relations = [str(table.relations[r]) for _, r in chunk]
+    heads = [h for h, _ in chunk]
+    if images:
+      return encoder.encode_kg_queries(relations,
+                                       images=table.images[table.entity_image[heads]])
+    return encoder.encode_kg_queries(relations,
+                                     texts=[str(t) for t in table.entity_text[heads]])
+
+  return common.encode_batched(encode, pairs, batch_size, "encode_kg_queries")
 
 
 def scores(table: kg_table.Table, entities: np.ndarray, pair_queries: dict,

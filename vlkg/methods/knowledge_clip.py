@@ -14,6 +14,9 @@ NeurIPS 2022 (vlkg is the first open implementation; the paper has no code):
   encode the entities (token sequences kept, relations pooled), a fusion
   Transformer runs over [h; r; t] with modality and role embeddings, and the
   graph transformer propagates over each entity's neighbourhood.
+* Evaluation (``eval_encoder``, ``knowledge_clip_eval``): the towers embed images
+  and texts; a knowledge-graph query (h, r, ?) is the fusion encoder's E2E
+  prediction of the masked tail.
 * Objectives (§3.3), each with its weight (``default_config``):
 
     L = clip * CLIP + e2e * E2E + e2r * E2R + g2e * G2E + kd * KD
@@ -158,6 +161,21 @@ def build_model(config: ml_collections.ConfigDict) -> nn.Module:
       fusion_mlp_ratio=kc["fusion_mlp_ratio"],
       g2e_depth=kc["g2e_depth"], g2e_heads=kc["g2e_heads"],
       max_relations=kc["max_relations"])
+
+
+def eval_encoder(module, params, tokenizer, config, *, image_size: int,
+                 batch_size: int = 256, dataset_dir: str | None = None):
+  """The two towers, with knowledge-graph tail queries through the fusion encoder
+  (``knowledge_clip_eval.TripletQueryModel``); None (the plain towers) in
+  "captions" mode, which has no fusion encoder, or without a tokenizer."""
+  del dataset_dir
+  kc = _cfg(config)
+  if kc["mode"] == "captions" or tokenizer is None:
+    return None
+  from vlkg.methods import knowledge_clip_eval
+  return knowledge_clip_eval.make(module, params, tokenizer, image_size=image_size,
+                                  batch_size=batch_size, entity_len=kc["entity_len"],
+                                  image_pool=kc["fusion_image_pool"])
 
 
 def load_teacher(config: ml_collections.ConfigDict) -> dict | None:

@@ -46,31 +46,35 @@ def ablations_of(run: str) -> tuple[str, ...]:
   return tuple(r.name for r in runs_lib.declared(run))
 
 
-def command_line(methods, seeds: int, quick: bool, ablations: bool = False) -> str:
+def command_line(methods, seeds: int, quick: bool, ablations: bool = False,
+                 reevaluate=()) -> str:
   """The command that reproduces a report, as the report shows it."""
   parts = ["python -m vlkg.tools.results", f"--methods {','.join(methods)}",
            f"--seeds {seeds}"]
   return " ".join(parts + (["--ablations"] if ablations else [])
+                  + ([f"--reevaluate {','.join(reevaluate)}"] if reevaluate else [])
                   + (["--quick"] if quick else []))
 
 
 def run(methods, seeds: int, out: str, quick: bool, docs: str, runner=None,
-        log=print, ablations: bool = False) -> dict:
+        log=print, ablations: bool = False, reevaluate=()) -> dict:
   """The whole protocol; returns the final JSON object.
 
   ``out`` is the protocol's directory; ``docs`` ("" for none) a directory whose
   results.md section and results.png are written too; ``runner`` replaces the
   subprocess runner (tests); ``ablations`` adds every run that the selected
-  methods declare.
+  methods declare; ``reevaluate`` names evaluators to run again on every run's
+  params (`vlkg.results.evaluation.extra_evals`).
   """
   runs = select_runs(methods, claims_of, ablations_of if ablations else None)
   verdict_claims = [c for r in runs for c in claims_of(r)]
   seed_list = list(range(seeds))
   kwargs = {} if runner is None else {"runner": runner}
-  result = protocol.Protocol(out, runs, seed_list, quick=quick, log=log, **kwargs).run()
+  result = protocol.Protocol(out, runs, seed_list, quick=quick, log=log,
+                             reevaluate=reevaluate, **kwargs).run()
   verdicts = [claims.judge(c, result["runs"]) for c in verdict_claims]
   body = report.section(result, verdicts,
-                        command=command_line(methods, seeds, quick, ablations),
+                        command=command_line(methods, seeds, quick, ablations, reevaluate),
                         seeds=seed_list, declared=runs_lib.all_declared(
                             reserved=protocol.BASELINES))
   out = os.path.abspath(os.path.expanduser(out))

@@ -12,7 +12,8 @@ evaluator added since the run trained), on the dataset of the protocol's config
 (``--config``), which holds the same records; and, for a world run trained before
 the knowledge suites existed (its metrics lack ``world/kvqa``), ``world/kvqa`` and
 ``world/entity_linking`` (`vlkg.evaluators.world_knowledge`) on its world's test
-split. With ``--all`` (an evaluation-only run of the protocol, ``Run.evaluates``)
+split; and the evaluators named by ``--reevaluate`` (changed since the run trained),
+whose metrics replace the run's own. With ``--all`` (an evaluation-only run of the protocol, ``Run.evaluates``)
 it runs every evaluator of ``--config`` on the params, the encoder built from that
 config (its ``eval_*`` keys, say) rather than the run's own. It runs as its own
 process, as training does, so that the results command
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 
 from absl import app, flags
 
@@ -48,11 +50,31 @@ def lacks_knowledge(workdir: str) -> bool:
   return any(k.startswith("world/") for k in metrics) and "world/kvqa" not in metrics
 
 
-def cache_key(workdir: str, config: dict | None) -> list[str]:
-  """The extra evaluations an evaluation ran: a cached one stands while they agree."""
+def extra_evals(workdir: str, config: dict | None,
+                reevaluate: Sequence[str] = ()) -> dict:
+  """The evaluators of ``config`` (the protocol's config of the run) to run on the
+  params: those the run's own config lacks, and those named in ``reevaluate``
+  (an evaluator changed since the run trained: its metrics replace the run's)."""
   from vlkg.results import workdir as workdir_lib
-  key = sorted(workdir_lib.missing_evals(workdir, config or {}))
+  config = config or {}
+  extra = workdir_lib.missing_evals(workdir, config)
+  named = config.get("evals", {})
+  extra.update({k: named[k] for k in reevaluate if k in named})
+  return extra
+
+
+def cache_key(workdir: str, config: dict | None,
+              reevaluate: Sequence[str] = ()) -> list[str]:
+  """The extra evaluations an evaluation runs; a cached evaluation whose key holds
+  them all stands (`covers`)."""
+  key = sorted(extra_evals(workdir, config, reevaluate))
   return key + [KNOWLEDGE_KEY] if lacks_knowledge(workdir) else key
+
+
+def covers(cached: Sequence[str], key: Sequence[str]) -> bool:
+  """Whether a cached evaluation of key ``cached`` holds every evaluation of
+  ``key``: an evaluator re-run once (``reevaluate``) stays re-run."""
+  return (ALL_KEY in cached) == (ALL_KEY in key) and set(key) <= set(cached)
 
 
 # An evaluation of every evaluator (``--all``) is keyed by this and their names.
@@ -80,13 +102,14 @@ def evaluate_all(workdir: str, config: dict) -> dict[str, float]:
   return out
 
 
-def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
+def evaluate(workdir: str, config: dict | None = None,
+             reevaluate: Sequence[str] = ()) -> dict[str, float]:
   """``probe/*`` and ``text_prior/*`` of the run in ``workdir``, and the evaluators
-  of ``config`` (the protocol's config of the run, as a dict) that the run lacks."""
+  of ``config`` (the protocol's config of the run, as a dict) that the run lacks or
+  that ``reevaluate`` names (`extra_evals`)."""
   from vlkg import api, evaluators
   from vlkg.data import prepare
   from vlkg.evaluators import probe, text_prior
-  from vlkg.results import workdir as workdir_lib
   from vlkg import config as config_lib
   # The run's dataset, prepared again if it is gone (or was prepared by an older
   # generator: the records of a seed are the same bytes).
@@ -98,7 +121,7 @@ def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
     from vlkg.evaluators import common, world_knowledge
     out.update(world_knowledge.score(common.EmbeddingCache(model, 256), data, "test",
                                      "world")[0])
-  extra = workdir_lib.missing_evals(workdir, config or {})
+  extra = extra_evals(workdir, config, reevaluate)
   if extra:
     import ml_collections
     current = ml_collections.ConfigDict(config)
@@ -110,7 +133,7 @@ def evaluate(workdir: str, config: dict | None = None) -> dict[str, float]:
 
 
 def write(workdir: str, out: str, config: dict | None = None,
-          everything: bool = False) -> dict:
+          everything: bool = False, reevaluate: Sequence[str] = ()) -> dict:
   """Evaluates (``everything``: `evaluate_all`) and writes ``{"params": stamp,
   "evals": names, "metrics": ..., "seconds": ...}``."""
   stamp = params_stamp(workdir)
@@ -120,7 +143,8 @@ def write(workdir: str, out: str, config: dict | None = None,
       raise ValueError("--all needs --config")
     key, metrics = full_key(config), evaluate_all(workdir, config)
   else:
-    key, metrics = cache_key(workdir, config), evaluate(workdir, config)
+    key = cache_key(workdir, config, reevaluate)
+    metrics = evaluate(workdir, config, reevaluate)
   result = {"params": stamp, "evals": key, "metrics": metrics,
             "seconds": time.perf_counter() - start}
   tmp = out + ".tmp"
@@ -138,7 +162,8 @@ def main(argv):
   if flags.FLAGS.config:
     with open(flags.FLAGS.config) as f:
       config = json.load(f)
-  result = write(flags.FLAGS.workdir, flags.FLAGS.out, config, flags.FLAGS.all)
+  result = write(flags.FLAGS.workdir, flags.FLAGS.out, config, flags.FLAGS.all,
+                 flags.FLAGS.reevaluate or ())
   print(json.dumps(result["metrics"], sort_keys=True))
 
 
@@ -151,5 +176,7 @@ if __name__ == "__main__":
                       "evaluators that the run's config.json lacks are run too.")
   flags.DEFINE_bool("all", False, "Run every evaluator of --config, the encoder "
                     "built from it (an evaluation-only run).")
+  flags.DEFINE_list("reevaluate", None, "Evaluators of --config to run again on the "
+                    "params, their metrics replacing the run's own.")
   flags.mark_flags_as_required(["workdir", "out"])
   app.run(main)

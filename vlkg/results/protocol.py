@@ -26,7 +26,9 @@ Resume. A stage whose outputs exist is not rerun: a run is finished when it has
 ``params.npz`` and the eval record of its last step in ``metrics.jsonl``; a run
 killed midway is started again with the same command, and ``vlkg.main`` resumes
 it from its checkpoints; an evaluation is cached in ``evaluation.json`` with the
-size and time of the params it measured.
+size and time of the params it measured. ``reevaluate`` names evaluators that
+changed since the runs trained: each run's evaluation runs them again on its params,
+their metrics replacing the run's own, and a later evaluation keeps them.
 
 A changed config is an error, never a silent reuse: before a stage starts, the
 config it would write is compared with the ``config.json`` of its workdir. Only
@@ -210,9 +212,11 @@ class Protocol:
 
   def __init__(self, out: str, runs: Sequence[str], seeds: Sequence[int], *,
                quick: bool = False, runner: Runner = subprocess_runner,
-               python: str = sys.executable, log: Callable[[str], None] = print):
+               python: str = sys.executable, log: Callable[[str], None] = print,
+               reevaluate: Sequence[str] = ()):
     self.out = os.path.abspath(os.path.expanduser(out))
     self.runs, self.seeds = list(runs), list(seeds)
+    self.reevaluate = list(reevaluate)
     self.quick, self.runner, self.python, self.log = quick, runner, python, log
 
   def _arg(self, preset: str, overrides: Sequence[str] = ()) -> str:
@@ -324,15 +328,18 @@ class Protocol:
     source = params_dir or stage.workdir
     stamp = evaluation.params_stamp(source)
     key = (evaluation.full_key(expected) if params_dir
-           else evaluation.cache_key(stage.workdir, expected))
+           else evaluation.cache_key(stage.workdir, expected, self.reevaluate))
     if os.path.exists(path):
       with open(path) as f:
         cached = json.load(f)
-      if cached.get("params") == stamp and cached.get("evals", []) == key:
+      if cached.get("params") == stamp and evaluation.covers(cached.get("evals", []),
+                                                             key):
         self.log(f"[results] {stage.name}: evaluated (reused)")
         return cached["metrics"]
     argv = [self.python, "-m", "vlkg.results.evaluation", "--workdir", source,
-            "--out", path, "--config", config_path] + (["--all"] if params_dir else [])
+            "--out", path, "--config", config_path] + (
+                ["--all"] if params_dir else
+                ["--reevaluate", ",".join(self.reevaluate)] if self.reevaluate else [])
     seconds = timed(stage.workdir, "evaluate", lambda: self.runner(
         argv, os.path.join(stage.workdir, "evaluate.log")))
     self.log(f"[results] {stage.name}: evaluated in {seconds:.0f} s")

@@ -1,7 +1,7 @@
 """The world protocol in one command: the base, every method fine-tuned, the claims.
 
     python -m vlkg.tools.results [--methods clip,structure_clip] [--seeds 3]
-        [--out DIR] [--quick] [--docs docs] [--ablations]
+        [--out DIR] [--quick] [--docs docs] [--ablations] [--reevaluate kg]
 
 Trains ``configs/clip.py:base`` once into ``OUT/base`` (reused while its config is
 unchanged), fine-tunes every run from it for each seed (``configs/<m>.py:finetune``,
@@ -20,6 +20,10 @@ methods declare (``vlkg.results.runs``: their papers' ablations, e.g.
 Knowledge-CLIP without each of E2E, E2R, G2E, KD), which are too costly to run by
 default. Each method with declared runs among the results gets an ablation table
 in the report.
+
+``--reevaluate`` names evaluators (keys of ``config.evals``) that changed since the
+runs trained: each run's evaluation runs them again on its params, and their
+metrics replace the run's own (a later results run keeps them).
 
 Writes ``OUT/results.md`` (the claims section), ``OUT/results.png`` and
 ``OUT/results.json``; with ``--docs DIR`` also the section of ``DIR/results.md``
@@ -53,10 +57,13 @@ def _define_flags() -> None:
                       "DIR/results.png (e.g. docs); empty: only OUT.")
   flags.DEFINE_bool("ablations", False, "Also run every ablation that the selected "
                     "methods declare (their RUNS).")
+  flags.DEFINE_list("reevaluate", None, "Evaluators (names of config.evals, e.g. kg) "
+                    "to run again on every run's params, their metrics replacing "
+                    "the run's own: an evaluator changed since the runs trained.")
 
 
 def run(methods=None, seeds=None, out=None, quick=False, docs="",
-        ablations=False) -> dict:
+        ablations=False, reevaluate=None) -> dict:
   """The protocol with the flags' defaults filled in; its summary (the JSON line)."""
   from vlkg.results import claims, command, protocol
   methods = methods or (list(protocol.BASELINES) + claims.methods_with_claims())
@@ -64,7 +71,8 @@ def run(methods=None, seeds=None, out=None, quick=False, docs="",
   if seeds < 1:
     raise app.UsageError(f"--seeds must be >= 1, got {seeds}")
   out = out or os.path.join("~", ".cache", "vlkg", "results_quick" if quick else "results")
-  return command.run(methods, seeds, out, quick, docs, ablations=ablations)
+  return command.run(methods, seeds, out, quick, docs, ablations=ablations,
+                     reevaluate=reevaluate or ())
 
 
 def main(argv):
@@ -72,7 +80,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   f = flags.FLAGS
-  summary = run(f.methods, f.seeds, f.out, f.quick, f.docs, f.ablations)
+  summary = run(f.methods, f.seeds, f.out, f.quick, f.docs, f.ablations,
+                f.reevaluate)
   print(json.dumps(summary, sort_keys=True), flush=True)
 
 
