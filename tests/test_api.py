@@ -95,6 +95,11 @@ def test_results_evaluation_of_a_run(run, tmp_path):
   assert shared and all(full["metrics"][k] == pytest.approx(own[k], abs=1e-6)
                         for k in shared)
   assert full["metrics"]["probe/shape"] == metrics["probe/shape"]
+  # --reevaluate: an evaluator the run already ran is run again on its params.
+  again = evaluation.write(workdir, str(tmp_path / "again.json"), config,
+                           reevaluate=["world"])
+  assert again["evals"] == ["world"]
+  assert all(again["metrics"][k] == pytest.approx(own[k], abs=1e-6) for k in shared)
 
 
 def test_api_encodes_normalised_and_scores(run):
