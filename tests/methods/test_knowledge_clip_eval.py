@@ -3,7 +3,6 @@ prediction that the training step makes with the tail masked."""
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
