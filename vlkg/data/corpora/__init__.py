@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
 from typing import Any
 
 import numpy as np
