@@ -43,8 +43,8 @@ def test_tail_queries_are_the_steps_masked_tail_predictions():
   table = _table()
   n = {"text_text": 4, "mixed": 6, "image_image": 2}
   trained = _training_predictions(model, params, table, n)
-  encoder = kc_eval.make(model, params, _Tok(), image_size=32, batch_size=4,
-                         entity_len=ENTITY_LEN, image_pool=1)
+  encoder = kc_eval.TripletQueryModel(model, params, _Tok(), 32, 4,
+                                      entity_len=ENTITY_LEN, image_pool=1)
   want = np.concatenate([w for w, _ in trained.values()])
   triplets = np.concatenate([t for _, t in trained.values()])
   image = table.is_image[triplets[:, 0]]

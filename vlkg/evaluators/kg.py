@@ -67,21 +67,20 @@ def queries(encoder, table: kg_table.Table, entities: np.ndarray,
             pairs: list[tuple[int, int]], batch_size: int) -> np.ndarray:
   """[len(pairs), D]: the query of each (head, relation) pair (module docstring)."""
   out = np.zeros((len(pairs), entities.shape[1]), np.float32)
-  own = encoder_lib.has_kg_queries(encoder)
   texts = [k for k, (h, _) in enumerate(pairs) if not table.is_image[h]]
-  if texts and own:
-    out[texts] = _own_queries(encoder, table, [pairs[k] for k in texts], batch_size,
-                              images=False)
-  elif texts:
+  images = [k for k, (h, _) in enumerate(pairs) if table.is_image[h]]
+  if encoder_lib.has_kg_queries(encoder):
+    for rows, are_images in ((texts, False), (images, True)):
+      if rows:
+        out[rows] = _own_queries(encoder, table, [pairs[k] for k in rows], batch_size,
+                                 images=are_images)
+    return out
+  if texts:
     said = [f"{table.entity_text[pairs[k][0]]} {table.relations[pairs[k][1]]}"
             for k in texts]
     out[texts] = common.encode_batched(encoder.encode_texts, said, batch_size,
                                        "encode_texts")
-  images = [k for k, (h, _) in enumerate(pairs) if table.is_image[h]]
-  if images and own:
-    out[images] = _own_queries(encoder, table, [pairs[k] for k in images], batch_size,
-                               images=True)
-  elif images:
+  if images:
     relations = common.encode_batched(encoder.encode_texts, table.relations.tolist(),
                                       batch_size, "encode_texts")
     out[images] = _normalise(np.stack([entities[pairs[k][0]] + relations[pairs[k][1]]

@@ -173,9 +173,9 @@ def eval_encoder(module, params, tokenizer, config, *, image_size: int,
   if kc["mode"] == "captions" or tokenizer is None:
     return None
   from vlkg.methods import knowledge_clip_eval
-  return knowledge_clip_eval.make(module, params, tokenizer, image_size=image_size,
-                                  batch_size=batch_size, entity_len=kc["entity_len"],
-                                  image_pool=kc["fusion_image_pool"])
+  return knowledge_clip_eval.TripletQueryModel(
+      module, params, tokenizer, image_size, batch_size, entity_len=kc["entity_len"],
+      image_pool=kc["fusion_image_pool"])
 
 
 def load_teacher(config: ml_collections.ConfigDict) -> dict | None:

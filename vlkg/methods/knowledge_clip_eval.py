@@ -90,9 +90,3 @@ class TripletQueryModel(api.Model):
     return self._batched(self._image_queries, self._images(images),
                          self._ids(relations))
 
-
-def make(module, params, tokenizer, *, image_size: int, batch_size: int,
-         entity_len: int, image_pool: int) -> TripletQueryModel:
-  """The evaluation encoder of a Knowledge-CLIP run (fusion mode)."""
-  return TripletQueryModel(module, params, tokenizer, image_size, batch_size,
-                           entity_len=entity_len, image_pool=image_pool)

@@ -12,9 +12,9 @@ evaluator added since the run trained), on the dataset of the protocol's config
 (``--config``), which holds the same records; and, for a world run trained before
 the knowledge suites existed (its metrics lack ``world/kvqa``), ``world/kvqa`` and
 ``world/entity_linking`` (`vlkg.evaluators.world_knowledge`) on its world's test
-split; and the evaluators named by ``--reevaluate`` (changed since the run trained),
-whose metrics replace the run's own. With ``--all`` (an evaluation-only run of the protocol, ``Run.evaluates``)
-it runs every evaluator of ``--config`` on the params, the encoder built from that
+split; and the evaluators named by ``--reevaluate`` (changed since the run
+trained), whose metrics replace the run's own. With ``--all`` (an evaluation-only
+run of the protocol, ``Run.evaluates``) it runs every evaluator of ``--config`` on the params, the encoder built from that
 config (its ``eval_*`` keys, say) rather than the run's own. It runs as its own
 process, as training does, so that the results command
 never holds an accelerator. The output records which ``params.npz`` it measured
