@@ -251,12 +251,20 @@ def test_tsim_trains_the_region_head_towards_the_interactions(setup):
     return optax.apply_updates(head, u), state, value, logits
 
   values = []
-  for _ in range(200):
+  for _ in range(600):
     head, state, value, logits = step(head, state)
     values.append(float(value))
   assert values[-1] < 0.5 * values[0]
-  top1 = np.mean(np.argmax(logits, 1) == np.argmax(inter, 1))
-  assert top1 >= 0.75
+  # Each pair's first choice is its highest-interaction candidate, up to the soft
+  # target's temperature (0.01): candidates closer than that are near-ties.
+  inter = np.asarray(inter)
+  chosen = inter[np.arange(len(inter)), np.argmax(logits, 1)]
+  np.testing.assert_array_less(inter.max(1) - chosen, 0.01)
+  # and where the highest is clear of the rest by more than that, exactly it.
+  second, best = np.sort(inter, 1)[:, -2:].T
+  clear = best - second > 0.01
+  assert clear.sum() >= 3
+  np.testing.assert_array_equal(np.argmax(logits, 1)[clear], np.argmax(inter, 1)[clear])
 
 
 def test_tsim_runs_on_every_tsim_every_th_step(setup):

@@ -69,7 +69,7 @@ class GraphTransformer(nn.Module):
     final_ln: apply ``ln_final`` to the outputs.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
-    attention: how attention is computed (``layers.dot_product_attention``).
+    attention: how attention is computed (``attention.dot_product_attention``).
   """
 
   width: int

@@ -86,7 +86,7 @@ class KnowledgeEnhancedEncoder(nn.Module):
     pad_id: id of the padding token in the triple token ids.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
-    attention: how attention is computed (``layers.dot_product_attention``).
+    attention: how attention is computed (``attention.dot_product_attention``).
   """
 
   embed_dim: int

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vlkg.models import layers
+from vlkg.models import attention, layers
 from vlkg.models.two_towers import TwoTowers, l2_normalize
 
 Array = jax.Array
@@ -100,8 +100,8 @@ class CrossAttention(nn.Module):
                          jnp.finfo(jnp.float32).min)
     bias = jnp.concatenate([jnp.zeros((b, 1)), log_gate], 1)[:, None, None]
     mask = jnp.concatenate([jnp.ones((b, 1), bool), open_], 1)
-    out = layers.dot_product_attention(q, k, v, layers.broadcast_mask(mask), bias,
-                                       self.attention)
+    out = attention.dot_product_attention(q, k, v, layers.broadcast_mask(mask), bias,
+                                          self.attention)
     return dense(w, self.out_std, "out")(out.reshape(b, l, w))
 
 

@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vlkg.models.attention import dot_product_attention
+
 Array = jax.Array
 DType = Any
 
@@ -36,6 +38,17 @@ LN_EPS = 1e-5
 def quick_gelu(x: Array) -> Array:
   """The sigmoid GELU approximation used by OpenAI CLIP checkpoints."""
   return x * jax.nn.sigmoid(1.702 * x)
+
+
+def exact_gelu(x: Array) -> Array:
+  """GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt(2))) (Hendrycks & Gimpel 2016), exactly.
+
+  The same function as flax's ``nn.gelu(approximate=False)``, which XLA lowers
+  through ``erfc``: a branchy polynomial per element that made the GELUs and their
+  derivatives an eighth of CLIP's step on CPU. ``lax.erf`` is one rational
+  polynomial; the two agree to 1e-6 (docs/results.md, "Training step").
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * 2.0**-0.5))
 
 
 def get_activation(name: str) -> Callable[[Array], Array]:
@@ -49,7 +62,7 @@ def get_activation(name: str) -> Callable[[Array], Array]:
     The activation function.
   """
   if name == "gelu":
-    return lambda x: nn.gelu(x, approximate=False)
+    return exact_gelu
   if name == "quick_gelu":
     return quick_gelu
   raise ValueError(f"Unknown activation {name!r}; expected 'gelu' or 'quick_gelu'.")
@@ -85,116 +98,6 @@ def broadcast_mask(mask: Array | None) -> Array | None:
   if mask.ndim == 4:
     return mask
   raise ValueError(f"Attention mask must be 2-, 3- or 4-D, got shape {mask.shape}.")
-
-
-# ``model.attention``: how softmax attention is computed (`dot_product_attention`).
-ATTENTION = ("xla", "cudnn")
-
-
-def check_attention(implementation: str, dtype: DType = jnp.float32) -> None:
-  """Raises a ConfigError naming ``model.attention`` when it cannot run here.
-
-  cuDNN's fused attention exists only on NVIDIA GPUs and takes fp16/bf16 inputs,
-  so ``"cudnn"`` needs a GPU backend and ``model.dtype="bfloat16"``.
-  """
-  from vlkg.errors import ConfigError
-  if implementation not in ATTENTION:
-    raise ConfigError(f"model.attention={implementation!r}: expected one of {ATTENTION}")
-  if implementation != "cudnn":
-    return
-  backend = jax.default_backend()
-  if backend != "gpu":
-    raise ConfigError(f"model.attention='cudnn' needs a GPU, but JAX's backend is "
-                      f"{backend!r}; use model.attention='xla'")
-  if jnp.dtype(dtype) not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
-    raise ConfigError(f"model.attention='cudnn' computes in bf16/fp16 only, but "
-                      f"model.dtype={jnp.dtype(dtype).name!r}; set "
-                      "model.dtype='bfloat16'")
-
-
-def _xla_attention(q: Array, k: Array, v: Array, mask: Array | None,
-                   bias: Array | None) -> Array:
-  """Softmax attention as batched einsums; q, k, v [B, L, H, Dh] -> [B, L, H, Dh].
-
-  Heads before positions ([B, H, L, Dh]) inside: with the batch dimensions leading
-  and contiguous, XLA's batched matmuls run 4x faster on CPU than on the
-  [B, L, H, Dh] layout (measured by the step benchmark), and no slower elsewhere.
-  ``jax.nn.dot_product_attention(implementation="xla")`` gives CLIP's step within
-  ±4% of this one, either way (docs/results.md, "Training step"); this one is kept.
-  """
-  q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
-  # Logits and softmax in float32 even under bf16 compute: bf16 logits saturate
-  # and the exponentials lose most of their mantissa.
-  logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-  logits = logits * q.shape[-1]**-0.5
-  if bias is not None:
-    # Added in float32 for the same reason the softmax is: a bf16 bias would
-    # quantise the small per-edge offsets it is meant to learn.
-    logits = logits + bias.astype(jnp.float32)
-  if mask is not None:
-    # `where`, not `+ mask_bias`: adding finfo.min to a negative logit overflows
-    # to -inf, and a fully masked row would then give NaNs. With `where`, such a
-    # row becomes a finite uniform distribution instead.
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bhqk,bhkd->bhqd", weights, v).transpose(0, 2, 1, 3)
-
-
-def _cudnn_attention(q: Array, k: Array, v: Array, mask: Array | None,
-                     bias: Array | None) -> Array:
-  """cuDNN's fused (flash) attention through ``jax.nn.dot_product_attention``.
-
-  cuDNN trains with a mask or bias only on even sequence lengths, so an odd length
-  (a 65-token ViT, CLIP's 77-token context) gets one extra key that is masked out
-  and one extra query whose output is dropped. The mask joins the bias in the
-  compute dtype there (cuDNN's own rule); the softmax is float32 inside the kernel.
-  """
-  length = q.shape[1]
-  if length % 2 and (mask is not None or bias is not None):
-    pad = lambda t: jnp.pad(t, ((0, 0), (0, 1), (0, 0), (0, 0)))
-    q, k, v = pad(q), pad(k), pad(v)
-    keys = jnp.arange(length + 1) < length
-    if mask is None:
-      mask = keys[None, None, None, :]
-    else:
-      rows = int(mask.shape[2] > 1)
-      mask = jnp.pad(mask, ((0, 0), (0, 0), (0, rows), (0, 0)), constant_values=True)
-      mask = jnp.pad(mask, ((0, 0), (0, 0), (0, 0), (0, 1)))
-    if bias is not None:
-      bias = jnp.pad(bias, ((0, 0), (0, 0), (0, int(bias.shape[2] > 1)), (0, 1)))
-  if bias is not None:
-    bias = bias.astype(q.dtype)
-  out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask,
-                                     implementation="cudnn")
-  return out[:, :length]
-
-
-def dot_product_attention(q: Array, k: Array, v: Array, mask: Array | None = None,
-                          bias: Array | None = None,
-                          implementation: str = "xla") -> Array:
-  """Scaled softmax attention, the one place every Transformer of vlkg computes it.
-
-  softmax(q k^T / sqrt(Dh) + bias, masked) v (Vaswani et al. 2017, "Attention Is
-  All You Need", §3.2.1), with the softmax in float32 whatever the compute dtype.
-
-  Args:
-    q, k, v: [B, L, H, Dh] queries, keys and values (jax.nn's layout).
-    mask: boolean mask broadcasting against [B, H, Lq, Lk] (``broadcast_mask``);
-      True = attend. A fully masked row attends uniformly instead of giving NaNs.
-    bias: optional additive bias broadcasting against [B, H, Lq, Lk], added to the
-      scaled logits before the mask.
-    implementation: ``model.attention``: ``"xla"`` (batched einsums, any backend)
-      or ``"cudnn"`` (cuDNN's fused attention, NVIDIA GPUs, bf16/fp16).
-
-  Returns:
-    [B, L, H, Dh] outputs in v's dtype.
-  """
-  if bias is not None and bias.ndim != 4:
-    raise ValueError(f"Attention bias must be 4-D [B, H|1, L, L], got {bias.shape}.")
-  if implementation == "xla":
-    return _xla_attention(q, k, v, mask, bias)
-  check_attention(implementation, q.dtype)
-  return _cudnn_attention(q, k, v, mask, bias)
 
 
 class MultiHeadAttention(nn.Module):

@@ -49,7 +49,7 @@ class TextTransformer(nn.Module):
       a pad either way; False gives OpenAI's outputs exactly.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
-    attention: how attention is computed (``layers.dot_product_attention``).
+    attention: how attention is computed (``attention.dot_product_attention``).
   """
 
   vocab_size: int

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vlkg.models import layers
+from vlkg.models import attention as attention_lib
 from vlkg.models.text_transformer import TextTransformer
 from vlkg.models.vit import VisionTransformer
 
@@ -59,7 +59,7 @@ class TwoTowers(nn.Module):
     dtype: compute dtype of both towers; embeddings are returned in float32.
     param_dtype: storage dtype of the towers' parameters.
     attention: how the towers compute attention, ``"xla"`` or ``"cudnn"``
-      (``layers.dot_product_attention``); subclasses pass it to their own
+      (``attention.dot_product_attention``); subclasses pass it to their own
       Transformers.
   """
 
@@ -266,7 +266,7 @@ def build_model(
   )
   dtype = jnp.dtype(m.get("dtype", "float32"))
   attention = m.get("attention", "xla")
-  layers.check_attention(attention, dtype)
+  attention_lib.check_attention(attention, dtype)
   return TwoTowers(
       image=image,
       text=text,

@@ -50,7 +50,7 @@ class VisionTransformer(nn.Module):
       changed on the world.
     dtype: compute dtype.
     param_dtype: storage dtype of the parameters.
-    attention: how attention is computed (``layers.dot_product_attention``).
+    attention: how attention is computed (``attention.dot_product_attention``).
   """
 
   patch_size: int
