@@ -268,6 +268,40 @@ def test_negclip_loss_fn_matches_reference(setup, negclip_text):
   np.testing.assert_allclose(m["logit_scale"], scale, rtol=1e-5)
 
 
+@pytest.mark.parametrize("row_share", [sc.PACK_ROW_SHARE, 0.01])
+def test_packed_captions_give_the_unpacked_loss_and_gradients(setup, monkeypatch,
+                                                             row_share):
+  """The captions and negatives packed several to a row (or, when they do not fit,
+  the fallback of a row each) give the loss, metrics and gradients of the text
+  tower run on them one row each."""
+  config, model, params, batch, _ = setup
+  monkeypatch.setattr(sc, "PACK_ROW_SHARE", row_share)
+  loss_fn = sc.make_loss_fn(model, config)
+  # Three-token captions (two words and the end of text), two to a row of L = 8:
+  # the 8 texts fit the share's 4 rows, not the 1 row of the small share.
+  batch = dict(batch, text=np.zeros_like(batch["text"]), neg_text=np.zeros_like(batch["text"]))
+  batch["text"][:, :3] = [[1 + i, 5 + i, VOCAB - 1] for i in range(B)]
+  batch["neg_text"][:, :3] = [[5 + i, 1 + i, VOCAB - 1] for i in range(B)]
+
+  def unpacked(p):
+    f = model.apply({"params": p}, batch["image"], batch["text"], batch["neg_text"],
+                    batch["triples"], batch["triples_valid"],
+                    method=StructureCLIPModel.structure_features)
+    pos = jnp.sum(f["zimg"] * f["ztxt"], -1)
+    neg = jnp.sum(f["zimg"] * f["zneg"], -1)
+    valid = jnp.asarray(batch["neg_valid"])
+    hinge = sc.vse_hinge(f["zimg"] @ f["fused"].T, 0.2, hardest=True)
+    return hinge + 5.0 * sc.margin_ranking(pos, neg, 0.1, valid)
+
+  (loss, m), grads = jax.jit(jax.value_and_grad(
+      lambda p: loss_fn(p, batch, None, jnp.int32(200)), has_aux=True))(params)
+  ref_loss, ref_grads = jax.jit(jax.value_and_grad(unpacked))(params)
+  assert float(m["packed"]) == (1.0 if row_share > 0.1 else 0.0)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max()))), grads, ref_grads)
+
+
 def test_gradients_finite_and_reach_every_part(setup):
   config, model, params, batch, _ = setup
   loss_fn = sc.make_loss_fn(model, config)

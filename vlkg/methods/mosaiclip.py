@@ -24,7 +24,6 @@ prepared data and the loss.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -41,12 +40,8 @@ Array = jax.Array
 LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, dict[str, Array]]]
 
 # The text tower reads each image's texts packed several to a row
-# (vlkg.models.text_packing), in groups of PACK_IMAGES images (a group never spans
-# two devices of a data-parallel batch whose per-device batch it divides), into
-# PACK_ROW_SHARE rows per text. The world's texts need about 0.23 rows per text
-# (docs/results.md, "Training step"); a batch that needs more than the share falls
-# back to one text per row, so neither constant changes the numbers, only the speed.
-PACK_IMAGES = 32
+# (vlkg.models.text_packing.groups_and_rows), PACK_ROW_SHARE rows per text. The
+# world's texts need about 0.23 rows per text (docs/results.md, "Training step").
 PACK_ROW_SHARE = 0.3
 
 # What the console shows beside vlkg.metrics.HEADLINE: the curriculum stage, and the
@@ -127,8 +122,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
     valid = mosaiclip_loss.curriculum_valid(valid, step, boundary, max_pos, max_neg,
                                             stage1_pos, stage1_neg)
     zimg, _, extras = model.apply({"params": params}, batch["image"], None)
-    groups = b // PACK_IMAGES if b % PACK_IMAGES == 0 else 1
-    rows = math.ceil(PACK_ROW_SHARE * b * k / groups)
+    groups, rows = text_packing.groups_and_rows(b, k, PACK_ROW_SHARE)
     ztxt, packed = text_packing.embed_texts(
         model, params, texts.reshape(b * k, length), valid.reshape(b * k), groups, rows)
     loss, metrics = mosaiclip_loss.mosaic_loss(

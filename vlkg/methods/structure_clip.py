@@ -60,7 +60,7 @@ import ml_collections
 
 from vlkg import methods
 from vlkg.graphs import fields as fields_lib
-from vlkg.models import two_towers
+from vlkg.models import text_packing, two_towers
 from vlkg.models.kee import StructureCLIPModel
 
 Array = jax.Array
@@ -70,6 +70,11 @@ LossFn = Callable[[Any, dict[str, Array], Array, Array], tuple[Array, Metrics]]
 # What the console shows beside vlkg.metrics.HEADLINE: the hard-negative ranking
 # loss and margin (the attribute and relation swaps are shown anyway).
 HEADLINE = ("ranking", "pos_neg_margin")
+
+# Each caption and its hard negative go through the text tower packed several to a
+# row (vlkg.models.text_packing.groups_and_rows), PACK_ROW_SHARE rows per text: the
+# world's captions average 10 of 32 tokens (at most 26).
+PACK_ROW_SHARE = 0.5
 
 LOSSES = ("hinge", "negclip")
 NEGCLIP_TEXTS = ("fused", "plain")
@@ -296,16 +301,25 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
     and ``step`` (selects the mean or hardest hinge). Metrics: ``hinge`` (on the
     fused features, also logged in NegCLIP mode), ``ranking``, ``i2t_acc``,
     ``t2i_acc``, ``pos_neg_margin`` (mean over valid negatives of
-    sim(image, true) - sim(image, negative), plain features), ``logit_scale``
-    and, in NegCLIP mode, ``nce``.
+    sim(image, true) - sim(image, negative), plain features), ``logit_scale``,
+    ``packed`` (1 when the captions and negatives fitted their packed rows, 0
+    when the step fell back to a row per text) and, in NegCLIP mode, ``nce``.
   """
   sc = _cfg(config)
 
   def loss_fn(params, batch, rng, step):
     del rng
+    b, length = batch["text"].shape
+    # Each image's caption beside its negative, so that a packing group holds
+    # whole images (and follows the batch's sharding).
+    texts = jnp.stack([batch["text"], batch["neg_text"]], axis=1).reshape(2 * b, length)
+    groups, rows = text_packing.groups_and_rows(b, 2, PACK_ROW_SHARE)
+    both, packed = text_packing.embed_texts(model, params, texts, jnp.ones(2 * b, bool),
+                                            groups, rows)
+    both = both.reshape(b, 2, -1)
     f = model.apply(
         {"params": params}, batch["image"], batch["text"], batch["neg_text"],
-        batch["triples"], batch["triples_valid"],
+        batch["triples"], batch["triples_valid"], (both[:, 0], both[:, 1]),
         method=StructureCLIPModel.structure_features,
     )
     valid = batch["neg_valid"].astype(bool)
@@ -320,6 +334,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
         "ranking": ranking,
         "pos_neg_margin": _masked_mean(pos - neg, valid),
         "logit_scale": jnp.asarray(f["logit_scale"], jnp.float32),
+        "packed": packed.astype(jnp.float32),
     }
     if sc["loss"] == "hinge":
       main = hinge

@@ -239,6 +239,7 @@ class StructureCLIPModel(TwoTowers):
       neg_texts: Array,
       triples: Array,
       triples_mask: Array,
+      text_embeddings: tuple[Array, Array] | None = None,
   ) -> dict[str, Array]:
     """Everything the Structure-CLIP losses read, in one pass.
 
@@ -251,6 +252,9 @@ class StructureCLIPModel(TwoTowers):
       neg_texts: [B, L] negative captions (same L).
       triples: [B, T, 3, S] triples of the true captions.
       triples_mask: [B, T] bool.
+      text_embeddings: the plain embeddings of ``texts`` and ``neg_texts``
+        ([B, D] each), where the caller computed them (packed, as the training
+        step does, ``vlkg.models.text_packing``); None runs the text tower here.
 
     Returns:
       Dict of normalised float32 [B, D] ``zimg``, ``ztxt`` (plain), ``zneg``
@@ -260,8 +264,10 @@ class StructureCLIPModel(TwoTowers):
     b = texts.shape[0]
     out = dict(self.scalars())
     out["zimg"] = self.embed_images(images)
-    both = self.embed_texts(jnp.concatenate([texts, neg_texts], axis=0))
-    out["ztxt"], out["zneg"] = both[:b], both[b:]
+    if text_embeddings is None:
+      both = self.embed_texts(jnp.concatenate([texts, neg_texts], axis=0))
+      text_embeddings = both[:b], both[b:]
+    out["ztxt"], out["zneg"] = text_embeddings
     out["zkee"] = self.embed_triples(triples, triples_mask)
     out["fused"] = fuse(out["ztxt"], out["zkee"], self.lam, self.renormalize)
     out["neg_fused"] = fuse(out["zneg"], out["zkee"], self.lam, self.renormalize)

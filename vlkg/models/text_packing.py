@@ -23,6 +23,7 @@ never depends on the capacity, only the speed.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -155,6 +156,19 @@ def _packed_or_plain(apply_packed, apply_plain):
 
   select.defvjp(fwd, bwd)
   return select
+
+
+def groups_and_rows(images: int, texts_per_image: int, row_share: float,
+                    images_per_group: int = 32) -> tuple[int, int]:
+  """How ``embed_texts`` packs a batch: groups of ``images_per_group`` images (one
+  group when the batch does not divide), each with ``row_share`` rows per text.
+
+  A group never spans two devices of a data-parallel batch whose per-device batch
+  it divides. A batch that needs more rows than the share falls back to one text
+  per row, so neither number changes the embeddings, only the speed.
+  """
+  groups = images // images_per_group if images % images_per_group == 0 else 1
+  return groups, math.ceil(row_share * images * texts_per_image / groups)
 
 
 def embed_texts(model, params, texts: Array, keep: Array, groups: int,
