@@ -168,4 +168,4 @@ def test_cudnn_off_gpu_is_an_error_that_names_the_key():
     build_model(_config(attention="cudnn", dtype="bfloat16"))
   with pytest.raises(ConfigError, match="model.attention"):
     attention.dot_product_attention(*(jnp.zeros((1, 2, 1, 8), jnp.bfloat16),) * 3,
-                                 implementation="cudnn")
+                                    implementation="cudnn")

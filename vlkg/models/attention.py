@@ -88,7 +88,7 @@ def _head_major_forward(q, k, v, mask, bias):
 
 def _head_major_backward(residuals, d_out):
   q, k, v, mask, bias, weights = residuals
-  d_v = jnp.einsum("bhqk,bhqd->bhkd", weights.astype(v.dtype), d_out.astype(v.dtype))
+  d_v = jnp.einsum("bhqk,bhqd->bhkd", weights.astype(v.dtype), d_out)
   d_weights = jnp.einsum("bhqd,bhkd->bhqk", d_out, v, preferred_element_type=jnp.float32)
   d_logits = weights * (d_weights - jnp.sum(d_weights * weights, axis=-1, keepdims=True))
   if mask is not None:  # `where` passes no gradient to the masked logits
@@ -98,9 +98,9 @@ def _head_major_backward(residuals, d_out):
     summed = tuple(i for i, n in enumerate(bias.shape) if n == 1 and d_logits.shape[i] != 1)
     d_bias = jnp.sum(d_logits, axis=summed, keepdims=True).astype(bias.dtype)
   d_scaled = (d_logits * q.shape[-1]**-0.5).astype(q.dtype)
-  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_scaled, k).astype(q.dtype)
-  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_scaled, q).astype(k.dtype)
-  return d_q, d_k, d_v.astype(v.dtype), None, d_bias
+  d_q = jnp.einsum("bhqk,bhkd->bhqd", d_scaled, k)
+  d_k = jnp.einsum("bhqk,bhqd->bhkd", d_scaled, q)
+  return d_q, d_k, d_v, None, d_bias
 
 
 _head_major_attention.defvjp(_head_major_forward, _head_major_backward)
@@ -113,8 +113,8 @@ def _xla_attention(q: Array, k: Array, v: Array, mask: Array | None,
   Heads before positions ([B, H, L, Dh]) inside: with the batch dimensions leading
   and contiguous, XLA's batched matmuls run 4x faster on CPU than on the
   [B, L, H, Dh] layout (measured by the step benchmark), and no slower elsewhere.
-  ``jax.nn.dot_product_attention(implementation="xla")`` gives CLIP's step within
-  ±4% of this one, either way (docs/results.md, "Training step"); this one is kept.
+  The backward pass is ``_head_major_attention``'s own (docs/results.md, "Training
+  step").
   """
   q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))
   return _head_major_attention(q, k, v, mask, bias).transpose(0, 2, 1, 3)
