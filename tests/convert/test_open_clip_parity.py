@@ -61,7 +61,7 @@ def make_open_clip(arch: clip_archs.ClipArch, seed: int = 0):
   return model.eval()
 
 
-def preprocess(images: np.ndarray, size: int) -> np.ndarray:
+def reference_preprocess(images: np.ndarray, size: int) -> np.ndarray:
   """OpenAI's eval transform as [B, 3, S, S] floats: torchvision's Resize(size,
   BICUBIC) + CenterCrop + ToTensor + Normalize when torchvision is installed,
   else the same steps written out with PIL."""
@@ -128,7 +128,7 @@ def check_parity(arch, model, ckpt, out_dir, tmp_path, how):
   with torch.no_grad():
     img_err = 0.0
     for batch in images_of_sizes(0):
-      want = model.encode_image(torch.from_numpy(preprocess(batch, 224)), normalize=True)
+      want = model.encode_image(torch.from_numpy(reference_preprocess(batch, 224)), normalize=True)
       got = vlkg_model.encode_images(batch)
       img_err = max(img_err, float(np.abs(got - want.numpy()).max()))
     ids = oc_tokenizer.SimpleTokenizer()(TEXTS)
@@ -212,5 +212,5 @@ def test_api_preprocessing_matches_the_reference():
   for batch in images_of_sizes(1):
     np.testing.assert_allclose(
         np.asarray(preprocess.normalize_images(preprocess.resize(batch, 224))).transpose(0, 3, 1, 2),
-        preprocess(batch, 224), atol=1e-6)
+        reference_preprocess(batch, 224), atol=1e-6)
   assert os.path.exists(oc_tokenizer.default_bpe())

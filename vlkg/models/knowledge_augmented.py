@@ -275,7 +275,7 @@ class _REAVLModules(nn.Module):
     # 1/temperature early in training).
     self.itm_scale = self.param("itm_scale", nn.initializers.constant(np.log(10.0)),
                                 (), jnp.float32)
-    self.mlm = nn.Sequential([dense(self.text_width), lambda x: nn.gelu(x, approximate=False),
+    self.mlm = nn.Sequential([dense(self.text_width), layers.exact_gelu,
                               layers.layer_norm(self.dtype, pd)])
     self.mlm_bias = self.param("mlm_bias", nn.initializers.zeros, (self.vocab_size,), pd)
     self.mem = dense(d)
@@ -287,7 +287,7 @@ class _REAVLModules(nn.Module):
   def gates(self, q, keys):
     q = jnp.broadcast_to(q[:, None], keys.shape)
     features = jnp.concatenate([q, keys, q * keys], axis=-1)
-    h = nn.gelu(self.gate_hidden(features), approximate=False)
+    h = layers.exact_gelu(self.gate_hidden(features))
     return jax.nn.sigmoid(self.gate_out(h)[..., 0].astype(jnp.float32))
 
   def fuse(self, zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items, item_types,

@@ -106,7 +106,7 @@ class ShapleyInteractionNet(nn.Module):
         k / jnp.sum(valid, axis=-1)[:, None, None],
     ], axis=-1).astype(self.dtype)
     for i in range(2):
-      z = nn.gelu(dense(self.width, f"head_{i}")(z), approximate=False)
+      z = layers.exact_gelu(dense(self.width, f"head_{i}")(z))
     raw = dense(2, "out")(z).astype(jnp.float32)
     mean = raw[..., 0]
     variance = jax.nn.softplus(raw[..., 1]) + self.min_variance

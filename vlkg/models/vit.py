@@ -181,5 +181,5 @@ class VisionTransformer(nn.Module):
       features = max(self.width >> (halvings - i), 16)
       x = self._conv(features, 3, 2, f"stem_conv{i}", use_bias=False)(x)
       x = layers.layer_norm(self.dtype, self.param_dtype, f"stem_ln{i}")(x)
-      x = nn.gelu(x, approximate=False)
+      x = layers.exact_gelu(x)
     return self._conv(self.width, 1, 1, "conv1", use_bias=True)(x)
