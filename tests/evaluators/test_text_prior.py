@@ -7,7 +7,7 @@ import pytest
 
 from configs import clip
 from vlkg.data import prepare
-from vlkg.data.benchmarks import aro
+from vlkg.data.benchmarks import aro, sugarcrepe
 from vlkg.evaluators import text_prior
 
 
@@ -30,6 +30,24 @@ def test_blind_analysis_hand_worked():
   assert got == {"p/sighted": 0.5, "p/blind": 0.5, "p/agreement": 0.5,
                  "p/color": 1.0, "p/color_n_items": 2.0,
                  "p/size": 0.0, "p/size_n_items": 2.0}
+
+
+def test_replaced_word_skips_articles():
+  assert text_prior.replaced_word("a red square", "an orange square") == ("red", "orange")
+  assert text_prior.replaced_word("a small red square left of a star",
+                                  "a small red square left of a striped star") is None
+  assert text_prior.replaced_word("a large circle", "a small circle") == ("large", "small")
+  assert text_prior.replaced_word("a circle", "an circle") is None
+
+
+def test_replace_kinds_and_the_replacing_word_named_elsewhere():
+  items = [sugarcrepe.SugarCrepeItem("x.png", "a red square above a blue star",
+                                     "a blue square above a blue star"),
+           sugarcrepe.SugarCrepeItem("x.png", "a striped square", "a solid square"),
+           sugarcrepe.SugarCrepeItem("x.png", "a square", "a square above a star")]
+  kinds, named = text_prior.replace_kinds(items)
+  assert kinds == ["color", "texture", "other"]
+  assert named.tolist() == [True, False, False]
 
 
 def test_attribute_kind():
@@ -62,7 +80,8 @@ def test_a_caption_only_model_is_fully_explained_by_its_blind_score(tmp_path):
   got = text_prior.evaluate(CaptionOnly(), data)
   for split in ("test", "test_comp"):
     p = f"text_prior/{split}"
-    mine = {k: v for k, v in got.items() if k.startswith(p + "/")}
+    mine = {k: v for k, v in got.items()
+            if k.startswith(p + "/") and not k.startswith(p + "/replace_att/")}
     assert got[f"{p}/agreement"] == 1.0
     assert got[f"{p}/sighted"] == got[f"{p}/blind"]
     n = sum(v for k, v in mine.items() if k.endswith("_n_items"))
@@ -70,3 +89,24 @@ def test_a_caption_only_model_is_fully_explained_by_its_blind_score(tmp_path):
     assert n > 0 and set(kinds) <= {"color", "size", "texture"}
     weighted = sum(got[f"{p}/{k}"] * got[f"{p}/{k}_n_items"] for k in kinds) / n
     assert weighted == pytest.approx(got[f"{p}/sighted"])
+
+
+def test_replace_att_analysis_matches_a_direct_count(tmp_path):
+  data = prepare.ensure_prepared(clip.get_config(TINY + f",data_dir='{tmp_path}'"))
+  got = text_prior.evaluate(CaptionOnly(), data, splits=("test",))
+  p = "text_prior/test/replace_att"
+  items = sugarcrepe.read_sugarcrepe_file(f"{data}/benchmarks/test/sugarcrepe/replace_att.json")
+  model = CaptionOnly()
+  # The model's image is constant, so each choice is the larger x of the captions.
+  pos = model.encode_texts([it.caption for it in items])[:, 0]
+  neg = model.encode_texts([it.negative_caption for it in items])[:, 0]
+  correct = pos > neg
+  assert got[f"{p}/sighted"] == pytest.approx(correct.mean())
+  assert got[f"{p}/blind"] == got[f"{p}/sighted"] and got[f"{p}/agreement"] == 1.0
+  kinds, named = text_prior.replace_kinds(items)
+  for kind in set(kinds):
+    mask = np.asarray(kinds) == kind
+    assert got[f"{p}/{kind}"] == pytest.approx(correct[mask].mean())
+    assert got[f"{p}/{kind}_n_items"] == mask.sum()
+  assert (got.get(f"{p}/replacing_word_in_caption_n_items", 0)
+          + got[f"{p}/replacing_word_not_in_caption_n_items"]) == len(items)

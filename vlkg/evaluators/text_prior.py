@@ -22,10 +22,13 @@ import os
 
 import numpy as np
 
-from vlkg.data.benchmarks import aro
+from vlkg import files
+from vlkg.data.benchmarks import aro, sugarcrepe
 from vlkg.data.world import ontology
 from vlkg.evaluators import binary_choice
 from vlkg.evaluators.encoder import Encoder
+
+_ARTICLES = ("a", "an", "the")
 
 
 def attribute_kind(item: aro.AroItem) -> str:
@@ -33,6 +36,27 @@ def attribute_kind(item: aro.AroItem) -> str:
   "mixed" when they differ (world items always swap one kind)."""
   kinds = {ontology.KIND_OF_VALUE.get(a, "other") for a in item.attributes}
   return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def replaced_word(caption: str, negative: str) -> tuple[str, str] | None:
+  """The first (word, replacement) where a SugarCrepe negative differs from its
+  caption, articles aside ("a red" -> "an orange" replaces "red"); ``None`` when
+  the two differ in length or only in articles."""
+  a, b = caption.split(), negative.split()
+  if len(a) != len(b):
+    return None
+  return next(((x, y) for x, y in zip(a, b) if x != y and x not in _ARTICLES), None)
+
+
+def replace_kinds(items) -> tuple[list[str], np.ndarray]:
+  """Each SugarCrepe item's replaced kind ("color", "size", "texture" or "other")
+  and whether its replacing word occurs elsewhere in the true caption."""
+  kinds, named = [], []
+  for it in items:
+    pair = replaced_word(it.caption, it.negative_caption)
+    kinds.append(ontology.KIND_OF_VALUE.get(pair[0], "other") if pair else "other")
+    named.append(bool(pair) and pair[1] in it.caption.split())
+  return kinds, np.asarray(named, bool)
 
 
 def blind_analysis(image_emb: np.ndarray, true_emb: np.ndarray, false_emb: np.ndarray,
@@ -75,18 +99,38 @@ def aro_correct(image_emb: np.ndarray, true_emb: np.ndarray,
 
 def evaluate(encoder: Encoder, dataset_dir: str,
              splits: tuple[str, ...] = ("test", "test_comp")) -> dict[str, float]:
-  """``text_prior/<split>/...`` for the ``attribute_swap`` suite of a prepared world."""
+  """``text_prior/<split>/...`` for the ``attribute_swap`` suite of a prepared world,
+  and ``text_prior/<split>/replace_att/...`` for its ``replace_att`` suite."""
   from vlkg.evaluators import world
   out = {}
+  root = os.path.join(dataset_dir, "benchmarks")
+  embed = lambda texts: np.asarray(encoder.encode_texts(texts))
   for split in splits:
-    path = world.suite_path(dataset_dir, split, "attribute_swap")
-    items = aro.read_aro(path, "attribution")
-    root = os.path.join(dataset_dir, "benchmarks")
+    items = aro.read_aro(world.suite_path(dataset_dir, split, "attribute_swap"),
+                         "attribution")
     images = np.stack([aro.crop_to_bbox(binary_choice.load_image(
         os.path.join(root, it.image_path)), it.bbox) for it in items])
     out.update(blind_analysis(
         np.asarray(encoder.encode_images(images)),
-        np.asarray(encoder.encode_texts([it.true_caption for it in items])),
-        np.asarray(encoder.encode_texts([it.false_caption for it in items])),
+        embed([it.true_caption for it in items]),
+        embed([it.false_caption for it in items]),
         [attribute_kind(it) for it in items], f"text_prior/{split}"))
+    path = world.suite_path(dataset_dir, split, "replace_att")
+    if not files.exists(path):
+      continue
+    items = sugarcrepe.read_sugarcrepe_file(path)
+    kinds, named = replace_kinds(items)
+    prefix = f"text_prior/{split}/replace_att"
+    images = np.stack([binary_choice.load_image(os.path.join(root, it.filename))
+                       for it in items])
+    image_emb = np.asarray(encoder.encode_images(images))
+    true_emb = embed([it.caption for it in items])
+    false_emb = embed([it.negative_caption for it in items])
+    out.update(blind_analysis(image_emb, true_emb, false_emb, kinds, prefix))
+    sighted = aro_correct(image_emb, true_emb, false_emb)
+    for name, mask in (("replacing_word_in_caption", named),
+                       ("replacing_word_not_in_caption", ~named)):
+      if mask.any():
+        out[f"{prefix}/{name}"] = float(sighted[mask].mean())
+        out[f"{prefix}/{name}_n_items"] = float(mask.sum())
   return out
