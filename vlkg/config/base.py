@@ -66,6 +66,9 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # the first plain_steps training steps read instead of "train".
       num_plain=0,
       plain_steps=0,
+      # Chance that a plain caption names its object's size, and its texture
+      # ("solid" at a quarter of it, as in every caption): 0.5 as elsewhere.
+      plain_attribute_rate=0.5,
       num_shards=16,
       vocab_size=512,
       # BPE learns the world's words whole; unigram at this corpus size splits

@@ -40,6 +40,7 @@ ADDED: dict[str, object] = {
     "knowledge_clip.mode": "fusion",
     "input.train_fraction": 1.0,
     "reavl.itm_negatives_per_pair": 2,
+    "world.plain_attribute_rate": 0.5,
 }
 
 

@@ -57,7 +57,8 @@ def scene_and_captions(spec, world_cfg, split: str, index: int):
   """(scene, captions) of scene ``index`` of ``split``, as the dataset holds them.
 
   Scenes of the ``plain`` split have one object, and their captions name its shape
-  (and maybe its size and texture) but never its color. A run reads them first
+  (and its size and texture with chance ``world.plain_attribute_rate``) but never
+  its color. A run reads them first
   (``world.plain_steps``): in them shape is the only thing that tells one caption
   from another, so both towers learn the shape words before color takes over
   (docs/results.md, "Why the world's CLIP learns no shape").
@@ -73,8 +74,11 @@ def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
   rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
                                scene.index, _CAPTION_STREAM])
   color_rate = 0.0 if plain else world_cfg.caption_color_rate
+  # .get: configs from before the key existed (vlkg.config.legacy).
+  other_rate = world_cfg.get("plain_attribute_rate", 0.5) if plain else 0.5
   return cap.sample_captions(scene, rng, world_cfg.captions_per_image,
-                             world_cfg.max_clauses, color_rate)
+                             world_cfg.max_clauses, color_rate, p_size=other_rate,
+                             p_texture=other_rate)
 
 
 def _object_fields(scene, max_objects):

@@ -170,7 +170,10 @@ def realise(caption: Caption, rng=None, prefix: bool = True) -> str:
 def describe(obj: WorldObject, rng: np.random.Generator, p_size=0.5,
              p_texture=0.5, p_color=0.9) -> NounPhrase:
   """A noun phrase that is true of ``obj``; color is said with probability
-  ``p_color`` (most of the time by default), size and texture less often."""
+  ``p_color`` (most of the time by default), size and texture less often, and
+  "solid", the texture English seldom says, at a quarter of ``p_texture``. Each
+  chance is drawn whatever its value, so changing one leaves the other draws of
+  ``rng`` where they were."""
   attrs = []
   if rng.random() < p_size:
     attrs.append(("size", obj.size))
@@ -187,12 +190,15 @@ def full_np(obj: WorldObject, kinds=("color",)) -> NounPhrase:
 
 
 def sample_caption(scene: Scene, rng: np.random.Generator, max_clauses: int = 3,
-                   p_color: float = 0.9) -> Caption:
+                   p_color: float = 0.9, p_size: float = 0.5,
+                   p_texture: float = 0.5) -> Caption:
   """A true caption: one object, two objects and a relation, or several clauses.
 
-  ``p_color`` is the chance that a noun phrase names its object's color.
+  ``p_color``, ``p_size`` and ``p_texture`` are the chances that a noun phrase
+  names its object's color, size and texture (`describe`).
   """
-  describe_ = functools.partial(describe, p_color=p_color)
+  describe_ = functools.partial(describe, p_size=p_size, p_texture=p_texture,
+                                p_color=p_color)
   objs = scene.objects
   relations = scene.true_relations()
   kind = rng.choice(["object", "relation", "clauses"], p=[0.3, 0.4, 0.3])
@@ -223,11 +229,13 @@ def _relation_clause(scene, relation, rng, describe_=describe) -> Relation:
 
 
 def sample_captions(scene: Scene, rng: np.random.Generator, k: int,
-                    max_clauses: int = 3, p_color: float = 0.9) -> list[str]:
+                    max_clauses: int = 3, p_color: float = 0.9, p_size: float = 0.5,
+                    p_texture: float = 0.5) -> list[str]:
   """``k`` distinct true captions of the scene (fewer only if the scene is tiny)."""
   out: list[str] = []
   for _ in range(8 * k):
-    text = realise(sample_caption(scene, rng, max_clauses, p_color), rng)
+    text = realise(sample_caption(scene, rng, max_clauses, p_color, p_size, p_texture),
+                   rng)
     if text not in out:
       out.append(text)
     if len(out) == k:
