@@ -159,7 +159,7 @@ def test_plain_attribute_rate_sets_how_often_plain_captions_say_size_and_texture
   before, _ = rates(ml_collections.ConfigDict(base), "plain")
   default, low = rates(ml_collections.ConfigDict({**base, "plain_attribute_rate": 0.5}),
                        "plain")
-  always, high = rates(ml_collections.ConfigDict({**base, "plain_attribute_rate": 1.0}),
+  _, high = rates(ml_collections.ConfigDict({**base, "plain_attribute_rate": 1.0}),
                        "plain")
   assert default == before  # the default writes the plain captions written before
   assert high["size"] == 1.0 and low["size"] < 0.7

@@ -74,11 +74,12 @@ def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
   rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
                                scene.index, _CAPTION_STREAM])
   color_rate = 0.0 if plain else world_cfg.caption_color_rate
-  # .get: configs from before the key existed (vlkg.config.legacy).
-  other_rate = world_cfg.get("plain_attribute_rate", 0.5) if plain else 0.5
+  rates = {}  # size and texture: sample_captions' own chances, but in plain scenes
+  if plain and "plain_attribute_rate" in world_cfg:  # absent in configs from before it
+    rates = dict(p_size=world_cfg.plain_attribute_rate,
+                 p_texture=world_cfg.plain_attribute_rate)
   return cap.sample_captions(scene, rng, world_cfg.captions_per_image,
-                             world_cfg.max_clauses, color_rate, p_size=other_rate,
-                             p_texture=other_rate)
+                             world_cfg.max_clauses, color_rate, **rates)
 
 
 def _object_fields(scene, max_objects):
