@@ -81,7 +81,8 @@ def test_a_caption_only_model_is_fully_explained_by_its_blind_score(tmp_path):
   for split in ("test", "test_comp"):
     p = f"text_prior/{split}"
     mine = {k: v for k, v in got.items()
-            if k.startswith(p + "/") and not k.startswith(p + "/replace_att/")}
+            if k.startswith(p + "/")
+            and not k.startswith((p + "/replace_att/", p + "/relation_swap/"))}
     assert got[f"{p}/agreement"] == 1.0
     assert got[f"{p}/sighted"] == got[f"{p}/blind"]
     n = sum(v for k, v in mine.items() if k.endswith("_n_items"))
@@ -110,3 +111,26 @@ def test_replace_att_analysis_matches_a_direct_count(tmp_path):
     assert got[f"{p}/{kind}_n_items"] == mask.sum()
   assert (got.get(f"{p}/replacing_word_in_caption_n_items", 0)
           + got[f"{p}/replacing_word_not_in_caption_n_items"]) == len(items)
+
+
+def test_relation_swap_analysis_matches_a_direct_count(tmp_path):
+  data = prepare.ensure_prepared(clip.get_config(TINY + f",data_dir='{tmp_path}'"))
+  got = text_prior.evaluate(CaptionOnly(), data, splits=("test",))
+  p = "text_prior/test/relation_swap"
+  items = aro.read_aro(f"{data}/benchmarks/test/relation_swap.json", "relation")
+  # The model's image is constant, so each choice is the larger x of the captions.
+  x = lambda texts: CaptionOnly().encode_texts(texts)[:, 0]
+  correct = x([it.true_caption for it in items]) > x([it.false_caption for it in items])
+  assert got[f"{p}/sighted"] == pytest.approx(correct.mean())
+  assert got[f"{p}/blind"] == got[f"{p}/sighted"] and got[f"{p}/agreement"] == 1.0
+  names = np.asarray([it.relation_name.replace(" ", "_") for it in items])
+  for name in set(names):
+    assert got[f"{p}/{name}"] == pytest.approx(correct[names == name].mean())
+    assert got[f"{p}/{name}_n_items"] == (names == name).sum()
+  assert set(names) <= {"left_of", "right_of", "above", "below", "bigger_than",
+                        "smaller_than"}
+
+
+def test_relation_kind():
+  item = aro.AroItem("x.png", (0, 0, 1, 1), "t", "f", relation_name="left of")
+  assert text_prior.relation_kind(item) == "left_of"

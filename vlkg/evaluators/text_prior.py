@@ -13,6 +13,10 @@ mean image embedding of the suite (blind: every item sees the same image, so onl
 the captions differ). It reports both accuracies, how often the two choices agree,
 and the sighted accuracy per swapped attribute kind (color, size, texture). A gain
 that the blind score shows too is a change of caption prior, not of binding.
+
+The same analysis runs on the ``relation_swap`` suite (ARO VG-Relation: the two
+arguments of a relation exchanged), per relation, and on the ``replace_att`` suite
+(SugarCrepe), per kind of the replaced word.
 """
 
 from __future__ import annotations
@@ -97,10 +101,27 @@ def aro_correct(image_emb: np.ndarray, true_emb: np.ndarray,
       [np.sum(image_emb * false_emb, -1), np.sum(image_emb * true_emb, -1)], axis=-1))
 
 
+def relation_kind(item: aro.AroItem) -> str:
+  """A relation item's relation as a metric name ("left of" -> "left_of")."""
+  return (item.relation_name or "other").replace(" ", "_")
+
+
+def _aro_analysis(encoder: Encoder, root: str, items, kinds: list[str],
+                  prefix: str) -> dict[str, float]:
+  """`blind_analysis` of ARO items, each image cropped to its box."""
+  images = np.stack([aro.crop_to_bbox(binary_choice.load_image(
+      os.path.join(root, it.image_path)), it.bbox) for it in items])
+  embed = lambda texts: np.asarray(encoder.encode_texts(texts))
+  return blind_analysis(np.asarray(encoder.encode_images(images)),
+                        embed([it.true_caption for it in items]),
+                        embed([it.false_caption for it in items]), kinds, prefix)
+
+
 def evaluate(encoder: Encoder, dataset_dir: str,
              splits: tuple[str, ...] = ("test", "test_comp")) -> dict[str, float]:
   """``text_prior/<split>/...`` for the ``attribute_swap`` suite of a prepared world,
-  and ``text_prior/<split>/replace_att/...`` for its ``replace_att`` suite."""
+  ``text_prior/<split>/relation_swap/...`` (per relation) for its ``relation_swap``
+  suite and ``text_prior/<split>/replace_att/...`` for its ``replace_att`` suite."""
   from vlkg.evaluators import world
   out = {}
   root = os.path.join(dataset_dir, "benchmarks")
@@ -108,13 +129,13 @@ def evaluate(encoder: Encoder, dataset_dir: str,
   for split in splits:
     items = aro.read_aro(world.suite_path(dataset_dir, split, "attribute_swap"),
                          "attribution")
-    images = np.stack([aro.crop_to_bbox(binary_choice.load_image(
-        os.path.join(root, it.image_path)), it.bbox) for it in items])
-    out.update(blind_analysis(
-        np.asarray(encoder.encode_images(images)),
-        embed([it.true_caption for it in items]),
-        embed([it.false_caption for it in items]),
-        [attribute_kind(it) for it in items], f"text_prior/{split}"))
+    out.update(_aro_analysis(encoder, root, items, [attribute_kind(it) for it in items],
+                             f"text_prior/{split}"))
+    path = world.suite_path(dataset_dir, split, "relation_swap")
+    if files.exists(path):
+      items = aro.read_aro(path, "relation")
+      out.update(_aro_analysis(encoder, root, items, [relation_kind(it) for it in items],
+                               f"text_prior/{split}/relation_swap"))
     path = world.suite_path(dataset_dir, split, "replace_att")
     if not files.exists(path):
       continue

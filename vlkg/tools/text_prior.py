@@ -5,9 +5,10 @@
 Prints one JSON object: for ``test`` and ``test_comp``, ``text_prior/<split>/sighted``
 (the suite's accuracy), ``/blind`` (with the mean image for every item: the caption
 prior alone), ``/agreement`` and the sighted accuracy per swapped attribute kind;
-the same for the ``replace_att`` suite under ``text_prior/<split>/replace_att/``, per
-kind of the replaced word, and split by whether the replacing word names another
-object of the caption.
+the same for the ``relation_swap`` suite under ``text_prior/<split>/relation_swap/``,
+per relation, and for the ``replace_att`` suite under
+``text_prior/<split>/replace_att/``, per kind of the replaced word, and split by
+whether the replacing word names another object of the caption.
 """
 
 import json
