@@ -37,9 +37,33 @@ class ColorOracle:
 def test_one_object_images_carry_their_attributes(dataset):
   images, attrs = probe.single_object_attributes(dataset, "test")
   assert len(images) == len(attrs) > 0
-  assert images.dtype == np.uint8 and attrs.shape == (len(images), 4)
+  assert images.dtype == np.uint8 and attrs.shape == (len(images), 5)
   assert attrs[:, 0].max() < len(ontology.SHAPES)
   assert attrs[:, 1].max() < len(ontology.COLORS)
+  assert set(attrs[:, 4]) <= {0, 1, 2, 3}
+
+
+def test_quadrant_hand_worked():
+  # (x, y, w, h) on a 64-pixel image: centres (10, 10), (50, 10), (10, 50), (40, 40),
+  # and (32, 31): on the vertical middle line counts as right.
+  boxes = np.array([[5, 5, 10, 10], [45, 5, 10, 10], [5, 45, 10, 10],
+                    [30, 30, 20, 20], [30, 29, 4, 4]], np.float32)
+  np.testing.assert_array_equal(probe.quadrant(boxes, 64), [0, 1, 2, 3, 1])
+
+
+def test_position_of_each_one_object_image_matches_its_pixels(dataset):
+  # The object's pixels differ from the background's: their centroid lies in the
+  # quadrant the probe's label names.
+  images, attrs = probe.single_object_attributes(dataset, "test")
+  for image, where in zip(images, attrs[:, 4]):
+    background = image[0, 0].astype(int)
+    ys, xs = np.nonzero(np.abs(image.astype(int) - background).sum(-1) > 60)
+    if len(xs) < 4:
+      continue
+    size = image.shape[0]
+    got = 2 * (ys.mean() >= size / 2) + (xs.mean() >= size / 2)
+    near_middle = min(abs(ys.mean() - size / 2), abs(xs.mean() - size / 2)) < 3
+    assert near_middle or got == where
 
 
 def test_ridge_classifier_separates_separable_data():

@@ -2,8 +2,10 @@
 
 For the world's single-object images, a ridge-regression one-vs-all classifier is
 fitted on the embeddings of one split and scored on another, once per object
-attribute (shape, color, size, texture). Chance is 1 / number of classes (shape
-1/9, color 1/8, size 1/2, texture about 0.6 for the majority class "solid").
+attribute (shape, color, size, texture) and for where the object is (``position``:
+the image quadrant of its centre, which spatial relations presuppose). Chance is
+1 / number of classes (shape 1/9, color 1/8, size 1/2, position 1/4, texture about
+0.6 for the majority class "solid").
 
 The structure methods' claims (attribute binding, relations) presuppose an image
 tower that encodes the attributes being bound; when a suite sits at chance, this
@@ -19,22 +21,33 @@ from vlkg.data import input_pipeline
 from vlkg.data.world import ontology
 from vlkg.evaluators.encoder import Encoder
 
-ATTRIBUTES = ("shape", "color", "size", "texture")
+ATTRIBUTES = ("shape", "color", "size", "texture", "position")
+QUADRANTS = 4  # position classes: 2 * (centre below the middle) + (right of it)
+
+
+def quadrant(boxes: np.ndarray, image_size: int) -> np.ndarray:
+  """[N] quadrant ids of (x, y, w, h) boxes [N, 4]: 0 top left, 1 top right,
+  2 bottom left, 3 bottom right (image y grows downwards)."""
+  cx = boxes[:, 0] + boxes[:, 2] / 2
+  cy = boxes[:, 1] + boxes[:, 3] / 2
+  return (2 * (cy >= image_size / 2) + (cx >= image_size / 2)).astype(np.int64)
 
 
 def single_object_attributes(dataset_dir: str, split: str,
                              batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-  """(uint8 images [N, H, W, 3], attribute ids [N, 4]) of the split's one-object scenes.
+  """(uint8 images [N, H, W, 3], attribute ids [N, 5]) of the split's one-object scenes.
 
   The attribute columns follow ``ATTRIBUTES`` (ids index ``ontology.SHAPES``,
-  ``COLORS``, ``SIZES``, ``TEXTURES``).
+  ``COLORS``, ``SIZES``, ``TEXTURES``; the last is the object's `quadrant`).
   """
   images, attributes = [], []
   for batch in input_pipeline.eval_iterator(dataset_dir, split, batch_size=batch_size,
                                             fields=("image", "objects")):
     keep = batch["_mask"] & (batch["num_objects"] == 1)
     images.append(batch["image"][keep])
-    attributes.append(batch["object_attributes"][keep, 0])
+    where = quadrant(batch["boxes"][keep, 0], batch["image"].shape[1])
+    attributes.append(np.concatenate([batch["object_attributes"][keep, 0],
+                                      where[:, None]], axis=1))
   return np.concatenate(images), np.concatenate(attributes)
 
 
@@ -64,7 +77,7 @@ def evaluate(encoder: Encoder, dataset_dir: str, fit_split: str = "val",
     ridge: L2 penalty per example on the (un-normalised) embedding.
   """
   num_classes = (len(ontology.SHAPES), len(ontology.COLORS), len(ontology.SIZES),
-                 len(ontology.TEXTURES))
+                 len(ontology.TEXTURES), QUADRANTS)
   fit_images, fit_y = single_object_attributes(dataset_dir, fit_split)
   score_images, score_y = single_object_attributes(dataset_dir, score_split)
   if not len(fit_y) or not len(score_y):
