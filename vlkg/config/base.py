@@ -69,6 +69,9 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # Chance that a plain caption names its object's size, and its texture
       # ("solid" at a quarter of it, as in every caption): 0.5 as elsewhere.
       plain_attribute_rate=0.5,
+      # Chance that a plain caption ends by saying where its object is ("at the top
+      # left", "on the right", "in the middle"; no other split says it).
+      plain_position_rate=0.0,
       num_shards=16,
       vocab_size=512,
       # BPE learns the world's words whole; unigram at this corpus size splits

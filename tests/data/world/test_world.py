@@ -169,6 +169,51 @@ def test_plain_attribute_rate_sets_how_often_plain_captions_say_size_and_texture
                "train")[0] == rates(ml_collections.ConfigDict(base), "train")[0]
 
 
+def test_position_phrase_hand_worked():
+  obj = lambda cx, cy: scene_lib.WorldObject("square", "red", "small", "solid", cx, cy,
+                                             5.0, 0.0, (255, 0, 0))
+  # 64 pixels: the middle is 32 and the margin 0.12 * 64 = 7.68.
+  assert cap.position_phrase(obj(10, 10), 64) == "at the top left"
+  assert cap.position_phrase(obj(50, 55), 64) == "at the bottom right"
+  assert cap.position_phrase(obj(50, 30), 64) == "on the right"
+  assert cap.position_phrase(obj(24.0, 30), 64) == "on the left"
+  assert cap.position_phrase(obj(24.5, 30), 64) == "in the middle"
+  assert cap.position_phrase(obj(33, 41), 64) == "at the bottom"
+  wordings = {cap.position_phrase(obj(10, 10), 64, np.random.default_rng(i))
+              for i in range(20)}
+  assert wordings == {"at the top left", "in the top left corner"}
+
+
+def test_plain_position_rate_ends_plain_captions_with_where_the_object_is():
+  import ml_collections
+  from vlkg.data.world import build
+
+  base = dict(caption_color_rate=0.9, captions_per_image=3, max_clauses=3)
+  world = lambda **kw: ml_collections.ConfigDict({**base, **kw})
+  said = 0
+  for i in range(60):
+    scene, before = build.scene_and_captions(SPEC, world(), "plain", i)
+    assert build.scene_and_captions(SPEC, world(plain_position_rate=0.0), "plain",
+                                    i)[1] == before
+    _, after = build.scene_and_captions(SPEC, world(plain_position_rate=1.0), "plain", i)
+    obj = scene.objects[0]
+    true_phrases = {p.format(h=h, v=v) for p in itertools.chain(
+        *cap.POSITION_PHRASES.values()) for h in ("left", "right") for v in ("top", "bottom")}
+    for old, new in zip(before, after):
+      # The caption is the one written without the key, then where its object is.
+      assert new.startswith(old + " ")
+      phrase = new[len(old) + 1:]
+      assert phrase in true_phrases
+      assert phrase in {cap.position_phrase(obj, 64, np.random.default_rng(k))
+                        for k in range(20)}
+      said += 1
+  assert said == 180
+  # Other splits ignore it.
+  for i in range(20):
+    assert (build.scene_and_captions(SPEC, world(plain_position_rate=1.0), "train", i)
+            == build.scene_and_captions(SPEC, world(), "train", i))
+
+
 def test_caption_wording_varies_with_synonyms_and_templates():
   rng = np.random.default_rng(2)
   texts = [t for s in scenes("train", 300) for t in cap.sample_captions(s, rng, 3)]

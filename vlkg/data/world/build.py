@@ -30,7 +30,7 @@ EVAL_SPLITS = ("val", "test", "test_comp")
 GENERATOR_VERSION = 2  # 2: the knowledge-graph triplet table
 # Seed streams of a scene's captions and suite items; the method's fields draw from
 # their own (``vlkg.graphs.fields.Field.stream``).
-_CAPTION_STREAM, _SUITE_STREAM = 1, 100
+_CAPTION_STREAM, _POSITION_STREAM, _SUITE_STREAM = 1, 2, 100
 PLAIN_SPLIT = "plain"
 TRAIN_SPLITS = ("train", PLAIN_SPLIT)
 TOKENIZER_SAMPLE = 4_000  # training scenes whose captions train the tokenizer
@@ -57,8 +57,9 @@ def scene_and_captions(spec, world_cfg, split: str, index: int):
   """(scene, captions) of scene ``index`` of ``split``, as the dataset holds them.
 
   Scenes of the ``plain`` split have one object, and their captions name its shape
-  (and its size and texture with chance ``world.plain_attribute_rate``) but never
-  its color. A run reads them first
+  (and its size and texture with chance ``world.plain_attribute_rate``, and where it
+  is with chance ``world.plain_position_rate``) but never its color. A run reads
+  them first
   (``world.plain_steps``): in them shape is the only thing that tells one caption
   from another, so both towers learn the shape words before color takes over
   (docs/results.md, "Why the world's CLIP learns no shape").
@@ -78,8 +79,15 @@ def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
   if plain and "plain_attribute_rate" in world_cfg:  # absent in configs from before it
     rates = dict(p_size=world_cfg.plain_attribute_rate,
                  p_texture=world_cfg.plain_attribute_rate)
-  return cap.sample_captions(scene, rng, world_cfg.captions_per_image,
-                             world_cfg.max_clauses, color_rate, **rates)
+  texts = cap.sample_captions(scene, rng, world_cfg.captions_per_image,
+                              world_cfg.max_clauses, color_rate, **rates)
+  position_rate = world_cfg.get("plain_position_rate", 0.0) if plain else 0.0
+  if position_rate:  # its own stream: the captions' draws stay where they were
+    rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
+                                 scene.index, _POSITION_STREAM])
+    where = lambda: cap.position_phrase(scene.objects[0], scene.image_size, rng)
+    texts = [f"{t} {where()}" if rng.random() < position_rate else t for t in texts]
+  return texts
 
 
 def _object_fields(scene, max_objects):

@@ -21,7 +21,8 @@ from typing import Union
 import numpy as np
 
 from vlkg.data.world import ontology
-from vlkg.data.world.scene import AMBIGUOUS, FALSE, TRUE, Scene, WorldObject
+from vlkg.data.world.scene import (AMBIGUOUS, FALSE, RELATION_MARGIN, TRUE, Scene,
+                                   WorldObject)
 
 ATTRIBUTE_ORDER = ("size", "color", "texture")  # English adjective order
 PREFIXES = ("", "", "there is ", "a picture of ", "an image of ")
@@ -182,6 +183,29 @@ def describe(obj: WorldObject, rng: np.random.Generator, p_size=0.5,
   if rng.random() < (p_texture if obj.texture != "solid" else p_texture / 4):
     attrs.append(("texture", obj.texture))
   return NounPhrase(obj.shape, tuple(attrs))
+
+
+# Where an object is in the image (`position_phrase`), by the halves its centre lies
+# in: both, one, or neither (the centre within the relations' margin of the middle).
+POSITION_PHRASES = {
+    "corner": ("at the {v} {h}", "in the {v} {h} corner"),
+    "side": ("on the {h}", "on the {h} side"),
+    "edge": ("at the {v}", "near the {v}"),
+    "middle": ("in the middle", "in the centre"),
+}
+
+
+def position_phrase(obj: WorldObject, image_size: int, rng=None) -> str:
+  """Where ``obj`` is: "at the top left", "on the right", "at the bottom", "in the
+  middle". A half is named when the centre lies more than the relations' margin
+  (``RELATION_MARGIN`` of the image side) beyond the middle line, so no phrase is
+  borderline; ``rng=None`` gives the first wording."""
+  margin, middle = RELATION_MARGIN * image_size, image_size / 2
+  side = lambda c, low, high: (low if c < middle - margin else
+                               high if c > middle + margin else None)
+  h, v = side(obj.cx, "left", "right"), side(obj.cy, "top", "bottom")
+  kind = ("corner" if h and v else "side" if h else "edge" if v else "middle")
+  return _pick(rng, POSITION_PHRASES[kind]).format(h=h, v=v)
 
 
 def full_np(obj: WorldObject, kinds=("color",)) -> NounPhrase:
