@@ -142,6 +142,7 @@ def test_the_methods_declare_the_issue_targets():
   assert sc["world/attribute_swap"].halve_errors_above == 0.8
   assert sc["world/attribute_swap"].blind == "text_prior/test/blind"
   assert sc["world/relation_swap"].target == 0.15
+  assert sc["world/relation_swap"].blind == "text_prior/test/relation_swap/blind"
   assert sc["retrieval/test/image_to_text_R@1"].target == -0.02
   mc = claims.declared("mosaiclip")
   assert {(c.metric, c.baseline, c.target) for c in mc} == {
