@@ -249,6 +249,11 @@ def test_training_stages_read_plain_scenes_first_only_on_the_world():
   assert train.training_stages(base) == [("plain", 600), ("train", None)]
   with pytest.raises(errors.ConfigError, match="world.num_plain is 0"):
     train.training_stages(clip.get_config("smoke,world.plain_steps=5"))
+  assert train.training_review(c) is None
+  assert train.training_review(clip.get_config(
+      "smoke,world.num_plain=64,world.plain_steps=5,world.plain_every=4")) == ("plain", 4)
+  with pytest.raises(errors.ConfigError, match="world.num_plain is 0"):
+    train.training_review(clip.get_config("smoke,world.plain_every=4"))
 
 
 def test_a_loss_memory_is_refreshed_inside_the_step_and_kept_in_the_state():

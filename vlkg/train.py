@@ -333,6 +333,20 @@ def training_stages(config) -> list[tuple[str, int | None]]:
   return [("plain", plain_steps), ("train", None)]
 
 
+def training_review(config) -> tuple[str, int] | None:
+  """``("plain", world.plain_every)``: after the plain stage, every so many steps
+  read a batch of plain scenes again (``staged_train_iterator``'s ``review``), so
+  what only their captions say is not forgotten; None when ``plain_every`` is 0."""
+  every = config.world.get("plain_every", 0)
+  if not every or not prepare.is_world(config.input.data):
+    return None
+  if not config.world.get("num_plain", 0):
+    raise errors.ConfigError(f"world.plain_every={every} reads the plain scenes, but "
+                             "world.num_plain is 0: set world.num_plain or "
+                             "world.plain_every=0")
+  return ("plain", every)
+
+
 def _prepare_once(config) -> str:
   """``prepare.ensure_prepared`` on process 0 only; the others wait, then find it."""
   if jax.process_count() == 1:
@@ -406,7 +420,8 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
   update_step = trainer.update_step
   batch_keys = methods.batch_keys(config)
   batches = input_pipeline.staged_train_iterator(
-      dataset_dir, stages=training_stages(config), batch_size=config.input.batch_size,
+      dataset_dir, stages=training_stages(config), review=training_review(config),
+      batch_size=config.input.batch_size,
       seed=config.seed, fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
       threads=config.input.threads, data=config.input.data,

@@ -125,6 +125,30 @@ def test_staged_iterator_reads_stages_in_turn_and_resumes_anywhere(plain_dataset
     next(input_pipeline.staged_train_iterator(plain_dataset, stages=[("plain", 2)], **kw))
 
 
+def test_review_reads_the_review_split_every_so_many_steps_and_resumes(plain_dataset):
+  kw = dict(batch_size=8, seed=2, shuffle_buffer=64, fields=("image", "text", "objects"))
+  stages, review = [("plain", 2), ("train", None)], ("plain", 3)
+  full = batches(input_pipeline.staged_train_iterator(plain_dataset, stages=stages,
+                                                      review=review, **kw), 11)
+  # Steps 0-1 are the plain stage; of the last stage's steps (2, 3, ...), its
+  # 3rd, 6th and 9th (global 4, 7, 10) read the plain batches 2, 3, 4 and the others
+  # the train batches 0, 1, ...
+  plain_only = batches(input_pipeline.train_iterator(plain_dataset, split="plain", **kw), 5)
+  train_only = batches(input_pipeline.train_iterator(plain_dataset, **kw), 6)
+  expected = plain_only[:2] + [train_only[0], train_only[1], plain_only[2],
+                               train_only[2], train_only[3], plain_only[3],
+                               train_only[4], train_only[5], plain_only[4]]
+  for a, b in zip(full, expected, strict=True):
+    np.testing.assert_array_equal(a["index"], b["index"])
+    np.testing.assert_array_equal(a["num_objects"], b["num_objects"])
+  for start in (1, 2, 4, 5, 9):
+    resumed = batches(input_pipeline.staged_train_iterator(
+        plain_dataset, stages=stages, review=review, start_step=start, **kw), 11 - start)
+    for a, b in zip(full[start:], resumed, strict=True):
+      np.testing.assert_array_equal(a["index"], b["index"])
+      np.testing.assert_array_equal(a["image"], b["image"])
+
+
 def test_hosts_read_disjoint_slices(dataset):
   seen = []
   for host in range(3):

@@ -72,6 +72,9 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # Chance that a plain caption ends by saying where its object is ("at the top
       # left", "on the right", "in the middle"; no other split says it).
       plain_position_rate=0.0,
+      # After the plain_steps, every plain_every-th step reads plain scenes again
+      # (0: never), so that what only their captions say stays learned.
+      plain_every=0,
       num_shards=16,
       vocab_size=512,
       # BPE learns the world's words whole; unigram at this corpus size splits

@@ -21,6 +21,7 @@ Batches are dicts of host-local numpy arrays; the trainer turns them into global
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Iterator, Sequence
 
@@ -147,13 +148,16 @@ def source_files(dataset_dir: str, manifest: dict, split: str, data: str) -> lis
 
 
 def staged_train_iterator(dataset_dir: str, *, stages: Sequence[tuple[str, int | None]],
-                          start_step: int = 0, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+                          start_step: int = 0, review: tuple[str, int] | None = None,
+                          **kwargs) -> Iterator[dict[str, np.ndarray]]:
   """Training batches that read the splits of ``stages`` in turn.
 
   ``stages`` is ``[(split, steps), ..., (split, None)]``: stage k reads ``split`` for
   ``steps`` steps, the last one forever. Each stage has its own position
   (``train_iterator(start_step=...)``), so a run resumed at any step reads exactly
   the batches it would have read, and only the current stage's pipeline exists.
+  ``review=(split, every)`` makes every ``every``-th step of the last stage read
+  ``split`` instead, continuing where its earlier stages left it (`_reviewing`).
   ``kwargs`` go to ``train_iterator``.
   """
   if not stages or stages[-1][1] is not None:
@@ -164,14 +168,35 @@ def staged_train_iterator(dataset_dir: str, *, stages: Sequence[tuple[str, int |
       done += steps
       continue
     local_start = max(0, start_step - done)
-    batches = train_iterator(dataset_dir, split=split, start_step=local_start, **kwargs)
     if steps is None:
-      yield from batches
+      if review is None:
+        yield from train_iterator(dataset_dir, split=split, start_step=local_start,
+                                  **kwargs)
+        return
+      read_before = sum(n for name, n in stages[:-1] if name == review[0])
+      yield from _reviewing(dataset_dir, split, review, local_start, read_before, kwargs)
       return
+    batches = train_iterator(dataset_dir, split=split, start_step=local_start, **kwargs)
     for _ in range(steps - local_start):
       yield next(batches)
     del batches  # the next stage's pipeline replaces this one
     done += steps
+
+
+def _reviewing(dataset_dir: str, split: str, review: tuple[str, int], start: int,
+               read_before: int, kwargs: dict) -> Iterator[dict[str, np.ndarray]]:
+  """The last stage from its step ``start``: step s reads ``review``'s split when
+  s % every == every - 1, else ``split``; the review split resumes after the
+  ``read_before`` batches its own stages read."""
+  review_split, every = review
+  if every < 1:
+    raise ValueError(f"review={review!r}: every must be >= 1")
+  reviewed = start // every  # review steps among the stage's steps before ``start``
+  main = train_iterator(dataset_dir, split=split, start_step=start - reviewed, **kwargs)
+  extra = train_iterator(dataset_dir, split=review_split,
+                         start_step=read_before + reviewed, **kwargs)
+  for step in itertools.count(start):
+    yield next(extra) if step % every == every - 1 else next(main)
 
 
 def train_iterator(dataset_dir: str, *, batch_size: int, seed: int,

@@ -38,7 +38,7 @@ def is_world(data: str) -> bool:
 
 
 # Fields of config.world that do not change the dataset's bytes.
-_NOT_FINGERPRINTED = ("workers", "plain_steps")  # how a run reads, not what is written
+_NOT_FINGERPRINTED = ("workers", "plain_steps", "plain_every")  # how a run reads, not what is written
 # World keys added after worlds were first prepared, with the value that writes the
 # bytes written before they existed: at that value they leave the name alone, so
 # prepared worlds and old runs still find theirs.
