@@ -71,6 +71,23 @@ def test_constants_from_a_table():
                                 [[1, 5, -1, -1]])
 
 
+def test_concepts_are_the_one_hop_text_neighbours():
+  c = I.constants(_table(), WordTokenizer(), entity_len=6, item_tokens=3, pad_multiple=4)
+  # Rows: red 0, scarlet 1, circle 2, warm color 3, shape 4, dog 5 (padding 6, 7).
+  # The image entities' facts join no two text entities.
+  want = {0: {1, 3}, 1: {0}, 2: {4}, 3: {0}, 4: {2}, 5: set(), 6: set(), 7: set()}
+  assert c["concepts"].shape == (8, 2)
+  for row, rows in want.items():
+    assert set(c["concepts"][row][c["concepts"][row] >= 0].tolist()) == rows
+  narrow = I.constants(_table(), WordTokenizer(), entity_len=6, item_tokens=3,
+                       pad_multiple=4, concept_width=1)
+  assert narrow["concepts"][0].tolist() == [1]  # the first by row
+  gold = jnp.asarray([[0, 5], [2, -1]], jnp.int32)
+  np.testing.assert_array_equal(
+      I.concept_rows(gold, jax.tree.map(jnp.asarray, c)),
+      [[1, 3, -1, -1], [4, -1, -1, -1]])
+
+
 def test_gold_field_hashes_the_scene_graph_words():
   graph = SceneGraph(objects=("circle", "square"),
                      attributes=((0, "red"), (1, "scarlet"), (1, "red")),

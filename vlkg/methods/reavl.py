@@ -78,6 +78,14 @@ def default_config() -> dict:
       mlm_prob=0.15,  # share of a caption's tokens masked (at least one)
       mlm_max=8,  # most masked tokens per caption
       retriever_temperature=0.05,
+      # The retriever loss's keys: False compares the query with the index as last
+      # refreshed (no gradient: only the query side learns); True recomputes the
+      # keys in the step, so the towers also learn the entities' names and images.
+      retriever_key_grad=False,
+      # 1: a caption's gold entities also include their one-hop concepts in the
+      # graph ("square" -> "four corners", "polygon"); 0: the caption's words only.
+      # reavl/recall@n always counts the caption's own.
+      gold_hops=0,
       entity_temperature=0.07,  # of masked entity modelling and link prediction
       clip_weight=1.0,
       retriever_weight=1.0,
@@ -121,6 +129,8 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
   if out["itm_negatives_per_pair"] not in (1, 2):
     raise ValueError(f"config.reavl.itm_negatives_per_pair="
                      f"{out['itm_negatives_per_pair']}: expected 1 or 2")
+  if out["gold_hops"] not in (0, 1):
+    raise ValueError(f"config.reavl.gold_hops={out['gold_hops']}: expected 0 or 1")
   if out["itm_negatives"] not in ("sampled", "hardest"):
     raise ValueError(f"config.reavl.itm_negatives={out['itm_negatives']!r}: expected "
                      "'sampled' or 'hardest'")
@@ -219,10 +229,16 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],
                                                 out["logit_scale"])
     keys, key_valid, gold = out["keys"], out["key_valid"], out["gold"]
+    positives = gold
+    if rc["gold_hops"]:
+      positives = jnp.concatenate([gold, index_lib.concept_rows(gold, c)], axis=1)
     positive = jnp.zeros((b, keys.shape[0]), bool).at[
-        jnp.arange(b)[:, None], jnp.where(gold >= 0, gold, keys.shape[0])].set(
+        jnp.arange(b)[:, None], jnp.where(positives >= 0, positives, keys.shape[0])].set(
             True, mode="drop")
-    logits = (out["query"] @ keys.T) / rc["retriever_temperature"]
+    retriever_keys = keys
+    if rc["retriever_key_grad"]:
+      retriever_keys = model.apply({"params": params}, c, method=index_lib.compute_keys)
+    logits = (out["query"] @ retriever_keys.T) / rc["retriever_temperature"]
     terms["retriever"], metrics["retriever_acc"] = (
         L.multi_positive_nce(logits, positive, key_valid) if k else (zero, zero))
     terms["itm"], metrics["itm_acc"] = L.matching_ce(out["itm_logits"], out["itm_labels"],

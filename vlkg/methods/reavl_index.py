@@ -21,6 +21,11 @@ embeddings. Here:
   no table; the step maps a hash to its entity with a sorted lookup (a word that
   names no entity drops out). On the world the scene graph is the caption's own;
   on a real corpus it is the parser's, matched by exact (lower-cased) string.
+* **Concepts** of an entity: the text entities one training triplet away, in
+  either direction (``concepts``; the world's "square" -> "four corners",
+  "polygon", "quadrate"). With ``reavl.gold_hops=1`` a caption's gold set adds
+  its gold entities' concepts, so the retriever also learns the knowledge a
+  caption does not name.
 * **Memory**: the keys, triple and relation embeddings, computed from the params
   (``compute_memory``) and refreshed inside the training step every
   ``refresh_every`` steps (``refresh``, under ``lax.cond``: no host round trip;
@@ -90,8 +95,24 @@ def _entity_images(table: kg_table.Table, rows: np.ndarray) -> np.ndarray:
   return np.array([found.get(int(e), (0, -1))[1] for e in rows], np.int32)
 
 
+def _concepts(table: kg_table.Table, row_of: np.ndarray, n: int, width: int) -> np.ndarray:
+  """[n, H] the rows of the text entities one training triplet away from each text
+  entity (either direction; H <= ``width``, the first by row), -1 padding."""
+  near = [set() for _ in range(n)]
+  for h, _, t in table.triplets[~table.heldout]:
+    a, b = row_of[h], row_of[t]
+    if a >= 0 and b >= 0 and a != b:
+      near[a].add(int(b))
+      near[b].add(int(a))
+  out = np.full((n, max(1, min(width, max(map(len, near))))), -1, np.int32)
+  for i, rows in enumerate(near):
+    rows = sorted(rows)[:out.shape[1]]
+    out[i, :len(rows)] = rows
+  return out
+
+
 def constants(table: kg_table.Table, tokenizer, *, entity_len: int, item_tokens: int,
-              pad_multiple: int) -> dict[str, np.ndarray]:
+              pad_multiple: int, concept_width: int = 32) -> dict[str, np.ndarray]:
   """The index as the step reads it (numpy; the trainer holds it on device).
 
   Returns:
@@ -100,8 +121,9 @@ def constants(table: kg_table.Table, tokenizer, *, entity_len: int, item_tokens:
     ``hash_row`` (the gold lookup), ``triple_tokens`` [E, T, entity_len],
     ``triple_valid`` [E, T], ``triple_other`` [E, T] (the other end's row),
     ``triple_relation`` [E, T], ``triple_outgoing`` [E, T] (the entity is the
-    head), ``relation_tokens`` [R, entity_len]; E is padded to ``pad_multiple``
-    and T = ``item_tokens`` - 1.
+    head), ``relation_tokens`` [R, entity_len], ``concepts`` [E, H] (`_concepts`,
+    at most ``concept_width``); E is padded to ``pad_multiple`` and T =
+    ``item_tokens`` - 1.
 
   Raises:
     ValueError: if the table has no text entity, or two names share a hash.
@@ -159,6 +181,7 @@ def constants(table: kg_table.Table, tokenizer, *, entity_len: int, item_tokens:
       "triple_relation": pad(relation.astype(np.int32), 0),
       "triple_outgoing": pad(outgoing, False),
       "relation_tokens": kg_table.text_ids(list(table.relations), tokenizer, entity_len),
+      "concepts": pad(_concepts(table, row_of, n, concept_width), -1),
   }
 
 
@@ -178,6 +201,27 @@ def init_memory(num_entities: int, triples: int, num_relations: int, dim: int) -
           "at": jnp.full((), -1, jnp.int32)}
 
 
+def concept_rows(gold: Array, c: dict) -> Array:
+  """[B, G * H] the concepts of gold rows [B, G] (``concepts``); -1 padding."""
+  near = c["concepts"][jnp.maximum(gold, 0)]
+  return jnp.where((gold >= 0)[..., None], near, -1).reshape(gold.shape[0], -1)
+
+
+def _keys(module, c: dict, text_keys: Array) -> Array:
+  """Each entity's key: its text embedding, joined with its image's where it has one."""
+  if not c["images"].shape[0]:
+    return text_keys
+  zi = module.embed_images(preprocess.normalize_images(c["images"]))
+  both = l2_normalize(text_keys + zi[jnp.maximum(c["entity_image"], 0)])
+  return jnp.where((c["entity_image"] >= 0)[:, None], both, text_keys)
+
+
+def compute_keys(module, c: dict) -> Array:
+  """[E, D] the entities' keys from the towers, gradients flowing (the retriever
+  loss's keys with ``reavl.retriever_key_grad``)."""
+  return _keys(module, c, module.embed_texts(c["entity_tokens"]))
+
+
 def compute_memory(module, c: dict, step) -> dict:
   """Embeddings of the index from the towers (``model.apply(method=...)``); no
   gradient flows into them."""
@@ -185,11 +229,7 @@ def compute_memory(module, c: dict, step) -> dict:
   texts = jnp.concatenate([c["entity_tokens"], c["triple_tokens"].reshape(e * t, length),
                            c["relation_tokens"]])
   z = module.embed_texts(texts)
-  keys = z[:e]
-  if c["images"].shape[0]:
-    zi = module.embed_images(preprocess.normalize_images(c["images"]))
-    both = l2_normalize(keys + zi[jnp.maximum(c["entity_image"], 0)])
-    keys = jnp.where((c["entity_image"] >= 0)[:, None], both, keys)
+  keys = _keys(module, c, z[:e])
   memory = {"keys": keys, "triples": z[e:e + e * t].reshape(e, t, -1),
             "relations": z[e + e * t:], "at": jnp.asarray(step, jnp.int32)}
   return jax.lax.stop_gradient(memory)
