@@ -69,9 +69,11 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # Chance that a plain caption names its object's size, and its texture
       # ("solid" at a quarter of it, as in every caption): 0.5 as elsewhere.
       plain_attribute_rate=0.5,
-      # Chance that a plain caption ends by saying where its object is ("at the top
-      # left", "on the right", "in the middle"; no other split says it).
-      plain_position_rate=0.0,
+      # Chance that a caption of a one-object scene (every plain scene, and the
+      # one-object scenes of the other splits) ends by saying where its object is
+      # ("at the top left", "on the right", "in the middle"). No caption of a scene
+      # with several objects says it, so relations still ask for binding.
+      position_rate=0.0,
       # After the plain_steps, every plain_every-th step reads plain scenes again
       # (0: never), so that what only their captions say stays learned.
       plain_every=0,

@@ -41,7 +41,7 @@ ADDED: dict[str, object] = {
     "input.train_fraction": 1.0,
     "reavl.itm_negatives_per_pair": 2,
     "world.plain_attribute_rate": 0.5,
-    "world.plain_position_rate": 0.0,
+    "world.position_rate": 0.0,
     "world.plain_every": 0,
 }
 

@@ -184,7 +184,7 @@ def test_position_phrase_hand_worked():
   assert wordings == {"at the top left", "in the top left corner"}
 
 
-def test_plain_position_rate_ends_plain_captions_with_where_the_object_is():
+def test_position_rate_ends_one_object_captions_with_where_the_object_is():
   import ml_collections
   from vlkg.data.world import build
 
@@ -193,9 +193,9 @@ def test_plain_position_rate_ends_plain_captions_with_where_the_object_is():
   said = 0
   for i in range(60):
     scene, before = build.scene_and_captions(SPEC, world(), "plain", i)
-    assert build.scene_and_captions(SPEC, world(plain_position_rate=0.0), "plain",
+    assert build.scene_and_captions(SPEC, world(position_rate=0.0), "plain",
                                     i)[1] == before
-    _, after = build.scene_and_captions(SPEC, world(plain_position_rate=1.0), "plain", i)
+    _, after = build.scene_and_captions(SPEC, world(position_rate=1.0), "plain", i)
     obj = scene.objects[0]
     true_phrases = {p.format(h=h, v=v) for p in itertools.chain(
         *cap.POSITION_PHRASES.values()) for h in ("left", "right") for v in ("top", "bottom")}
@@ -208,10 +208,16 @@ def test_plain_position_rate_ends_plain_captions_with_where_the_object_is():
                         for k in range(20)}
       said += 1
   assert said == 180
-  # Other splits ignore it.
-  for i in range(20):
-    assert (build.scene_and_captions(SPEC, world(plain_position_rate=1.0), "train", i)
-            == build.scene_and_captions(SPEC, world(), "train", i))
+  # In the other splits, one-object scenes say it too, and the others do not.
+  counts = collections.Counter()
+  for i in range(40):
+    scene, before = build.scene_and_captions(SPEC, world(), "train", i)
+    _, after = build.scene_and_captions(SPEC, world(position_rate=1.0), "train", i)
+    one = len(scene.objects) == 1
+    counts[one] += 1
+    assert all(a.startswith(b + " ") for a, b in zip(after, before)) if one else (
+        after == before)
+  assert counts[True] > 0 and counts[False] > 0
 
 
 def test_caption_wording_varies_with_synonyms_and_templates():

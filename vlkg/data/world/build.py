@@ -57,9 +57,9 @@ def scene_and_captions(spec, world_cfg, split: str, index: int):
   """(scene, captions) of scene ``index`` of ``split``, as the dataset holds them.
 
   Scenes of the ``plain`` split have one object, and their captions name its shape
-  (and its size and texture with chance ``world.plain_attribute_rate``, and where it
-  is with chance ``world.plain_position_rate``) but never its color. A run reads
-  them first
+  (and its size and texture with chance ``world.plain_attribute_rate``) but never
+  its color; a caption of any one-object scene ends by saying where its object is
+  with chance ``world.position_rate``. A run reads them first
   (``world.plain_steps``): in them shape is the only thing that tells one caption
   from another, so both towers learn the shape words before color takes over
   (docs/results.md, "Why the world's CLIP learns no shape").
@@ -81,7 +81,7 @@ def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
                  p_texture=world_cfg.plain_attribute_rate)
   texts = cap.sample_captions(scene, rng, world_cfg.captions_per_image,
                               world_cfg.max_clauses, color_rate, **rates)
-  position_rate = world_cfg.get("plain_position_rate", 0.0) if plain else 0.0
+  position_rate = world_cfg.get("position_rate", 0.0) if len(scene.objects) == 1 else 0.0
   if position_rate:  # its own stream: the captions' draws stay where they were
     rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
                                  scene.index, _POSITION_STREAM])
