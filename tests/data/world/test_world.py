@@ -273,3 +273,21 @@ def test_knowledge_example_by_hand():
   assert cap.caption_value((np_,), s) == scene_lib.TRUE
   cool = cap.NounPhrase(None, (), (("family", "cool"), ("corners", "4")))
   assert cap.caption_value((cool,), s) == scene_lib.FALSE
+
+
+def test_a_world_with_position_phrases_keeps_the_tokenizer_of_the_world_without(tmp_path):
+  from configs import clip
+  from vlkg.data import world as world_lib
+  from vlkg.data.world import build
+  descs, captions = [], []
+  for rate in (0.0, 1.0):
+    config = clip.get_config(f"smoke,world.num_train=64,world.position_rate={rate}")
+    world_cfg = world_lib.settings(config)
+    spec = build.world_spec(world_cfg)
+    out = tmp_path / str(rate)
+    out.mkdir()
+    descs.append(build._train_tokenizer(str(out), spec, world_cfg, [], config.input.text_len))
+    captions.append([t for i in range(64)
+                     for t in build.scene_and_captions(spec, world_cfg, "train", i)[1]])
+  assert captions[0] != captions[1]  # the training captions differ ...
+  assert descs[0]["model_sha256"] == descs[1]["model_sha256"]  # ... the tokenizer not

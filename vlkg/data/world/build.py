@@ -18,6 +18,7 @@ import logging
 import os
 import time
 
+import ml_collections
 import numpy as np
 
 from vlkg.data import records
@@ -192,10 +193,17 @@ def _write_shard(task) -> dict:
 
 
 def _train_tokenizer(out_dir, spec, world_cfg, kg_text: list[str], text_len: int) -> dict:
+  """The world's tokenizer, trained on its training captions as a world without
+  position phrases writes them: a base world (``position_rate`` > 0) and the
+  fine-tuning world it is paired with then share one tokenizer, so fine-tunes read
+  the base's token ids (position words are spelled with the pieces there are)."""
   from vlkg.data import tokenizer as tok_lib
   texts = []
+  vocab_cfg = world_cfg
+  if world_cfg.get("position_rate", 0.0):
+    vocab_cfg = ml_collections.ConfigDict({**world_cfg.to_dict(), "position_rate": 0.0})
   for index in range(min(TOKENIZER_SAMPLE, world_cfg.num_train)):
-    texts += scene_and_captions(spec, world_cfg, "train", index)[1]
+    texts += scene_and_captions(spec, vocab_cfg, "train", index)[1]
   # The knowledge graph's words join the corpus so that aliases get pieces of their
   # own; they still never occur in a training caption.
   return tok_lib.train_dataset_tokenizer(out_dir, texts + kg_text, world_cfg.vocab_size,
