@@ -241,19 +241,20 @@ def test_eval_encoder_is_built_once_and_follows_the_params(data_dir, tmp_path, m
 
 def test_training_stages_read_plain_scenes_first_only_on_the_world():
   from configs import clip
-  from vlkg import errors, train
-  assert train.training_stages(clip.get_config("smoke")) == [("train", None)]
+  from vlkg import errors
+  from vlkg.data import training_splits
+  assert training_splits.stages(clip.get_config("smoke")) == [("train", None)]
   c = clip.get_config("smoke,world.num_plain=64,world.plain_steps=5")
-  assert train.training_stages(c) == [("plain", 5), ("train", None)]
+  assert training_splits.stages(c) == [("plain", 5), ("train", None)]
   base = clip.get_config("base")
-  assert train.training_stages(base) == [("plain", 600), ("train", None)]
+  assert training_splits.stages(base) == [("plain", 600), ("train", None)]
   with pytest.raises(errors.ConfigError, match="world.num_plain is 0"):
-    train.training_stages(clip.get_config("smoke,world.plain_steps=5"))
-  assert train.training_review(c) is None
-  assert train.training_review(clip.get_config(
+    training_splits.stages(clip.get_config("smoke,world.plain_steps=5"))
+  assert training_splits.review(c) is None
+  assert training_splits.review(clip.get_config(
       "smoke,world.num_plain=64,world.plain_steps=5,world.plain_every=4")) == ("plain", 4)
   with pytest.raises(errors.ConfigError, match="world.num_plain is 0"):
-    train.training_review(clip.get_config("smoke,world.plain_every=4"))
+    training_splits.review(clip.get_config("smoke,world.plain_every=4"))
 
 
 def test_a_loss_memory_is_refreshed_inside_the_step_and_kept_in_the_state():

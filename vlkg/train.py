@@ -49,7 +49,7 @@ from vlkg import api, checkpoint, config as config_lib, data_dependency, errors
 from vlkg import evaluators, methods
 from vlkg import metrics as metrics_lib, optim, preemption, preprocess, sharding
 from vlkg import files, workdir_lock
-from vlkg.data import input_pipeline, prepare, records
+from vlkg.data import input_pipeline, prepare, records, training_splits
 from vlkg.data import tokenizer as tok_lib
 from vlkg.files import atomic_write
 
@@ -320,33 +320,6 @@ def _due(step: int, every: int, total_steps: int) -> bool:
   return step == total_steps or (every > 0 and step % every == 0)
 
 
-def training_stages(config) -> list[tuple[str, int | None]]:
-  """The splits a run reads, in turn (``input_pipeline.staged_train_iterator``): on
-  the world, its plain scenes for ``world.plain_steps`` steps, then "train"."""
-  plain_steps = config.world.get("plain_steps", 0)
-  if not plain_steps or not prepare.is_world(config.input.data):
-    return [("train", None)]
-  if not config.world.get("num_plain", 0):
-    raise errors.ConfigError(f"world.plain_steps={plain_steps} reads the plain scenes, "
-                             "but world.num_plain is 0: set world.num_plain (e.g. "
-                             "20000) or world.plain_steps=0")
-  return [("plain", plain_steps), ("train", None)]
-
-
-def training_review(config) -> tuple[str, int] | None:
-  """``("plain", world.plain_every)``: after the plain stage, every so many steps
-  read a batch of plain scenes again (``staged_train_iterator``'s ``review``), so
-  what only their captions say is not forgotten; None when ``plain_every`` is 0."""
-  every = config.world.get("plain_every", 0)
-  if not every or not prepare.is_world(config.input.data):
-    return None
-  if not config.world.get("num_plain", 0):
-    raise errors.ConfigError(f"world.plain_every={every} reads the plain scenes, but "
-                             "world.num_plain is 0: set world.num_plain or "
-                             "world.plain_every=0")
-  return ("plain", every)
-
-
 def _prepare_once(config) -> str:
   """``prepare.ensure_prepared`` on process 0 only; the others wait, then find it."""
   if jax.process_count() == 1:
@@ -420,7 +393,7 @@ def _train_and_evaluate(config, workdir: str, cleanup: contextlib.ExitStack) -> 
   update_step = trainer.update_step
   batch_keys = methods.batch_keys(config)
   batches = input_pipeline.staged_train_iterator(
-      dataset_dir, stages=training_stages(config), review=training_review(config),
+      dataset_dir, stages=training_splits.stages(config), review=training_splits.review(config),
       batch_size=config.input.batch_size,
       seed=config.seed, fields=batch_keys, start_step=start_step,
       shuffle_buffer=config.input.shuffle_buffer, prefetch=config.input.prefetch,
