@@ -111,10 +111,13 @@ def _aro_analysis(encoder: Encoder, root: str, items, kinds: list[str],
   """`blind_analysis` of ARO items, each image cropped to its box."""
   images = np.stack([aro.crop_to_bbox(binary_choice.load_image(
       os.path.join(root, it.image_path)), it.bbox) for it in items])
-  embed = lambda texts: np.asarray(encoder.encode_texts(texts))
   return blind_analysis(np.asarray(encoder.encode_images(images)),
-                        embed([it.true_caption for it in items]),
-                        embed([it.false_caption for it in items]), kinds, prefix)
+                        _embed(encoder, [it.true_caption for it in items]),
+                        _embed(encoder, [it.false_caption for it in items]), kinds, prefix)
+
+
+def _embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
+  return np.asarray(encoder.encode_texts(texts))
 
 
 def evaluate(encoder: Encoder, dataset_dir: str,
@@ -125,7 +128,6 @@ def evaluate(encoder: Encoder, dataset_dir: str,
   from vlkg.evaluators import world
   out = {}
   root = os.path.join(dataset_dir, "benchmarks")
-  embed = lambda texts: np.asarray(encoder.encode_texts(texts))
   for split in splits:
     items = aro.read_aro(world.suite_path(dataset_dir, split, "attribute_swap"),
                          "attribution")
@@ -145,8 +147,8 @@ def evaluate(encoder: Encoder, dataset_dir: str,
     images = np.stack([binary_choice.load_image(os.path.join(root, it.filename))
                        for it in items])
     image_emb = np.asarray(encoder.encode_images(images))
-    true_emb = embed([it.caption for it in items])
-    false_emb = embed([it.negative_caption for it in items])
+    true_emb = _embed(encoder, [it.caption for it in items])
+    false_emb = _embed(encoder, [it.negative_caption for it in items])
     out.update(blind_analysis(image_emb, true_emb, false_emb, kinds, prefix))
     sighted = aro_correct(image_emb, true_emb, false_emb)
     for name, mask in (("replacing_word_in_caption", named),

@@ -72,9 +72,13 @@ def scene_and_captions(spec, world_cfg, split: str, index: int):
   return scene, scene_captions(spec, world_cfg, scene, plain)
 
 
+def _scene_rng(spec, scene, stream: int) -> np.random.Generator:
+  return np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
+                                scene.index, stream])
+
+
 def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
-  rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
-                               scene.index, _CAPTION_STREAM])
+  rng = _scene_rng(spec, scene, _CAPTION_STREAM)
   color_rate = 0.0 if plain else world_cfg.caption_color_rate
   rates = {}  # size and texture: sample_captions' own chances, but in plain scenes
   if plain and "plain_attribute_rate" in world_cfg:  # absent in configs from before it
@@ -84,8 +88,7 @@ def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
                               world_cfg.max_clauses, color_rate, **rates)
   position_rate = world_cfg.get("position_rate", 0.0) if len(scene.objects) == 1 else 0.0
   if position_rate:  # its own stream: the captions' draws stay where they were
-    rng = np.random.default_rng([spec.seed, scene_lib.SPLITS.index(scene.split),
-                                 scene.index, _POSITION_STREAM])
+    rng = _scene_rng(spec, scene, _POSITION_STREAM)
     where = lambda: cap.position_phrase(scene.objects[0], scene.image_size, rng)
     texts = [f"{t} {where()}" if rng.random() < position_rate else t for t in texts]
   return texts
