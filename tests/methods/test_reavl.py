@@ -151,6 +151,7 @@ def test_key_gradients_and_one_hop_gold_change_only_the_retriever_term(setup):
   plain, g_plain = run()
   fresh, g_fresh = run(retriever_key_grad=True)
   hops, _ = run(with_grad=False, gold_hops=1)
+  joint, _ = run(with_grad=False, gold_hops=1, hop_ranking="joint")
   # At step 0 the memory is computed from the same params: the same keys, so the
   # same retriever loss; with key gradients the text tower's token embedding also
   # learns from it (the entity names pass through it).
@@ -159,8 +160,11 @@ def test_key_gradients_and_one_hop_gold_change_only_the_retriever_term(setup):
   assert np.abs(emb(g_fresh) - emb(g_plain)).max() > 1e-6
   # More positives: a different retriever loss, the same other terms and recall.
   assert float(hops["retriever"]) != pytest.approx(float(plain["retriever"]), rel=1e-4)
+  # Concepts ranked below the caption's own entities (the default) or with them.
+  assert float(joint["retriever"]) != pytest.approx(float(hops["retriever"]), rel=1e-4)
   for name in ("clip", "itm", "mlm", "recall@1", "recall@5"):
     assert float(hops[name]) == pytest.approx(float(plain[name]), rel=1e-5)
+    assert float(joint[name]) == pytest.approx(float(plain[name]), rel=1e-5)
 
 
 def _with(config, **reavl_options):
@@ -241,7 +245,8 @@ def test_negative_pairs_carry_the_same_item_masks_as_positives(step_inputs):
 
 @pytest.mark.parametrize("bad, key", [("reavl.itm_negatives_per_pair=3", "itm_negatives_per_pair"),
                                       ("reavl.itm_negatives='all'", "itm_negatives"),
-                                      ("reavl.eval_distractors=1.5", "eval_distractors")])
+                                      ("reavl.eval_distractors=1.5", "eval_distractors"),
+                                      ("reavl.hop_ranking='first'", "hop_ranking")])
 def test_bad_choices_name_their_key(bad, key):
   config = reavl_config.get_config(tiny_world.TINY + "," + bad)
   with pytest.raises(ValueError, match=f"config.reavl.{key}"):

@@ -33,6 +33,28 @@ def test_multi_positive_nce_by_hand():
   assert float(none[0]) == 0.0 and float(none[1]) == 0.0
 
 
+def test_tiered_nce_by_hand():
+  """The caption's own entities against every other; their concepts against every
+  entity but the caption's own (which leave that softmax)."""
+  logits = np.array([[2.0, 1.0, 0.5, -1.0, 0.0],
+                     [0.0, 3.0, -2.0, 1.0, 0.5]], np.float32)
+  own = np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]], bool)
+  hops = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 0, 0]], bool)  # row 1: no concepts
+  key_valid = np.array([True, True, True, True, False])
+
+  def lse(values):
+    return np.log(np.sum(np.exp(values)))
+  row0 = logits[0, :4]
+  head = np.mean([lse(row0) - row0[0], lse(logits[1, :4]) - logits[1, 1]])
+  # Row 0's concept 2 (entity 0 is its own, so not a concept here) against
+  # entities 1, 2, 3 (0 is its own, 4 invalid); row 1 has none and does not count.
+  tail = lse(row0[[1, 2, 3]]) - row0[2]
+  loss, acc = L.tiered_nce(jnp.asarray(logits), jnp.asarray(own), jnp.asarray(hops),
+                           jnp.asarray(key_valid))
+  np.testing.assert_allclose(loss, head + tail, rtol=1e-5)
+  assert float(acc) == 1.0  # both rows' best entity is their own
+
+
 def test_token_ce_on_masked_positions_only():
   rng = np.random.default_rng(1)
   logits = rng.normal(size=(2, 5, 7)).astype(np.float32)

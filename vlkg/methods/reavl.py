@@ -86,6 +86,10 @@ def default_config() -> dict:
       # graph ("square" -> "four corners", "polygon"); 0: the caption's words only.
       # reavl/recall@n always counts the caption's own.
       gold_hops=0,
+      # How the one-hop concepts rank with gold_hops=1: "tiered" below the
+      # caption's own entities and above the rest (reavl_loss.tiered_nce), or
+      # "joint", positives alike with the caption's own.
+      hop_ranking="tiered",
       entity_temperature=0.07,  # of masked entity modelling and link prediction
       clip_weight=1.0,
       retriever_weight=1.0,
@@ -131,6 +135,9 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
                      f"{out['itm_negatives_per_pair']}: expected 1 or 2")
   if out["gold_hops"] not in (0, 1):
     raise ValueError(f"config.reavl.gold_hops={out['gold_hops']}: expected 0 or 1")
+  if out["hop_ranking"] not in ("tiered", "joint"):
+    raise ValueError(f"config.reavl.hop_ranking={out['hop_ranking']!r}: expected "
+                     "'tiered' or 'joint'")
   if out["itm_negatives"] not in ("sampled", "hardest"):
     raise ValueError(f"config.reavl.itm_negatives={out['itm_negatives']!r}: expected "
                      "'sampled' or 'hardest'")
@@ -175,6 +182,13 @@ def _draws(rng: Array, b: int, length: int) -> dict[str, Array]:
           "neg_image": jax.random.uniform(keys[2], (b,)),
           **{n: jax.random.uniform(kk, (3 * b,))
              for n, kk in zip(("mem", "lp", "triple"), keys[3:])}}
+
+
+def _mark(rows: Array, n: int) -> Array:
+  """[B, n] bool: True at each row's entity indices ``rows`` [B, G] (-1 padding)."""
+  b = rows.shape[0]
+  return jnp.zeros((b, n), bool).at[jnp.arange(b)[:, None],
+                                    jnp.where(rows >= 0, rows, n)].set(True, mode="drop")
 
 
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
@@ -229,18 +243,21 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],
                                                 out["logit_scale"])
     keys, key_valid, gold = out["keys"], out["key_valid"], out["gold"]
-    positives = gold
-    if rc["gold_hops"]:
-      positives = jnp.concatenate([gold, index_lib.concept_rows(gold, c)], axis=1)
-    positive = jnp.zeros((b, keys.shape[0]), bool).at[
-        jnp.arange(b)[:, None], jnp.where(positives >= 0, positives, keys.shape[0])].set(
-            True, mode="drop")
     retriever_keys = keys
     if rc["retriever_key_grad"]:
       retriever_keys = model.apply({"params": params}, c, method=index_lib.compute_keys)
     logits = (out["query"] @ retriever_keys.T) / rc["retriever_temperature"]
-    terms["retriever"], metrics["retriever_acc"] = (
-        L.multi_positive_nce(logits, positive, key_valid) if k else (zero, zero))
+    own = _mark(gold, keys.shape[0])
+    if not k:
+      terms["retriever"] = metrics["retriever_acc"] = zero
+    elif not rc["gold_hops"]:
+      terms["retriever"], metrics["retriever_acc"] = L.multi_positive_nce(
+          logits, own, key_valid)
+    else:
+      hops = _mark(index_lib.concept_rows(gold, c), keys.shape[0])
+      terms["retriever"], metrics["retriever_acc"] = (
+          L.tiered_nce(logits, own, hops, key_valid) if rc["hop_ranking"] == "tiered"
+          else L.multi_positive_nce(logits, own | hops, key_valid))
     terms["itm"], metrics["itm_acc"] = L.matching_ce(out["itm_logits"], out["itm_labels"],
                                                      out["itm_valid"])
     terms["mlm"], metrics["mlm_acc"] = L.token_ce(out["mlm_logits"], out["mlm_targets"],

@@ -60,6 +60,25 @@ def multi_positive_nce(logits: Array, positive: Array, key_valid: Array | None =
   return _valid_mean(per, count > 0), _valid_mean(best, count > 0)
 
 
+def tiered_nce(logits: Array, first: Array, second: Array, key_valid: Array | None = None
+               ) -> tuple[Array, Array]:
+  """Two tiers of positives: ``first`` [Q, E] above everything else, ``second``
+  above everything but the first.
+
+  The first tier's multi-positive InfoNCE keeps the second tier in its softmax
+  (as negatives: pushed below the first); the second tier's leaves the first out
+  of its softmax (not pushed above it). A retriever trained so fetches a caption's
+  own entities first and their one-hop concepts next.
+
+  Returns:
+    (the sum of the two tiers' losses, the first tier's top-1 accuracy).
+  """
+  head, acc = multi_positive_nce(logits, first, key_valid)
+  tail, _ = multi_positive_nce(jnp.where(first, _FLOOR, logits), second & ~first,
+                               key_valid)
+  return head + tail, acc
+
+
 def token_ce(logits: Array, targets: Array, masked: Array) -> tuple[Array, Array]:
   """Cross entropy of [..., V] logits at the ``masked`` positions of ``targets``."""
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
