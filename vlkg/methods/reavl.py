@@ -193,6 +193,23 @@ def _mark(rows: Array, n: int) -> Array:
                                     jnp.where(rows >= 0, rows, n)].set(True, mode="drop")
 
 
+def _retriever_loss(model, params, c: dict, out: dict, rc: dict) -> tuple[Array, Array]:
+  """The retriever's multi-positive InfoNCE of each pair's query against every
+  entity (``retriever_key_grad``: keys recomputed with gradient; ``gold_hops``:
+  the gold entities' concepts as positives, ranked by ``hop_ranking``)."""
+  keys, key_valid, gold = out["keys"], out["key_valid"], out["gold"]
+  if rc["retriever_key_grad"]:
+    keys = model.apply({"params": params}, c, method=index_lib.compute_keys)
+  logits = (out["query"] @ keys.T) / rc["retriever_temperature"]
+  own = _mark(gold, keys.shape[0])
+  if not rc["gold_hops"]:
+    return L.multi_positive_nce(logits, own, key_valid)
+  hops = _mark(index_lib.concept_rows(gold, c), keys.shape[0])
+  if rc["hop_ranking"] == "tiered":
+    return L.tiered_nce(logits, own, hops, key_valid)
+  return L.multi_positive_nce(logits, own | hops, key_valid)
+
+
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
                  index: dict | None = None, tokenizer: Any = None) -> LossFn:
   """Returns ``loss_fn(params, batch, rng, step[, constants], memory=None)``.
@@ -245,21 +262,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],
                                                 out["logit_scale"])
     keys, key_valid, gold = out["keys"], out["key_valid"], out["gold"]
-    retriever_keys = keys
-    if rc["retriever_key_grad"]:
-      retriever_keys = model.apply({"params": params}, c, method=index_lib.compute_keys)
-    logits = (out["query"] @ retriever_keys.T) / rc["retriever_temperature"]
-    own = _mark(gold, keys.shape[0])
-    if not k:
-      terms["retriever"] = metrics["retriever_acc"] = zero
-    elif not rc["gold_hops"]:
-      terms["retriever"], metrics["retriever_acc"] = L.multi_positive_nce(
-          logits, own, key_valid)
-    else:
-      hops = _mark(index_lib.concept_rows(gold, c), keys.shape[0])
-      terms["retriever"], metrics["retriever_acc"] = (
-          L.tiered_nce(logits, own, hops, key_valid) if rc["hop_ranking"] == "tiered"
-          else L.multi_positive_nce(logits, own | hops, key_valid))
+    terms["retriever"], metrics["retriever_acc"] = (
+        _retriever_loss(model, params, c, out, rc) if k else (zero, zero))
     terms["itm"], metrics["itm_acc"] = L.matching_ce(out["itm_logits"], out["itm_labels"],
                                                      out["itm_valid"])
     terms["mlm"], metrics["mlm_acc"] = L.token_ce(out["mlm_logits"], out["mlm_targets"],
