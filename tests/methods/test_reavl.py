@@ -84,6 +84,13 @@ def test_training_through_the_trainer(setup):
   scores = model.answer_scores(images, ["what color is it?", "how many corners?"],
                                ["red", "four", "blue"])
   assert scores.shape == (2, 3) and np.isfinite(scores).all()
+  # The VQA head's features: the fusion's output, then the two towers' embeddings.
+  questions = ["what color is it?", "how many corners?"]
+  feats = model.question_features(images, questions)
+  d = model.encode_images(images).shape[1]
+  assert feats.shape == (2, 3 * d) and np.isfinite(feats).all()
+  np.testing.assert_allclose(feats[:, d:2 * d], model.encode_images(images), atol=1e-5)
+  np.testing.assert_allclose(feats[:, 2 * d:], model.encode_texts(questions), atol=1e-5)
   links = model.link_scores(images, ["a red shape", "a shape"], ["red", "shape"],
                             [["red: a color", "blue: a color"], ["circle: a shape"]])
   assert [s.shape for s in links] == [(2,), (1,)]
@@ -91,6 +98,12 @@ def test_training_through_the_trainer(setup):
   assert found.shape == (2, 4) and len(set(found[0])) == 4
   # Distractors: the same call with all items random scores otherwise.
   model.distractors = 1.0
+  moved = model.question_features(images, questions)
+  assert not np.allclose(moved[:, :d], feats[:, :d])
+  np.testing.assert_allclose(moved[:, d:], feats[:, d:], atol=1e-6)
+  # ... but not the features that fit the VQA head.
+  np.testing.assert_allclose(model.question_features(images, questions, fit=True),
+                             feats, atol=1e-6)
   assert not np.allclose(model.answer_scores(images, ["what color is it?"] * 2,
                                              ["red", "four", "blue"]), scores)
   # An evaluation config (an evaluation-only run's) builds the encoder instead.

@@ -22,7 +22,8 @@ SCORES = {"base": 0.55, "clip": 0.60, "negclip": 0.66, "structure_clip": 0.80,
 KG_METRICS = ("kg/tail_R@1", "kg/relation_acc")
 # What a re-run kg evaluator scores (``--reevaluate kg``).
 RESCORED = 0.99
-EXTRA_METRICS = ("world_comp/knowledge", *KG_METRICS, "world/kvqa", "reavl/recall@5")
+EXTRA_METRICS = ("world_comp/knowledge", *KG_METRICS, "world/kvqa", "world/kvqa_head",
+                 "reavl/recall@5")
 
 
 class FakeRunner:

@@ -161,8 +161,8 @@ def test_the_methods_declare_the_issue_targets():
       ("retrieval/test/image_to_text_R@1", "clip", -0.02, "gain")]
   rv = {c.name: c for c in claims.declared("reavl")}
   assert [(c.metric, c.rule, c.target) for c in rv.values()] == [
-      ("world/knowledge", "gain", 0.10), ("world/kvqa", "gain", 0.10),
-      ("world/kvqa", "relative_gain", 0.5), ("world/knowledge", "relative_gain", 1.0),
+      ("world/knowledge", "gain", 0.10), ("world/kvqa_head", "gain", 0.10),
+      ("world/kvqa_head", "relative_gain", 0.5), ("world/knowledge", "relative_gain", 1.0),
       ("retrieval/test/image_to_text_R@1", "gain", -0.02),
       ("reavl/recall@5", "at_least", 0.9)]
   assert rv["knowledge VQA over no retrieval"].baseline == "reavl_no_retrieval"

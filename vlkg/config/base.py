@@ -224,4 +224,9 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
     c.optim.update(lr=5e-4, warmup_steps=30)
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 100
+    # Knowledge VQA through an answer head fitted on the frozen fine-tuned model
+    # (vlkg.evaluators.vqa_head): what the fine-tune taught, read alike for every
+    # method.
+    c.evals.vqa_head = {"type": "vqa_head", "fit_scenes": 24_000, "hidden": 1024,
+                        "steps": 6000, "select_every": 500, "seed": 0}
   return c

@@ -23,6 +23,9 @@ through that fusion rather than through two embeddings.
 The evaluators (`vlkg.evaluators.knowledge_vqa`, `vlkg.evaluators.entity_linking`)
 use them when present, and otherwise score any dual encoder by a zero-shot rule on
 its two embeddings, so that CLIP-style models are scored on the same items.
+``question_features`` (`QuestionFeatureEncoder`, `has_question_features`) gives the
+features of an (image, question) pair on which `vlkg.evaluators.vqa_head` fits its
+answer classifier; without it they are the two embeddings side by side.
 ``encode_kg_queries`` (`KGQueryEncoder`, `has_kg_queries`) is the same for
 knowledge-graph completion (`vlkg.evaluators.kg`), for a model that predicts a
 triplet's missing tail through a fusion of head and relation (Knowledge-CLIP, Pan
@@ -155,6 +158,36 @@ class AnswerScorer(Encoder, typing.Protocol):
 def has_answer_scores(encoder: object) -> bool:
   """Whether ``encoder`` offers `AnswerScorer.answer_scores`."""
   return callable(getattr(encoder, "answer_scores", None))
+
+
+@typing.runtime_checkable
+class QuestionFeatureEncoder(Encoder, typing.Protocol):
+  """An `Encoder` that gives features of (image, question) pairs itself, for an
+  answer classifier fitted on them (`vlkg.evaluators.vqa_head`).
+
+  Without it, the features are ``[encode_images(i), encode_texts(q)]``.
+  """
+
+  def question_features(self, images: np.ndarray, questions: Sequence[str], *,
+                        fit: bool = False) -> np.ndarray:
+    """Features of every (image, question).
+
+    Args:
+      images: uint8 ``[N, H, W, 3]``, as for `Encoder.encode_images`.
+      questions: N questions, one per image.
+      fit: The features fit the head (its train and selection questions) rather
+        than being scored: a test-time perturbation of the encoder (REAVL's
+        ``eval_distractors``) is left out, so the head learns on clean features.
+
+    Returns:
+      float ``[N, F]``, F fixed for the model.
+    """
+    ...
+
+
+def has_question_features(encoder: object) -> bool:
+  """Whether ``encoder`` offers `QuestionFeatureEncoder.question_features`."""
+  return callable(getattr(encoder, "question_features", None))
 
 
 @typing.runtime_checkable

@@ -305,8 +305,9 @@ def eval_encoder(module, params, tokenizer, config, *, image_size: int,
 # The measured targets for the paper's claims (Rao et al., ACM MM 2023:
 # knowledge-based understanding improves, sample efficiency, general ability kept),
 # as `python -m vlkg.tools.results` measures them on the world (vlkg.results):
-# the knowledge suite and the world's knowledge VQA (``world/kvqa``) against CLIP
-# and against REAVL without retrieval; the gate's robustness to distractor items;
+# the knowledge suite against CLIP, and the world's knowledge VQA answered by a head
+# fitted on the frozen model (``world/kvqa_head``, as the paper fine-tunes on
+# OK-VQA) against REAVL without retrieval; the gate's robustness to distractor items;
 # the gain at 10% of the fine-tuning data (``input.train_fraction``) against the
 # gain at 100%; retrieval kept; the retriever's recall of gold entities.
 from vlkg.results.claims import Claim  # noqa: E402  (declarations, kept at the end)
@@ -315,10 +316,10 @@ from vlkg.results.runs import Run  # noqa: E402
 CLAIMS = (
     Claim(name="knowledge", metric="world/knowledge", target=0.10,
           paper="knowledge-based understanding improves over the base models"),
-    Claim(name="knowledge VQA over no retrieval", metric="world/kvqa", target=0.10,
-          baseline="reavl_no_retrieval",
+    Claim(name="knowledge VQA over no retrieval", metric="world/kvqa_head",
+          target=0.10, baseline="reavl_no_retrieval",
           paper="the retrieved knowledge is what answers knowledge questions"),
-    Claim(name="gate against distractors", metric="world/kvqa", target=0.5,
+    Claim(name="gate against distractors", metric="world/kvqa_head", target=0.5,
           rule="relative_gain", run="reavl_distractors", baseline="reavl",
           reference=("reavl_no_gate_distractors", "reavl_no_gate"),
           paper="the adaptive scheme keeps informative knowledge and ignores the rest"),

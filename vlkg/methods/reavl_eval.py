@@ -13,6 +13,12 @@ as every method's) and adds the optional capabilities of
   on (image, "question answer", the items): the logit of "match" minus that of
   "no match". With ``reavl.eval_distractors`` = p, a seeded share p of each
   input's items is replaced by uniformly drawn entities (the gate's claim).
+* ``question_features(images, questions, fit=False)``: the fusion's [FUSE] output
+  for (image, question) with its retrieved items, beside the two towers'
+  embeddings: the features of the VQA head (``vlkg.evaluators.vqa_head``).
+  Distractors apply to the scored features only (``fit=False``): the head is
+  fitted on clean ones, as a model fine-tuned on clean retrieval then meets
+  noisy retrieval.
 * ``link_scores(images, contexts, mentions, candidates)``: entity linking is
   retrieval: each candidate's text ("name: description") is embedded as the
   index embeds an entity's name and gloss, and scored by its inner product with
@@ -65,17 +71,35 @@ def _query_fn(module, images, ids):
                       module.embed_texts(ids))
 
 
+def _retrieved_items(module, zimg, zq, memory, c, distract, k):
+  """The items of the top-k entities for the query of (image, question), with the
+  distractors ``distract`` [N, k] (-1: keep) in their slots."""
+  q = module.query(zimg, zq)
+  idx = jnp.zeros((q.shape[0], 0), jnp.int32)
+  if k:
+    _, idx = retriever.search(q, memory["keys"], k, valid=c["valid"])
+    idx = jnp.where(distract >= 0, distract, idx)
+  return _items(module, memory, c, q, idx)
+
+
+def _question_fn(module, images, q_ids, memory, c, distract, *, k, pad_id, pool):
+  """[N, 3D] features of (image, question): the fusion's [FUSE] output with the
+  retrieved items, and the two towers' embeddings."""
+  zimg, img_tok = module.embed_images(images, return_tokens=True)
+  zq, txt_tok = module.embed_texts(q_ids, return_tokens=True)
+  items, types, valid, gates = _retrieved_items(module, zimg, zq, memory, c, distract, k)
+  fused = module.fuse(zimg, pool_grid(img_tok, pool), txt_tok, q_ids != pad_id,
+                      jnp.zeros(q_ids.shape, bool), items, types, valid, gates)
+  return jnp.concatenate([fused["fused"], zimg, zq], -1).astype(jnp.float32)
+
+
 def _answer_fn(module, images, q_ids, qa_ids, memory, c, distract, *, k, pad_id, pool):
   """[N, A] answer scores (see the module docstring)."""
   n, a, length = qa_ids.shape
   zimg, img_tok = module.embed_images(images, return_tokens=True)
   img_tok = pool_grid(img_tok, pool)
-  q = module.query(zimg, module.embed_texts(q_ids))
-  idx = jnp.zeros((n, 0), jnp.int32)
-  if k:
-    _, idx = retriever.search(q, memory["keys"], k, valid=c["valid"])
-    idx = jnp.where(distract >= 0, distract, idx)
-  items, types, valid, gates = _items(module, memory, c, q, idx)
+  items, types, valid, gates = _retrieved_items(module, zimg, module.embed_texts(q_ids),
+                                                memory, c, distract, k)
   zqa, txt_tok = module.embed_texts(qa_ids.reshape(n * a, length), return_tokens=True)
   rep = lambda x: jnp.repeat(x, a, axis=0)
   fused = module.fuse(rep(zimg), rep(img_tok), txt_tok,
@@ -98,8 +122,10 @@ class REAVLEncoder(api.Model):
     self.k, self.distractors = k, distractors
     self._compute = jax.jit(lambda p, c: module.apply(
         {"params": p}, c, 0, method=index_lib.compute_memory))
-    self._answer = jax.jit(lambda p, *args: module.apply(
-        {"params": p}, *args, k=k, pad_id=pad_id, pool=image_pool, method=_answer_fn))
+    self._answer, self._question = (jax.jit(
+        lambda p, *args, fn=fn: module.apply({"params": p}, *args, k=k, pad_id=pad_id,
+                                             pool=image_pool, method=fn))
+        for fn in (_answer_fn, _question_fn))
     self._query = jax.jit(lambda p, x, t: module.apply({"params": p}, x, t,
                                                        method=_query_fn))
     self._search = jax.jit(lambda q, keys, valid, n: retriever.search(q, keys, n,
@@ -154,6 +180,28 @@ class REAVLEncoder(api.Model):
       scores = self._answer(self._params, normalize_images(img), q_ids,
                             qa.reshape(chunk, len(answers), -1), memory, self.index, dis)
       out.append(np.asarray(scores)[:chunk - pad])
+    return np.concatenate(out)
+
+  def question_features(self, images, questions: Sequence[str], *,
+                        fit: bool = False) -> np.ndarray:
+    images = self._images(images)
+    if len(images) != len(questions):
+      raise ValueError(f"{len(images)} images for {len(questions)} questions")
+    memory = self.memory()
+    distract = self._distractors(len(images))
+    if fit:  # the head fits on clean items; distractors are a test-time change
+      distract = np.full_like(distract, -1)
+    out = []
+    for s in range(0, len(images), self.batch_size):
+      img = images[s:s + self.batch_size]
+      n, pad = len(img), self.batch_size - len(img)
+      ids = self.tokenizer.encode(list(questions[s:s + n]) + [""] * pad)
+      dis = distract[s:s + n]
+      if pad:
+        img = np.concatenate([img, np.zeros((pad,) + img.shape[1:], img.dtype)])
+        dis = np.concatenate([dis, -np.ones((pad, self.k), np.int32)])
+      out.append(np.asarray(self._question(self._params, normalize_images(img), ids,
+                                           memory, self.index, dis))[:n])
     return np.concatenate(out)
 
   def link_scores(self, images, contexts: Sequence[str], mentions: Sequence[str],

@@ -103,6 +103,9 @@ QUICK = (
 )
 # The base's plain scenes (world.num_plain), scaled down alike.
 QUICK_BASE = ("world.num_plain=64", "world.plain_steps=2")
+# The fine-tunes' VQA head (vlkg.evaluators.vqa_head), scaled down alike.
+QUICK_FINETUNE = ("evals.vqa_head.fit_scenes=256", "evals.vqa_head.hidden=32",
+                  "evals.vqa_head.steps=100", "evals.vqa_head.select_every=50")
 
 
 @contextlib.contextmanager
@@ -231,7 +234,9 @@ class Protocol:
     trained_in = (os.path.join(self.out, spec.evaluates, f"seed{seed}")
                   if spec.evaluates else "")
     return Stage(f"{run} seed {seed}", os.path.join(self.out, run, f"seed{seed}"),
-                 f"configs/{spec.config}.py", self._arg("finetune", spec.overrides),
+                 f"configs/{spec.config}.py",
+                 self._arg("finetune", (*spec.overrides,
+                                        *(QUICK_FINETUNE if self.quick else ()))),
                  {"model_init": os.path.join(self.out, BASE), "seed": seed},
                  # An evaluation-only stage's parent is its trained run's.
                  parent="" if trained_in else os.path.join(self.out, BASE),

@@ -30,7 +30,7 @@ SUITES = ("attribute_swap", "relation_swap", "order", "replace_att", "replace_ob
           "replace_rel", "swap_att", "swap_obj", "add_att", "knowledge")
 # Each suite of the all-runs table and of results.png.
 SUITE_METRICS = (tuple(f"world/{s}" for s in SUITES)
-                 + ("world/kvqa", "world/entity_linking",
+                 + ("world/kvqa", "world/kvqa_head", "world/entity_linking",
                     "world_comp/attribute_swap", "world_comp/relation_swap", R1,
                     "grounding/pointing_acc", "probe/shape", "text_prior/test/blind",
                     "text_prior/test_comp/blind"))

@@ -232,3 +232,24 @@ def test_a_dataset_prepared_earlier_gets_the_same_files(dataset, tmp_path):
   assert knowledge_benchmarks.is_complete(copy, "test")
   assert not [n for n in os.listdir(os.path.join(copy, "benchmarks", "test"))
               if ".tmp-" in n]
+
+
+def test_train_questions_come_from_the_train_records(dataset):
+  from vlkg.data import input_pipeline
+  images, items = knowledge_benchmarks.train_vqa_items(dataset, 40)
+  assert 30 <= len(items) <= 40 and len(images) == len(items)
+  ids = [it.image_id for it in items]
+  assert ids == sorted(set(ids)) and max(ids) < 40
+  spec = build.world_spec(_tiny_world())
+  for it in items:  # drawn as the written suites are, on the train scenes
+    scene = scene_lib.sample_scene(spec, "train", it.image_id)
+    q = kvqa_suite.make_question(scene, GRAPH, np.random.default_rng(
+        [0, scene_lib.SPLITS.index("train"), it.image_id, 200]))
+    assert it.question in (q.question, q.negated) and q.type == it.question_type
+  stored = {}
+  for batch in input_pipeline.eval_iterator(dataset, "train", batch_size=64,
+                                            fields=("image",)):
+    for row in np.flatnonzero(batch["_mask"]):
+      stored[int(batch["index"][row])] = batch["image"][row]
+  for it, image in zip(items, images):
+    np.testing.assert_array_equal(image, stored[it.image_id])

@@ -25,6 +25,9 @@ and the yes/no balance from ``[seed, split, 202]``. So the world's build writes 
 existed, with the same bytes; neither the records, the other suites nor the
 dataset's fingerprint change. Each folder is written under a temporary name and
 renamed into place.
+
+The train split's knowledge-VQA questions (`train_vqa_items`), on which a VQA head
+is fitted, are drawn the same way from the train records, and are not written.
 """
 
 from __future__ import annotations
@@ -121,17 +124,65 @@ def _world_spec(dataset_dir: str) -> dict:
     return json.load(f)["spec"]
 
 
-def make(scenes: list[Scene], seed: int, graph) -> dict:
-  """Both suites of one split's scenes: ``{"questions": [VqaItem], "passages":
-  [Passage], "mentions": [Mention], "kb": {node: description}}``."""
-  split_id = SCENE_SPLITS.index(scenes[0].split) if scenes else 0
-  stream = lambda scene, k: np.random.default_rng([seed, split_id, scene.index, k])
+def _split_id(scenes: list[Scene]) -> int:
+  return SCENE_SPLITS.index(scenes[0].split) if scenes else 0
+
+
+def _streams(scenes: list[Scene], seed: int):
+  """``stream(scene, k)``: the seeded generator of suite ``k`` for one scene."""
+  split_id = _split_id(scenes)
+  return lambda scene, k: np.random.default_rng([seed, split_id, scene.index, k])
+
+
+def vqa_items(scenes: list[Scene], seed: int, graph) -> list[okvqa.VqaItem]:
+  """The knowledge-VQA questions of one split's scenes (one per scene that supports
+  one, yes/no answers balanced over the split), as OK-VQA items."""
+  stream = _streams(scenes, seed)
   questions = [kvqa_suite.make_question(s, graph, stream(s, KVQA_STREAM))
                for s in scenes]
   questions = kvqa_suite.balance(
-      questions, np.random.default_rng([seed, split_id, BALANCE_STREAM]))
-  items = [okvqa.VqaItem(s.index * 10, s.index, q.question, (q.answer,) * 10, q.type)
-           for s, q in zip(scenes, questions) if q is not None]
+      questions, np.random.default_rng([seed, _split_id(scenes), BALANCE_STREAM]))
+  return [okvqa.VqaItem(s.index * 10, s.index, q.question, (q.answer,) * 10, q.type)
+          for s, q in zip(scenes, questions) if q is not None]
+
+
+def train_vqa_items(dataset_dir: str, max_scenes: int
+                    ) -> tuple[np.ndarray, list[okvqa.VqaItem]]:
+  """Knowledge-VQA questions on the first ``max_scenes`` train scenes, with their
+  images, read from the train records (``vlkg.evaluators.vqa_head`` fits on them).
+
+  They are drawn as the val and test suites are (`vqa_items`), and are not written
+  to disk: the train split's images live in its records only.
+
+  Returns:
+    (uint8 images [N, H, W, 3], the N questions), question k about image k.
+  """
+  from vlkg.data import input_pipeline
+  spec = _world_spec(dataset_dir)
+  images, scenes = {}, []
+  for batch in input_pipeline.eval_iterator(dataset_dir, "train", batch_size=256,
+                                            fields=("image", "objects"),
+                                            process_index=0, process_count=1):
+    for row in np.flatnonzero(batch["_mask"]):
+      index = int(batch["index"][row])
+      images[index] = batch["image"][row]
+      scenes.append(scene_from_record(
+          "train", index, int(spec["image_size"]), batch["object_attributes"][row],
+          batch["boxes"][row], batch["num_objects"][row]))
+    if len(scenes) >= max_scenes:
+      break
+  scenes = sorted(scenes, key=lambda s: s.index)[:max_scenes]
+  items = vqa_items(scenes, int(spec["seed"]), _graph(dataset_dir))
+  pixels = (np.stack([images[it.image_id] for it in items]) if items
+            else np.zeros((0, 1, 1, 3), np.uint8))
+  return pixels, items
+
+
+def make(scenes: list[Scene], seed: int, graph) -> dict:
+  """Both suites of one split's scenes: ``{"questions": [VqaItem], "passages":
+  [Passage], "mentions": [Mention], "kb": {node: description}}``."""
+  stream = _streams(scenes, seed)
+  items = vqa_items(scenes, seed, graph)
   passages, mentions = [], []
   for s in scenes:
     made = linking_suite.make_item(s, graph, stream(s, LINK_STREAM))
