@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from vlkg.data.benchmarks import okvqa
+from tests import trainer_world
 from vlkg.evaluators import answer_head, vqa_head, world_knowledge
 
 SMALL = answer_head.HeadConfig(hidden=32, steps=600, batch_size=64, lr=1e-2,
@@ -85,12 +86,10 @@ def test_features_are_the_towers_unless_the_encoder_gives_its_own():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-  from configs import clip
+  """The trainer tests' small world (256 train scenes)."""
   from vlkg.data import prepare
-  root = tmp_path_factory.mktemp("data")
-  return prepare.ensure_prepared(clip.get_config(
-      "smoke,world.num_train=96,world.num_val=16,world.num_test=16,"
-      f"world.num_test_comp=16,world.num_shards=2,world.workers=1,data_dir='{root}'"))
+  return prepare.ensure_prepared(trainer_world.config(trainer_world.prepared(
+      tmp_path_factory)))
 
 
 def test_featureless_model_scores_the_train_prior(dataset):
