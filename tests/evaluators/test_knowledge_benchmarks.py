@@ -309,3 +309,46 @@ def test_no_image_found_is_an_error(tmp_path):
   root = write_okvqa(tmp_path)
   with pytest.raises(FileNotFoundError, match="none of the images"):
     _evaluate(ColorStub(), "okvqa", root, tmp_path / "elsewhere")
+
+
+def _okvqa_split(root: pathlib.Path, subtype: str, colors) -> None:
+  """One question per solid image, "what color is it?", answered with its color
+  (ten times; one "purple" on the first, outside the images' colors)."""
+  questions, annotations = [], []
+  for image_id, color in enumerate(colors, start=1):
+    answers = [color] * 10 if image_id > 1 else [color] * 9 + ["purple"]
+    questions.append({"image_id": image_id, "question": "what color is it?",
+                      "question_id": image_id})
+    annotations.append({"image_id": image_id, "question_id": image_id,
+                        "answers": [{"answer": a, "answer_id": k + 1}
+                                    for k, a in enumerate(answers)]})
+    _solid(root / subtype / f"COCO_{subtype}_{image_id:012d}.jpg", color)
+  _json(root / f"OpenEnded_mscoco_{subtype}_questions.json",
+        {"questions": questions, "data_subtype": subtype})
+  _json(root / f"mscoco_{subtype}_annotations.json", {"annotations": annotations})
+
+
+def test_okvqa_head_learns_the_answer_from_train(tmp_path):
+  """The head on the towers' features of the color stub learns color -> answer
+  from 40 train questions and answers the 10 val ones: accuracy 1 (purple, said
+  once, is in the vocabulary but never the best answer)."""
+  train, val = tmp_path / "train", tmp_path / "val"
+  _okvqa_split(train, "train2014", [COLORS[k % 4] for k in range(40)])
+  _okvqa_split(val, "val2014", [COLORS[k % 4] for k in range(10)])
+  (val / "train2014").symlink_to(train / "train2014")
+  metrics = _evaluate(ColorStub(), "okvqa", val, train=str(train),
+                      head={"hidden": 16, "steps": 400, "select_every": 100,
+                            "lr": 1e-2, "batch_size": 32})
+  assert metrics["okvqa/accuracy_head"] == pytest.approx(1.0)
+  assert metrics["okvqa/head_answer_ceiling"] == pytest.approx(1.0)
+  assert metrics["okvqa/n_fit"] == 40 and metrics["okvqa/missing_fit_images"] == 0
+  # The zero-shot rule beside it: the stub's text embedding of "what color is it?
+  # <color>" is that color, so it is right too.
+  assert metrics["okvqa/accuracy"] == pytest.approx(1.0)
+
+
+def test_train_is_an_okvqa_option(tmp_path):
+  from absl import app
+  from vlkg.tools import evaluate as tool
+  with pytest.raises(app.UsageError, match="--train is for --benchmark okvqa"):
+    tool.evaluate(str(tmp_path), "aokvqa", data=str(tmp_path), train=str(tmp_path))

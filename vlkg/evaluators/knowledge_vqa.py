@@ -25,6 +25,10 @@ Images stream from disk as for every real benchmark
 (`vlkg.evaluators.benchmark_images`): a missing file leaves its questions out and is
 counted in ``<b>/missing_images``.
 
+OK-VQA's ``train`` option also fits an answer head on the frozen model over the
+train split's questions (`vlkg.evaluators.vqa_head.head_on_files`), the way the
+benchmark's models are trained, and reports ``okvqa/accuracy_head``.
+
 Metrics: ``okvqa/accuracy``; ``aokvqa/multiple_choice``, ``aokvqa/direct_answer``
 (VQA accuracy, leave-one-out over normalised answers, difficult questions left out)
 and ``aokvqa/direct_answer_official`` (the A-OKVQA script's ``min(1, exact
@@ -204,7 +208,8 @@ def score_vqa(cache: common.EmbeddingCache, benchmark: str, data: str, root: str
 def evaluate_okvqa(cache: common.EmbeddingCache, data: str, images: str | None = None,
                    *, subtype: str | None = None,
                    max_answers: int | None = DEFAULT_MAX_ANSWERS,
-                   image_name=None) -> dict[str, float]:
+                   image_name=None, train: str | None = None,
+                   head: dict | None = None) -> dict[str, float]:
   """OK-VQA (or any VQA-format pair of files) scored with VQA accuracy.
 
   Args:
@@ -217,25 +222,63 @@ def evaluate_okvqa(cache: common.EmbeddingCache, data: str, images: str | None =
     max_answers: Vocabulary size (module docstring); None or 0 for all answers.
     image_name: ``image_id -> file name`` under the image folder; default COCO 2014's
       ``COCO_{data_subtype}_{image_id:012d}.jpg``.
+    train: The train split's questions file (or its folder, with its annotations):
+      also fit an answer head on the frozen model (`vlkg.evaluators.vqa_head`),
+      over the train answers' vocabulary, and report ``okvqa/accuracy_head``,
+      ``okvqa/head_answer_ceiling``, ``okvqa/n_fit`` and ``okvqa/missing_fit_images``.
+      Its images are under the same root, in its own ``data_subtype`` folder.
+    head: `vlkg.evaluators.answer_head.HeadConfig` keys for ``train``.
 
   Returns:
     ``okvqa/accuracy``, ``answer_ceiling``, ``n_answers``, ``n_items``,
-    ``missing_images``.
+    ``missing_images``; with ``train`` the head's metrics too.
   """
+  root = images or default_image_root(data)
+  questions_path, items, root, paths = _okvqa_split(data, subtype, root, image_name)
+  logging.info("okvqa: %d questions from %s", len(items), questions_path)
+  out = score_vqa(cache, "okvqa", questions_path, root, paths,
+                  [it.question for it in items], [it.answers for it in items],
+                  max_answers)
+  if train:
+    out.update(_okvqa_head(cache, train, images or default_image_root(data),
+                           image_name, paths, items, max_answers, head or {}))
+  return out
+
+
+def _okvqa_split(data: str, subtype: str | None, root: str, image_name):
+  """(questions file, items, image folder, each item's image path) of one split;
+  COCO 2014's names in its ``data_subtype`` folder unless ``image_name`` is given."""
   questions_path, annotations_path = okvqa.find_okvqa_files(data, subtype)
   items, data_subtype = okvqa.read_okvqa(questions_path, annotations_path)
-  root = images or default_image_root(data)
   if image_name is None:
     if data_subtype is None:
       raise ValueError(f"{questions_path} has no 'data_subtype' (e.g. 'val2014'), "
                        "which names its COCO images; pass image_name")
     root = subdir_or_root(root, data_subtype)
     image_name = lambda image_id: okvqa.coco_image_name(data_subtype, image_id)
-  paths = [os.path.join(root, image_name(it.image_id)) for it in items]
-  logging.info("okvqa: %d questions from %s", len(items), questions_path)
-  return score_vqa(cache, "okvqa", questions_path, root, paths,
-                   [it.question for it in items], [it.answers for it in items],
-                   max_answers)
+  return (questions_path, items, root,
+          [os.path.join(root, image_name(it.image_id)) for it in items])
+
+
+def _okvqa_head(cache, train: str, images: str, image_name, paths, items,
+                max_answers, head: dict) -> dict[str, float]:
+  """The head's metrics of `evaluate_okvqa` (its ``train`` argument)."""
+  from vlkg.evaluators import vqa_head
+  t_questions, t_items, root, t_paths = _okvqa_split(train, None, images, image_name)
+  t_kept, t_missing = existing(t_paths)
+  report_missing("okvqa train", t_questions, root, t_missing, int(t_kept.sum()))
+  fit = np.flatnonzero(t_kept).tolist()
+  vocabulary = answer_vocabulary([t_items[k].answers for k in fit], max_answers)
+  kept, _ = existing(paths)
+  scored = np.flatnonzero(kept)
+  logits = vqa_head.head_on_files(
+      cache.encoder, ([t_paths[k] for k in fit], [t_items[k].question for k in fit],
+                      [t_items[k].answers for k in fit]),
+      ([paths[i] for i in scored], [items[i].question for i in scored]), vocabulary,
+      encode_batch=cache.batch_size, **head)
+  accuracy, ceiling = vqa_accuracy(logits, vocabulary, [items[i].answers for i in scored])
+  return {"okvqa/accuracy_head": accuracy, "okvqa/head_answer_ceiling": ceiling,
+          "okvqa/n_fit": float(len(fit)), "okvqa/missing_fit_images": float(len(t_missing))}
 
 
 def evaluate_aokvqa(cache: common.EmbeddingCache, data: str,

@@ -23,6 +23,10 @@ the model's features hold decides the score:
 Every model is read by the same head, trained on the same questions with the same
 seed, so the comparison is between what the models' features hold.
 
+A real benchmark's train split fits the same head (`head_on_files`: OK-VQA's
+``--train`` of ``python -m vlkg.tools.evaluate``), with every tenth train
+question held out for the selection.
+
 Metrics: ``world/kvqa_head`` (test), ``world_val/kvqa_head`` (the selection score),
 ``world/kvqa_head/<type>`` (test accuracy per question type) and
 ``world/kvqa_head_n_fit`` (train questions). On data without the world's knowledge
@@ -117,3 +121,57 @@ def evaluate(encoder, dataset_dir: str, *, fit_scenes: int = 24000,
     out[f"world/kvqa_head/{kind}"] = value
   return out
 
+
+
+def _file_features(encoder, paths: Sequence[str], questions: Sequence[str],
+                   batch_size: int, fit: bool) -> np.ndarray:
+  """[N, F] features of image files (all present) and their questions, in order."""
+  out = {}
+  for group, pixels in pixel_chunks(encoder, paths, np.arange(len(paths)), batch_size):
+    rows = features(encoder, pixels, [questions[i] for i in group], batch_size, fit=fit)
+    out.update(zip(group, rows))
+  return np.stack([out[i] for i in range(len(paths))])
+
+
+def head_on_files(encoder, fit: tuple, scored: tuple, vocabulary: Sequence[str], *,
+                  encode_batch: int, hold_out_every: int = 10, **head) -> np.ndarray:
+  """Scores of a head fitted on a benchmark's train split; see the module docstring.
+
+  Args:
+    encoder: The frozen model.
+    fit: ``(paths, questions, answer lists)`` of the train questions whose image
+      exists; every ``hold_out_every``-th selects the head, the rest fit it.
+    scored: ``(paths, questions)`` of the items to score.
+    vocabulary: The answers (`knowledge_vqa.answer_vocabulary` of the train split);
+      a train question is fitted on its most common answer in it (questions with
+      none are left out).
+    encode_batch: Images per encoder call.
+    **head: `vlkg.evaluators.answer_head.HeadConfig` keys.
+
+  Returns:
+    [len(scored paths), len(vocabulary)] answer logits.
+  """
+  paths, questions, human = fit
+  index = {vqa.normalize_answer(a): k for k, a in enumerate(vocabulary)}
+  label, keep = [], []
+  for k, answers in enumerate(human):
+    known = [index[n] for n in map(vqa.normalize_answer, answers) if n in index]
+    if known:
+      label.append(max(set(known), key=lambda a: (known.count(a), -a)))
+      keep.append(k)
+  if len(keep) < 2:
+    raise ValueError(f"{len(keep)} train questions with an answer in the vocabulary; "
+                     "the head needs at least 2")
+  x = _file_features(encoder, [paths[k] for k in keep], [questions[k] for k in keep],
+                     encode_batch, fit=True)
+  y = np.array(label)
+  held = np.arange(len(keep)) % hold_out_every == hold_out_every - 1
+  if held.all() or not held.any():
+    held = np.arange(len(keep)) == len(keep) - 1
+  held_human = [human[keep[k]] for k in np.flatnonzero(held)]
+  select = lambda logits: knowledge_vqa.vqa_accuracy(logits(x[held]), vocabulary,
+                                                     held_human)[0]
+  fitted = answer_head.fit(x[~held], y[~held], len(vocabulary), select,
+                           answer_head.HeadConfig(**head))
+  return fitted.logits(_file_features(encoder, scored[0], scored[1], encode_batch,
+                                      fit=False))

@@ -13,7 +13,9 @@ Winoground, Karpathy-split retrieval, OK-VQA, A-OKVQA, WikiDiverse), scored by
 category files for SugarCrepe; the file or its folder for OK-VQA, A-OKVQA and
 WikiDiverse) and
 ``--images`` its image root, by default the folder of ``--data``. docs/data.md,
-"Evaluating on the real benchmarks", lists what each one expects.
+"Evaluating on the real benchmarks", lists what each one expects. For OK-VQA,
+``--train`` names the train split's questions (their images under the same root),
+on which an answer head is fitted on the frozen model (``okvqa/accuracy_head``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,13 @@ def _define_flags() -> None:
   flags.DEFINE_string(
       "images", None, "Image root of a real benchmark (default: the folder of --data).")
   flags.DEFINE_string("out", None, "Also write the JSON here.")
+  flags.DEFINE_string(
+      "train", None, "okvqa: the train split's questions file or folder; also fits "
+      "an answer head on the frozen model (okvqa/accuracy_head).")
 
 
 def evaluate(workdir: str, benchmark: str, data: str | None = None,
-             images: str | None = None) -> dict:
+             images: str | None = None, train: str | None = None) -> dict:
   """The metrics of the run in ``workdir`` on ``benchmark``; see the module docstring.
 
   Args:
@@ -50,6 +55,8 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
     benchmark: One of `BENCHMARKS`.
     data: The dataset (``world``: default the run's own) or the benchmark file.
     images: The image root of a real benchmark; default the folder of ``data``.
+    train: OK-VQA's train questions: also fit and score an answer head
+      (`vlkg.evaluators.knowledge_vqa.evaluate_okvqa`).
 
   Returns:
     Metric name -> value.
@@ -63,6 +70,8 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
   if benchmark != "world" and data is None:
     raise app.UsageError(f"--benchmark {benchmark} needs --data (its annotation file "
                          "or folder)")
+  if train is not None and benchmark != "okvqa":
+    raise app.UsageError(f"--train is for --benchmark okvqa, not {benchmark}")
   if benchmark != "world" and not files.exists(data):
     # Before loading the model, so a typo costs no time.
     raise FileNotFoundError(f"--data {data} does not exist")
@@ -74,15 +83,16 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
       data = prepare.run_dataset_dir(workdir)
     return world.evaluate(api.load(workdir, dataset_dir=data), data,
                           splits=("test", "test_comp"))
+  options = {"train": train} if train is not None else {}
   return real_benchmarks.evaluate(api.load(workdir), benchmark=benchmark, data=data,
-                                  images=images)
+                                  images=images, **options)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  result = evaluate(f.workdir, f.benchmark, f.data, f.images)
+  result = evaluate(f.workdir, f.benchmark, f.data, f.images, f.train)
   text = json.dumps(result, sort_keys=True)
   if f.out:
     atomic_write(f.out, text + "\n")
