@@ -350,5 +350,29 @@ def test_okvqa_head_learns_the_answer_from_train(tmp_path):
 def test_train_is_an_okvqa_option(tmp_path):
   from absl import app
   from vlkg.tools import evaluate as tool
-  with pytest.raises(app.UsageError, match="--train is for --benchmark okvqa"):
-    tool.evaluate(str(tmp_path), "aokvqa", data=str(tmp_path), train=str(tmp_path))
+  with pytest.raises(app.UsageError, match="--train is for --benchmark okvqa or aokvqa"):
+    tool.evaluate(str(tmp_path), "sugarcrepe", data=str(tmp_path), train=str(tmp_path))
+
+
+def test_aokvqa_head_learns_the_direct_answers_from_train(tmp_path):
+  """40 train questions (every fifth difficult and left out: 32 fitted) whose direct
+  answers are the image's color, and the val file of `write_aokvqa`. The head
+  answers each val image with its color: 1 -> "red" (4 of 10 humans: 1.0), 2 ->
+  "blue" (2 of 10: 0.6); the train vocabulary (the four colors) holds no better
+  answer, so that is also the ceiling."""
+  root = write_aokvqa(tmp_path)
+  train = []
+  for k in range(40):
+    color = COLORS[k % 4]
+    train.append({"split": "train", "image_id": 100 + k, "question_id": f"t{k}",
+                  "question": "Which one is it?", "choices": ["a", "b", "c", "d"],
+                  "correct_choice_idx": 0, "direct_answers": [color] * 10,
+                  "difficult_direct_answer": k % 5 == 4, "rationales": []})
+    _solid(root / "train2017" / f"{100 + k:012d}.jpg", color)
+  _json(root / "aokvqa_v1p0_train.json", train)
+  metrics = _evaluate(ColorStub(), "aokvqa", root, train=str(root),
+                      head={"hidden": 16, "steps": 400, "select_every": 100,
+                            "lr": 1e-2, "batch_size": 32})
+  assert metrics["aokvqa/direct_answer_head"] == pytest.approx((1.0 + 0.6) / 2)
+  assert metrics["aokvqa/head_answer_ceiling"] == pytest.approx((1.0 + 0.6) / 2)
+  assert metrics["aokvqa/n_fit"] == 32 and metrics["aokvqa/missing_fit_images"] == 0

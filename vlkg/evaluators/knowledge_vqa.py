@@ -25,9 +25,10 @@ Images stream from disk as for every real benchmark
 (`vlkg.evaluators.benchmark_images`): a missing file leaves its questions out and is
 counted in ``<b>/missing_images``.
 
-OK-VQA's ``train`` option also fits an answer head on the frozen model over the
-train split's questions (`vlkg.evaluators.vqa_head.head_on_files`), the way the
-benchmark's models are trained, and reports ``okvqa/accuracy_head``.
+The ``train`` option of OK-VQA and of A-OKVQA's direct answers also fits an answer
+head on the frozen model over the train split's questions
+(`vlkg.evaluators.vqa_head.head_on_files`), the way the benchmarks' models are
+trained, and reports ``okvqa/accuracy_head`` / ``aokvqa/direct_answer_head``.
 
 Metrics: ``okvqa/accuracy``; ``aokvqa/multiple_choice``, ``aokvqa/direct_answer``
 (VQA accuracy, leave-one-out over normalised answers, difficult questions left out)
@@ -263,27 +264,46 @@ def _okvqa_split(data: str, subtype: str | None, root: str, image_name):
 def _okvqa_head(cache, train: str, images: str, image_name, paths, items,
                 max_answers, head: dict) -> dict[str, float]:
   """The head's metrics of `evaluate_okvqa` (its ``train`` argument)."""
-  from vlkg.evaluators import vqa_head
   t_questions, t_items, root, t_paths = _okvqa_split(train, None, images, image_name)
   t_kept, t_missing = existing(t_paths)
   report_missing("okvqa train", t_questions, root, t_missing, int(t_kept.sum()))
   fit = np.flatnonzero(t_kept).tolist()
-  vocabulary = answer_vocabulary([t_items[k].answers for k in fit], max_answers)
   kept, _ = existing(paths)
   scored = np.flatnonzero(kept)
-  logits = vqa_head.head_on_files(
-      cache.encoder, ([t_paths[k] for k in fit], [t_items[k].question for k in fit],
-                      [t_items[k].answers for k in fit]),
-      ([paths[i] for i in scored], [items[i].question for i in scored]), vocabulary,
-      encode_batch=cache.batch_size, **head)
-  accuracy, ceiling = vqa_accuracy(logits, vocabulary, [items[i].answers for i in scored])
-  return {"okvqa/accuracy_head": accuracy, "okvqa/head_answer_ceiling": ceiling,
-          "okvqa/n_fit": float(len(fit)), "okvqa/missing_fit_images": float(len(t_missing))}
+  return _head_metrics(
+      cache, "okvqa/accuracy_head",
+      ([t_paths[k] for k in fit], [t_items[k].question for k in fit],
+       [t_items[k].answers for k in fit]),
+      ([paths[i] for i in scored], [items[i].question for i in scored],
+       [items[i].answers for i in scored]), t_missing, max_answers, head)
+
+
+def _head_metrics(cache, name: str, fit: tuple, scored: tuple, missing: list[str],
+                  max_answers, head: dict) -> dict[str, float]:
+  """A head fitted on ``fit`` (paths, questions, answer lists of the found train
+  images) over their answers' vocabulary, scored on ``scored`` (the same three):
+  ``<name>``, ``<benchmark>/head_answer_ceiling``, ``n_fit`` and
+  ``missing_fit_images``."""
+  from vlkg.evaluators import vqa_head
+  benchmark = name.split("/")[0]
+  vocabulary = answer_vocabulary(fit[2], max_answers)
+  logits = vqa_head.head_on_files(cache.encoder, fit, scored[:2], vocabulary,
+                                  encode_batch=cache.batch_size, **head)
+  accuracy, ceiling = vqa_accuracy(logits, vocabulary, scored[2])
+  return {name: accuracy, f"{benchmark}/head_answer_ceiling": ceiling,
+          f"{benchmark}/n_fit": float(len(fit[0])),
+          f"{benchmark}/missing_fit_images": float(len(missing))}
+
+
+def _aokvqa_file(data: str, split: str) -> str:
+  return os.path.join(data, f"aokvqa_v1p0_{split}.json") if files.isdir(data) else data
 
 
 def evaluate_aokvqa(cache: common.EmbeddingCache, data: str,
                     images: str | None = None, *, split: str = "val",
-                    max_answers: int | None = DEFAULT_MAX_ANSWERS) -> dict[str, float]:
+                    max_answers: int | None = DEFAULT_MAX_ANSWERS,
+                    train: str | None = None, head: dict | None = None
+                    ) -> dict[str, float]:
   """A-OKVQA multiple choice and direct answer; see the module docstring.
 
   Args:
@@ -293,15 +313,19 @@ def evaluate_aokvqa(cache: common.EmbeddingCache, data: str,
       the folder of ``data``.
     split: The file picked in a folder, and the image folder ``{split}2017``.
     max_answers: The direct-answer vocabulary's size; None or 0 for all.
+    train: ``aokvqa_v1p0_train.json`` or its folder: also fit an answer head on the
+      frozen model on its direct answers (difficult ones left out; images in
+      ``train2017/`` under the same root) and report ``aokvqa/direct_answer_head``,
+      ``head_answer_ceiling``, ``n_fit`` and ``missing_fit_images``.
+    head: `vlkg.evaluators.answer_head.HeadConfig` keys for ``train``.
 
   Returns:
     ``aokvqa/multiple_choice``, ``direct_answer``, ``direct_answer_official``,
     ``answer_ceiling``, ``n_answers``, ``n_items`` (questions scored in multiple
-    choice), ``n_direct_answer_items`` and ``missing_images``.
+    choice), ``n_direct_answer_items`` and ``missing_images``; with ``train`` the
+    head's metrics too.
   """
-  path = data
-  if files.isdir(data):
-    path = os.path.join(data, f"aokvqa_v1p0_{split}.json")
+  path = _aokvqa_file(data, split)
   items = aokvqa.read_aokvqa(path)
   root = subdir_or_root(images or default_image_root(data), f"{split}2017")
   paths = [os.path.join(root, aokvqa.coco2017_image_name(it.image_id)) for it in items]
@@ -327,4 +351,20 @@ def evaluate_aokvqa(cache: common.EmbeddingCache, data: str,
               "aokvqa/n_items": float(len(right)),
               "aokvqa/n_direct_answer_items": float(len(da)),
               "aokvqa/missing_images": float(len(missing))})
+  if train and da:
+    t_path = _aokvqa_file(train, "train")
+    t_items = aokvqa.read_aokvqa(t_path)
+    t_root = subdir_or_root(images or default_image_root(data), "train2017")
+    t_paths = [os.path.join(t_root, aokvqa.coco2017_image_name(it.image_id))
+               for it in t_items]
+    t_kept, t_missing = existing(t_paths)
+    report_missing("aokvqa train", t_path, t_root, t_missing, int(t_kept.sum()))
+    fit = [k for k in np.flatnonzero(t_kept).tolist()
+           if not t_items[k].difficult_direct_answer]
+    out.update(_head_metrics(
+        cache, "aokvqa/direct_answer_head",
+        ([t_paths[k] for k in fit], [t_items[k].question for k in fit],
+         [t_items[k].direct_answers for k in fit]),
+        ([paths[k] for k in da], [questions[k] for k in da], human), t_missing,
+        max_answers, head or {}))
   return out

@@ -13,9 +13,10 @@ Winoground, Karpathy-split retrieval, OK-VQA, A-OKVQA, WikiDiverse), scored by
 category files for SugarCrepe; the file or its folder for OK-VQA, A-OKVQA and
 WikiDiverse) and
 ``--images`` its image root, by default the folder of ``--data``. docs/data.md,
-"Evaluating on the real benchmarks", lists what each one expects. For OK-VQA,
-``--train`` names the train split's questions (their images under the same root),
-on which an answer head is fitted on the frozen model (``okvqa/accuracy_head``).
+"Evaluating on the real benchmarks", lists what each one expects. For OK-VQA and
+A-OKVQA, ``--train`` names the train split's questions (their images under the same
+root), on which an answer head is fitted on the frozen model
+(``okvqa/accuracy_head``, ``aokvqa/direct_answer_head``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def _define_flags() -> None:
       "images", None, "Image root of a real benchmark (default: the folder of --data).")
   flags.DEFINE_string("out", None, "Also write the JSON here.")
   flags.DEFINE_string(
-      "train", None, "okvqa: the train split's questions file or folder; also fits "
-      "an answer head on the frozen model (okvqa/accuracy_head).")
+      "train", None, "okvqa, aokvqa: the train split's questions file or folder; "
+      "also fits an answer head on the frozen model (okvqa/accuracy_head, "
+      "aokvqa/direct_answer_head).")
 
 
 def evaluate(workdir: str, benchmark: str, data: str | None = None,
@@ -55,8 +57,8 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
     benchmark: One of `BENCHMARKS`.
     data: The dataset (``world``: default the run's own) or the benchmark file.
     images: The image root of a real benchmark; default the folder of ``data``.
-    train: OK-VQA's train questions: also fit and score an answer head
-      (`vlkg.evaluators.knowledge_vqa.evaluate_okvqa`).
+    train: OK-VQA's or A-OKVQA's train questions: also fit and score an answer
+      head (`vlkg.evaluators.knowledge_vqa`).
 
   Returns:
     Metric name -> value.
@@ -70,8 +72,8 @@ def evaluate(workdir: str, benchmark: str, data: str | None = None,
   if benchmark != "world" and data is None:
     raise app.UsageError(f"--benchmark {benchmark} needs --data (its annotation file "
                          "or folder)")
-  if train is not None and benchmark != "okvqa":
-    raise app.UsageError(f"--train is for --benchmark okvqa, not {benchmark}")
+  if train is not None and benchmark not in ("okvqa", "aokvqa"):
+    raise app.UsageError(f"--train is for --benchmark okvqa or aokvqa, not {benchmark}")
   if benchmark != "world" and not files.exists(data):
     # Before loading the model, so a typo costs no time.
     raise FileNotFoundError(f"--data {data} does not exist")
