@@ -234,15 +234,16 @@ def evaluate_okvqa(cache: common.EmbeddingCache, data: str, images: str | None =
     ``okvqa/accuracy``, ``answer_ceiling``, ``n_answers``, ``n_items``,
     ``missing_images``; with ``train`` the head's metrics too.
   """
-  root = images or default_image_root(data)
-  questions_path, items, root, paths = _okvqa_split(data, subtype, root, image_name)
+  image_root = images or default_image_root(data)
+  questions_path, items, root, paths = _okvqa_split(data, subtype, image_root,
+                                                    image_name)
   logging.info("okvqa: %d questions from %s", len(items), questions_path)
   out = score_vqa(cache, "okvqa", questions_path, root, paths,
                   [it.question for it in items], [it.answers for it in items],
                   max_answers)
   if train:
-    out.update(_okvqa_head(cache, train, images or default_image_root(data),
-                           image_name, paths, items, max_answers, head or {}))
+    out.update(_okvqa_head(cache, train, image_root, image_name, paths, items,
+                           max_answers, head or {}))
   return out
 
 

@@ -23,9 +23,9 @@ the model's features hold decides the score:
 Every model is read by the same head, trained on the same questions with the same
 seed, so the comparison is between what the models' features hold.
 
-A real benchmark's train split fits the same head (`head_on_files`: OK-VQA's
-``--train`` of ``python -m vlkg.tools.evaluate``), with every tenth train
-question held out for the selection.
+A real benchmark's train split fits the same head (`head_on_files`: the
+``--train`` of ``python -m vlkg.tools.evaluate`` for OK-VQA and A-OKVQA), with every
+tenth train question held out for the selection.
 
 Metrics: ``world/kvqa_head`` (test), ``world_val/kvqa_head`` (the selection score),
 ``world/kvqa_head/<type>`` (test accuracy per question type) and
@@ -62,16 +62,23 @@ def features(encoder, images: np.ndarray, questions: Sequence[str],
   return np.concatenate(out)
 
 
+def _file_features(encoder, paths: Sequence[str], questions: Sequence[str],
+                   batch_size: int, fit: bool) -> np.ndarray:
+  """[N, F] features of image files (all present) and their questions, in order."""
+  out = {}
+  for group, pixels in pixel_chunks(encoder, paths, np.arange(len(paths)), batch_size):
+    rows = features(encoder, pixels, [questions[i] for i in group], batch_size, fit=fit)
+    out.update(zip(group, rows))
+  return np.stack([out[i] for i in range(len(paths))])
+
+
 def _suite(encoder, dataset_dir: str, split: str, batch_size: int, fit: bool):
   """(features, questions) of the split's written suite, images from its files."""
   questions = world_knowledge.read(dataset_dir, split)["questions"]
   root = kb_lib.image_root(dataset_dir, split)
   paths = [os.path.join(root, kb_lib.image_name(q.image_id)) for q in questions]
-  rows = []
-  for group, pixels in pixel_chunks(encoder, paths, np.arange(len(paths)), batch_size):
-    rows.append(features(encoder, pixels, [questions[i].question for i in group],
-                         batch_size, fit=fit))
-  return np.concatenate(rows), questions
+  return (_file_features(encoder, paths, [q.question for q in questions], batch_size,
+                         fit), questions)
 
 
 def labels(questions, vocabulary: Sequence[str]) -> np.ndarray:
@@ -120,17 +127,6 @@ def evaluate(encoder, dataset_dir: str, *, fit_scenes: int = 24000,
   for kind, value in per_type(np.argmax(scores, 1), test_q, vocabulary).items():
     out[f"world/kvqa_head/{kind}"] = value
   return out
-
-
-
-def _file_features(encoder, paths: Sequence[str], questions: Sequence[str],
-                   batch_size: int, fit: bool) -> np.ndarray:
-  """[N, F] features of image files (all present) and their questions, in order."""
-  out = {}
-  for group, pixels in pixel_chunks(encoder, paths, np.arange(len(paths)), batch_size):
-    rows = features(encoder, pixels, [questions[i] for i in group], batch_size, fit=fit)
-    out.update(zip(group, rows))
-  return np.stack([out[i] for i in range(len(paths))])
 
 
 def head_on_files(encoder, fit: tuple, scored: tuple, vocabulary: Sequence[str], *,

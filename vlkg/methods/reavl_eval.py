@@ -110,6 +110,14 @@ def _answer_fn(module, images, q_ids, qa_ids, memory, c, distract, *, k, pad_id,
   return (logits[:, 1] - logits[:, 0]).reshape(n, a)
 
 
+def _padded(rows: np.ndarray, size: int, fill: int = 0) -> np.ndarray:
+  """``rows`` with ``fill`` rows appended up to ``size``: one compiled batch shape."""
+  pad = size - len(rows)
+  if not pad:
+    return rows
+  return np.concatenate([rows, np.full((pad,) + rows.shape[1:], fill, rows.dtype)])
+
+
 class REAVLEncoder(api.Model):
   """``api.Model`` with REAVL's index and fusion (see the module docstring)."""
 
@@ -172,11 +180,8 @@ class REAVLEncoder(api.Model):
       pad = chunk - len(qs)
       q_ids = self.tokenizer.encode(qs + [""] * pad)
       qa = self.tokenizer.encode([f"{q} {a}" for q in qs + [""] * pad for a in answers])
-      img = images[s:s + chunk]
-      dis = distract[s:s + chunk]
-      if pad:
-        img = np.concatenate([img, np.zeros((pad,) + img.shape[1:], img.dtype)])
-        dis = np.concatenate([dis, -np.ones((pad, self.k), np.int32)])
+      img = _padded(images[s:s + chunk], chunk)
+      dis = _padded(distract[s:s + chunk], chunk, -1)
       scores = self._answer(self._params, normalize_images(img), q_ids,
                             qa.reshape(chunk, len(answers), -1), memory, self.index, dis)
       out.append(np.asarray(scores)[:chunk - pad])
@@ -192,14 +197,11 @@ class REAVLEncoder(api.Model):
     if fit:  # the head fits on clean items; distractors are a test-time change
       distract = np.full_like(distract, -1)
     out = []
-    for s in range(0, len(images), self.batch_size):
-      img = images[s:s + self.batch_size]
-      n, pad = len(img), self.batch_size - len(img)
-      ids = self.tokenizer.encode(list(questions[s:s + n]) + [""] * pad)
-      dis = distract[s:s + n]
-      if pad:
-        img = np.concatenate([img, np.zeros((pad,) + img.shape[1:], img.dtype)])
-        dis = np.concatenate([dis, -np.ones((pad, self.k), np.int32)])
+    b = self.batch_size
+    for s in range(0, len(images), b):
+      n = len(images[s:s + b])
+      ids = self.tokenizer.encode(list(questions[s:s + n]) + [""] * (b - n))
+      img, dis = _padded(images[s:s + b], b), _padded(distract[s:s + b], b, -1)
       out.append(np.asarray(self._question(self._params, normalize_images(img), ids,
                                            memory, self.index, dis))[:n])
     return np.concatenate(out)
