@@ -63,7 +63,7 @@ def test_training_through_the_trainer(setup):
   workdir = os.path.join(root, "run")
   tuned = reavl_config.get_config(
       tiny_world.TINY + f",data_dir='{root}'" + SMALL +
-      ",select_metric='',"
+      ",select_metric='',reavl.gate_weight=0.5,"
       "evals={'recall': {'type': 'knowledge_recall', 'split': 'test', 'ns': (1, 4)}}")
   last = train.train_and_evaluate(tuned, workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -71,7 +71,8 @@ def test_training_through_the_trainer(setup):
   losses = [m["loss"] for m in logged]
   assert len(losses) == 8 and all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < np.mean(losses[:3])
-  for key in ("clip", "retriever", "mlm", "mem", "itm", "lp", "recall@1", "recall@4"):
+  for key in ("clip", "retriever", "mlm", "mem", "itm", "lp", "gate", "gate_relevant",
+              "gate_other", "recall@1", "recall@4"):
     assert np.isfinite(last[key]), key
   assert 0 < last["gate_mean"] < 1
   assert last["reavl/n_items"] > 0 and 0 <= last["reavl/recall@4"] <= 1
@@ -265,3 +266,35 @@ def test_bad_choices_name_their_key(bad, key):
   config = reavl_config.get_config(tiny_world.TINY + "," + bad)
   with pytest.raises(ValueError, match=f"config.reavl.{key}"):
     reavl._cfg(config)
+
+
+def test_the_gate_term_reads_each_items_relevance(step_inputs):
+  """The gate's relevance term (``reavl.gate_weight``): its targets, counted by
+  hand from the retrieved rows and each caption's gold entities and concepts, and
+  its loss and metrics from the gates the fusion used."""
+  c = step_inputs[3]
+  out, b = _forward(step_inputs)
+  gold = np.asarray(out["gold"])
+  concepts = np.asarray(c["concepts"])
+  rows, open_ = np.asarray(out["item_rows"]), np.asarray(out["item_open"])
+  assert rows.shape == open_.shape == (b, 4)
+  # The masked entity's slot is never scored.
+  assert not open_[np.arange(b), np.asarray(out["mem_slot"])].any()
+  term, metrics = reavl._gate_terms(out, c, {"gold_hops": 1}, int(c["valid"].shape[0]))
+  relevant = np.zeros((b, 4), bool)
+  for i in range(b):
+    own = {g for g in gold[i] if g >= 0}
+    own |= {h for g in own for h in concepts[g] if h >= 0}
+    relevant[i] = [r in own for r in rows[i]]
+  assert relevant[open_].any() and (~relevant[open_]).any()
+  x = np.asarray(out["gate_logits"], np.float64)
+  bce = np.logaddexp(0, x) - relevant * x
+  np.testing.assert_allclose(float(term), bce[open_].mean(), rtol=1e-5)
+  gates = np.asarray(out["gates"])[:b]
+  np.testing.assert_allclose(gates, 1 / (1 + np.exp(-x)), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["gate_relevant"]),
+                             gates[open_ & relevant].mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["gate_other"]),
+                             gates[open_ & ~relevant].mean(), rtol=1e-5)
+  assert float(metrics["gate_acc"]) == pytest.approx(
+      ((x > 0) == relevant)[open_].mean())

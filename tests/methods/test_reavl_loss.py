@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vlkg.methods import reavl_loss as L
 
@@ -143,3 +144,18 @@ def test_matching_ce_two_way():
   loss, acc = L.matching_ce(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(valid))
   np.testing.assert_allclose(loss, -(logp[0, 1] + logp[1, 0]) / 2, rtol=1e-6)
   assert float(acc) == 1.0
+
+
+def test_relevance_bce_by_hand():
+  logits = np.array([[2.0, -1.0, 0.5], [-3.0, 0.0, 40.0]], np.float32)
+  relevant = np.array([[True, False, False], [True, True, False]])
+  valid = np.array([[True, True, True], [True, False, True]])
+  x = logits.astype(np.float64)
+  # -log s(x) = log1p(e^-x); -log(1 - s(x)) = x + log1p(e^-x) (no 1 - s(40) = 0).
+  bce = np.where(relevant, np.log1p(np.exp(-x)), x + np.log1p(np.exp(-x)))
+  want = bce[valid].mean()
+  loss, acc = L.relevance_bce(jnp.asarray(logits), jnp.asarray(relevant), jnp.asarray(valid))
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  # Right: 2.0 (relevant, open) and -1.0 (not relevant, closed); wrong: 0.5 and
+  # 40.0 (open, not relevant) and -3.0 (closed, relevant): 2 of 5 valid items.
+  assert float(acc) == pytest.approx(2 / 5)

@@ -23,7 +23,9 @@ ACM MM 2023 (vlkg is the first open implementation; the paper has no code):
   CLIP's InfoNCE on the towers; R the retriever's multi-positive InfoNCE; MLM
   masked language modelling with knowledge; MEM masked entity modelling; ITM
   image-text-knowledge matching with in-batch hard negatives; LP link prediction
-  over the retrieved triples (``reavl_step``, ``reavl_loss``).
+  over the retrieved triples (``reavl_step``, ``reavl_loss``). An optional
+  seventh term, ``gate_weight`` * G, supervises the gate with each item's
+  relevance (``reavl_loss.relevance_bce``).
 
 The evaluation encoder (``reavl_eval``) answers questions and links entities with
 the retrieved knowledge (``answer_scores``, ``link_scores``). The protocol's runs
@@ -53,7 +55,7 @@ Array = jax.Array
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 HEADLINE = ("recall@5", "itm_acc")
-WEIGHTS = ("clip", "retriever", "mlm", "mem", "itm", "lp")
+WEIGHTS = ("clip", "retriever", "mlm", "mem", "itm", "lp", "gate")
 
 
 def default_config() -> dict:
@@ -110,6 +112,10 @@ def default_config() -> dict:
       # the pair's parity: a third less fusion per step).
       itm_negatives_per_pair=2,
       lp_weight=1.0,
+      # The adaptive gate's relevance term: each retrieved item's gate is pulled
+      # towards whether the item is one of the pair's gold entities (or, with
+      # gold_hops=1, their concepts); 0 leaves the gate to the other tasks alone.
+      gate_weight=0.0,
       # Evaluation only: the share of each input's retrieved items replaced by
       # random entities (the gate's robustness claim).
       eval_distractors=0.0,
@@ -210,6 +216,29 @@ def _retriever_loss(model, params, c: dict, out: dict, rc: dict) -> tuple[Array,
   return L.multi_positive_nce(logits, own | hops, key_valid)
 
 
+def _gold_marks(out: dict, c: dict, rc: dict, n: int) -> Array:
+  """[B, n] bool: each pair's gold entities, with their concepts when
+  ``gold_hops`` (the retriever's positives)."""
+  marks = _mark(out["gold"], n)
+  if rc["gold_hops"]:
+    marks |= _mark(index_lib.concept_rows(out["gold"], c), n)
+  return marks
+
+
+def _gate_terms(out: dict, c: dict, rc: dict, n: int) -> tuple[Array, dict]:
+  """The gate's relevance term and its metrics: the mean gate of the positives'
+  relevant items (``gate_relevant``: gold, see ``_gold_marks``) and of the rest
+  (``gate_other``), and the term's accuracy (``gate_acc``)."""
+  relevant = jnp.take_along_axis(_gold_marks(out, c, rc, n), out["item_rows"], 1)
+  open_, gates = out["item_open"], out["gates"][:relevant.shape[0]]
+  metrics = {"gate_relevant": L.valid_mean(gates, open_ & relevant),
+             "gate_other": L.valid_mean(gates, open_ & ~relevant)}
+  if "gate_logits" not in out:
+    return jnp.zeros((), jnp.float32), {**metrics, "gate_acc": jnp.zeros(())}
+  term, metrics["gate_acc"] = L.relevance_bce(out["gate_logits"], relevant, open_)
+  return term, metrics
+
+
 def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
                  index: dict | None = None, tokenizer: Any = None) -> LossFn:
   """Returns ``loss_fn(params, batch, rng, step[, constants], memory=None)``.
@@ -228,7 +257,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     and ``reavl_gold``. Metrics: each objective, ``recall@1``, ``recall@5`` and
     ``recall@k`` of gold entities among the retrieved, the accuracies
     (``retriever_acc``, ``mlm_acc``, ``mem_acc``, ``itm_acc``, ``lp_acc``),
-    ``gate_mean`` and CLIP's in-batch metrics.
+    ``gate_mean``, the gates of relevant and other items (``gate_relevant``,
+    ``gate_other``, ``gate_acc``; with k > 0) and CLIP's in-batch metrics.
   """
   rc = _cfg(config)
   mesh = sharding.make_mesh(config.mesh)
@@ -275,8 +305,11 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
       terms["lp"], metrics["lp_acc"] = L.index_nce(
           out["lp_pred"], keys, out["lp_target"],
           out["lp_valid"] & (out["lp_target"] >= 0), scale, key_valid)
+      terms["gate"], gate_metrics = _gate_terms(out, c, rc, keys.shape[0])
+      metrics.update(gate_metrics)
     else:
-      terms["mem"] = terms["lp"] = metrics["mem_acc"] = metrics["lp_acc"] = zero
+      terms["mem"] = terms["lp"] = terms["gate"] = zero
+      metrics["mem_acc"] = metrics["lp_acc"] = zero
     retrieved, valid = out["retrieved"], gold >= 0
     for n in sorted({1, min(5, retrieved.shape[1]), max(k, 1)}):
       metrics[f"recall@{n}"] = retriever.recall_at(retrieved, gold, valid, n)

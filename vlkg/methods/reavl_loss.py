@@ -14,6 +14,10 @@ formulas; the forms below are vlkg's (docs/methods.md, REAVL):
   masked tokens, predicted from the fused tokens that read image and knowledge.
 * ``index_nce`` (masked entity modelling; link prediction): a predicted entity
   embedding against every valid key of the index.
+* ``relevance_bce`` (the adaptive gate's supervision, ``reavl.gate_weight``):
+  binary cross entropy of each retrieved item's gate logit against whether the
+  item is one of the pair's gold entities (or their concepts), so that the gate
+  learns which knowledge is informative and closes the rest.
 * ``sampled_negatives`` / ``hardest_negatives`` and ``matching_ce``
   (image-text-knowledge matching): ALBEF's matching with in-batch hard negatives
   (Li et al., "Align before Fuse", NeurIPS 2021, §3.2): sampled in proportion to
@@ -32,7 +36,7 @@ Array = jax.Array
 _FLOOR = jnp.finfo(jnp.float32).min
 
 
-def _valid_mean(x: Array, valid: Array) -> Array:
+def valid_mean(x: Array, valid: Array) -> Array:
   valid = valid.astype(jnp.float32)
   return jnp.sum(x * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
@@ -57,7 +61,7 @@ def multi_positive_nce(logits: Array, positive: Array, key_valid: Array | None =
   count = positive.sum(-1)
   per = -jnp.sum(jnp.where(positive, logp, 0.0), -1) / jnp.maximum(count, 1)
   best = jnp.take_along_axis(positive, jnp.argmax(logits, -1)[:, None], 1)[:, 0]
-  return _valid_mean(per, count > 0), _valid_mean(best, count > 0)
+  return valid_mean(per, count > 0), valid_mean(best, count > 0)
 
 
 def tiered_nce(logits: Array, first: Array, second: Array, key_valid: Array | None = None
@@ -84,7 +88,7 @@ def token_ce(logits: Array, targets: Array, masked: Array) -> tuple[Array, Array
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
   correct = jnp.argmax(logits, axis=-1) == targets
-  return _valid_mean(-picked, masked), _valid_mean(correct, masked)
+  return valid_mean(-picked, masked), valid_mean(correct, masked)
 
 
 def index_nce(predictions: Array, keys: Array, targets: Array, valid: Array,
@@ -96,6 +100,16 @@ def index_nce(predictions: Array, keys: Array, targets: Array, valid: Array,
     logits = jnp.where(key_valid[None], logits, _FLOOR)
   safe = jnp.maximum(targets, 0)
   return token_ce(logits, safe, valid)
+
+
+def relevance_bce(logits: Array, relevant: Array, valid: Array) -> tuple[Array, Array]:
+  """Binary cross entropy of gate ``logits`` [B, k] against ``relevant`` [B, k]
+  (bool), averaged over the ``valid`` items; accuracy of ``logits > 0``."""
+  logits = logits.astype(jnp.float32)
+  target = relevant.astype(jnp.float32)
+  # -[t log s(x) + (1 - t) log(1 - s(x))] = softplus(x) - t x, stable for any x.
+  loss = jax.nn.softplus(logits) - target * logits
+  return valid_mean(loss, valid), valid_mean((logits > 0) == relevant, valid)
 
 
 def hardest_negatives(similarity: Array, same: Array) -> tuple[Array, Array, Array, Array]:

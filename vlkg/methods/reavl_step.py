@@ -23,6 +23,8 @@ ACM MM 2023, §3. One pass (``model.apply(method=forward)``):
 5. The fusion runs on the 3B (2B) pairs with their items and gates: matching on all,
    masked tokens, masked entities and links on the positives. Negatives are
    masked alike, so that no mask tells the matching head which pairs match.
+6. The positives' gate logits and item rows, for the gate's relevance term
+   (``reavl.gate_weight``) and its metrics.
 
 With ``k`` = 0 nothing is retrieved: each row has one empty item, gated 0, so the
 fusion reads nothing (the ablation), and the item tasks have nothing to predict.
@@ -185,7 +187,16 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
                lp_valid=(has & (k > 1) & key_valid[entity])[:b],
                lp_relation=(relation + module.item_type_embedding(masked_type))[:b])
     out["item_types"] = types
-    gates = module.gates(q, item_keys)
+    if module.gate:
+      gate_logits = module.gate_logits(q, item_keys)
+      out["gate_logits"] = gate_logits[:b]
+      gates = jax.nn.sigmoid(gate_logits)
+    else:
+      gates = module.gates(q, item_keys)
+    # The positives' items that are whole entities (not the masked one): what the
+    # gate's relevance term and metrics read.
+    out["item_rows"] = idx[:b]
+    out["item_open"] = (key_valid[idx] & (jnp.arange(k)[None] != mem_slot[:, None]))[:b]
   else:
     items = jnp.zeros((pairs, 1, 1 + t, d))
     valid = jnp.zeros((pairs, 1, 1 + t), bool)

@@ -176,7 +176,13 @@ class REAVLModel(TwoTowers):
     """[B, k] gates of the items with index keys [B, k, D]."""
     if not self.gate:
       return jnp.ones(keys.shape[:2], jnp.float32)
-    return self.reavl.gates(q, keys)
+    return jax.nn.sigmoid(self.reavl.gate_logits(q, keys))
+
+  def gate_logits(self, q: Array, keys: Array) -> Array:
+    """[B, k] the gates' logits (``gates`` is their sigmoid); the gate must be on."""
+    if not self.gate:
+      raise ValueError("gate_logits of a model without the gate (reavl.gate=False)")
+    return self.reavl.gate_logits(q, keys)
 
   def fuse(self, zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items, item_types,
            item_valid, gates, readout: bool = False,
@@ -223,7 +229,7 @@ class REAVLModel(TwoTowers):
       d, m, l = self.embed_dim, self.item_tokens, 2
       z = jnp.zeros((1, d))
       q = self.query(z, z)
-      g = self.reavl.gates(q, jnp.zeros((1, 1, d)))
+      g = jax.nn.sigmoid(self.reavl.gate_logits(q, jnp.zeros((1, 1, d))))
       fused = self.fuse(z, jnp.zeros((1, 4, d)), jnp.zeros((1, l, d)),
                         jnp.ones((1, l), bool), jnp.zeros((1, l), bool),
                         jnp.zeros((1, 1, m, d)), jnp.zeros((1, 1, m), jnp.int32),
@@ -284,11 +290,11 @@ class _REAVLModules(nn.Module):
   def query(self, zimg, ztxt):
     return l2_normalize(self.query_proj(jnp.concatenate([zimg, ztxt], axis=-1)))
 
-  def gates(self, q, keys):
+  def gate_logits(self, q, keys):
     q = jnp.broadcast_to(q[:, None], keys.shape)
     features = jnp.concatenate([q, keys, q * keys], axis=-1)
     h = layers.exact_gelu(self.gate_hidden(features))
-    return jax.nn.sigmoid(self.gate_out(h)[..., 0].astype(jnp.float32))
+    return self.gate_out(h)[..., 0].astype(jnp.float32)
 
   def fuse(self, zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items, item_types,
            item_valid, gates, readout, readout_rows=None):
