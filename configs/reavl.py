@@ -35,6 +35,8 @@ def get_config(arg=None):
   config.model_init_new = "^reavl/"
   # The index's embeddings (the train state's memory) split over the devices.
   config.sharding_rules = [(r"^memory/(keys|triples)$", ("data",))]
+  if preset == "finetune":  # knowledge VQA through a trained answer head
+    config_lib.add_vqa_head(config)
   if preset == "vit_b32":
     config.input.batch_size = 256
     config.optim.update(lr=1e-5, warmup_steps=50)

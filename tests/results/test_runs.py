@@ -97,3 +97,22 @@ def test_ablations_add_every_run_the_selected_methods_declare():
   assert results_tool.select_runs(["knowledge_clip_no_g2e"], results_tool.claims_of) == [
       "knowledge_clip_no_g2e"]
   assert results_tool.ablations_of("clip_kg") == () == results_tool.ablations_of("clip")
+
+
+def test_the_vqa_head_is_fitted_where_a_claim_reads_it_and_scaled_down_under_quick():
+  """REAVL's claims read ``world/kvqa_head``: its preset and its baseline's (CLIP's)
+  fit the head; the others skip its two minutes. ``--quick`` scales it down where
+  it is, and passes no override of a key a preset lacks."""
+  has_head = {name: "vqa_head" in protocol.load_config(
+      f"configs/{name}.py", "finetune", {}).evals
+      for name in ("clip", "reavl", "structure_clip", "mosaiclip", "loupe",
+                   "knowledge_clip")}
+  assert has_head == {"clip": True, "reavl": True, "structure_clip": False,
+                      "mosaiclip": False, "loupe": False, "knowledge_clip": False}
+  quick = protocol.Protocol("/tmp/unused", [], [0], quick=True)
+  for run, scaled in (("clip_10pct", True), ("reavl_no_gate", True),
+                      ("negclip", False), ("structure_clip", False)):
+    arg = quick.finetune_stage(run, 0).arg
+    assert all((o in arg) == scaled for o in protocol.QUICK_FINETUNE), run
+  assert not any(o in protocol.Protocol("/tmp/unused", [], [0]).finetune_stage(
+      "reavl", 0).arg for o in protocol.QUICK_FINETUNE)

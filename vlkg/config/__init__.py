@@ -24,14 +24,14 @@ from __future__ import annotations
 import ml_collections
 
 from vlkg.config import durations
-from vlkg.config.base import PRESETS, base_config
+from vlkg.config.base import PRESETS, add_vqa_head, base_config
 from vlkg.config.durations import steps
 from vlkg.config.legacy import load_run_config, upgrade
 from vlkg.config.overrides import apply_overrides
 from vlkg.config import overrides as _overrides
 
-__all__ = ["PRESETS", "apply_overrides", "base_config", "durations", "finalize",
-           "get_config", "load_run_config", "parse_arg", "steps", "upgrade"]
+__all__ = ["PRESETS", "add_vqa_head", "apply_overrides", "base_config", "durations",
+           "finalize", "get_config", "load_run_config", "parse_arg", "steps", "upgrade"]
 
 
 def parse_arg(arg: str | None) -> tuple[str, dict]:

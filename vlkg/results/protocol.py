@@ -103,7 +103,8 @@ QUICK = (
 )
 # The base's plain scenes (world.num_plain), scaled down alike.
 QUICK_BASE = ("world.num_plain=64", "world.plain_steps=2")
-# The fine-tunes' VQA head (vlkg.evaluators.vqa_head), scaled down alike.
+# The fine-tunes' VQA head (vlkg.evaluators.vqa_head), scaled down alike where a
+# preset has it.
 QUICK_FINETUNE = ("evals.vqa_head.fit_scenes=256", "evals.vqa_head.hidden=32",
                   "evals.vqa_head.steps=100", "evals.vqa_head.select_every=50")
 
@@ -229,14 +230,20 @@ class Protocol:
     return Stage(BASE, os.path.join(self.out, BASE), "configs/clip.py",
                  self._arg("base", QUICK_BASE if self.quick else ()), {})
 
+  def _quick_head(self, spec: RunSpec) -> tuple[str, ...]:
+    """``QUICK_FINETUNE`` with ``--quick`` where the run's preset has the VQA head."""
+    if not self.quick:
+      return ()
+    config = load_config(f"configs/{spec.config}.py", "finetune", {})
+    return QUICK_FINETUNE if "vqa_head" in config.evals else ()
+
   def finetune_stage(self, run: str, seed: int) -> Stage:
     spec = run_spec(run)
     trained_in = (os.path.join(self.out, spec.evaluates, f"seed{seed}")
                   if spec.evaluates else "")
     return Stage(f"{run} seed {seed}", os.path.join(self.out, run, f"seed{seed}"),
                  f"configs/{spec.config}.py",
-                 self._arg("finetune", (*spec.overrides,
-                                        *(QUICK_FINETUNE if self.quick else ()))),
+                 self._arg("finetune", (*spec.overrides, *self._quick_head(spec))),
                  {"model_init": os.path.join(self.out, BASE), "seed": seed},
                  # An evaluation-only stage's parent is its trained run's.
                  parent="" if trained_in else os.path.join(self.out, BASE),
