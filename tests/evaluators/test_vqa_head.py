@@ -116,3 +116,20 @@ def test_featureless_model_scores_the_train_prior(dataset):
 
 def test_not_a_world_reports_nothing(tmp_path):
   assert vqa_head.evaluate(_Towers(), str(tmp_path)) == {}
+
+
+def test_several_heads_report_their_mean_and_standard_error(dataset):
+  """``heads`` = 2 fits seeds 0 and 1 on the same features: each score is the
+  mean of the two single-head evaluations."""
+  kw = dict(fit_scenes=96, hidden=16, steps=200, batch_size=32, lr=1e-2,
+            select_every=100)
+  one, two = (vqa_head.evaluate(_Towers(), dataset, seed=s, **kw) for s in (0, 1))
+  both = vqa_head.evaluate(_Towers(), dataset, heads=2, seed=0, **kw)
+  for key in one:
+    if key != "world/kvqa_head_n_fit":
+      assert both[key] == pytest.approx((one[key] + two[key]) / 2), key
+  a, b = one["world/kvqa_head"], two["world/kvqa_head"]
+  assert both["world/kvqa_head_se"] == pytest.approx(abs(a - b) / 2)
+  assert "world/kvqa_head_se" not in one
+  with pytest.raises(ValueError, match="heads=0"):
+    vqa_head.evaluate(_Towers(), dataset, heads=0, **kw)

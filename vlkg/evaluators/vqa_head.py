@@ -29,7 +29,8 @@ tenth train question held out for the selection.
 
 Metrics: ``world/kvqa_head`` (test), ``world_val/kvqa_head`` (the selection score),
 ``world/kvqa_head/<type>`` (test accuracy per question type) and
-``world/kvqa_head_n_fit`` (train questions). On data without the world's knowledge
+``world/kvqa_head_n_fit`` (train questions); with ``heads`` > 1, each the mean over
+that many head seeds, and ``world/kvqa_head_se`` the standard error of the first. On data without the world's knowledge
 suites nothing is reported.
 """
 
@@ -95,7 +96,7 @@ def per_type(picks: np.ndarray, questions, vocabulary: Sequence[str]) -> dict:
 
 
 def evaluate(encoder, dataset_dir: str, *, fit_scenes: int = 24000,
-             batch_size: int = 256, **head) -> dict[str, float]:
+             batch_size: int = 256, heads: int = 1, **head) -> dict[str, float]:
   """Fits the head on train questions and scores it; see the module docstring.
 
   Args:
@@ -103,8 +104,14 @@ def evaluate(encoder, dataset_dir: str, *, fit_scenes: int = 24000,
     dataset_dir: A prepared world dataset.
     fit_scenes: The first this many train scenes give the fit questions.
     batch_size: Images per encoder call.
+    heads: Heads fitted on the same features, with seeds ``seed``, ``seed + 1``,
+      ...; every score is their mean (a head's seed moves ``world/kvqa_head`` by
+      a point or two on the world), with ``world/kvqa_head_se`` its standard
+      error when there are several.
     **head: `vlkg.evaluators.answer_head.HeadConfig` keys.
   """
+  if heads < 1:
+    raise ValueError(f"vqa_head: heads={heads} must be >= 1")
   if not os.path.exists(os.path.join(dataset_dir, "world.json")):
     logging.info("vqa_head: %s is not a world dataset; skipped", dataset_dir)
     return {}
@@ -118,14 +125,22 @@ def evaluate(encoder, dataset_dir: str, *, fit_scenes: int = 24000,
       [q.answers for q in (*fit_q, *val_q, *test_q)])
   accuracy = lambda scores, qs: knowledge_vqa.vqa_accuracy(
       scores, vocabulary, [q.answers for q in qs])[0]
-  fitted = answer_head.fit(fit_x, labels(fit_q, vocabulary), len(vocabulary),
-                           lambda logits: accuracy(logits(val_x), val_q), config)
-  scores = fitted.logits(test_x)
-  out = {"world/kvqa_head": accuracy(scores, test_q),
-         "world_val/kvqa_head": fitted.selected_score,
-         "world/kvqa_head_n_fit": float(len(fit_q))}
-  for kind, value in per_type(np.argmax(scores, 1), test_q, vocabulary).items():
-    out[f"world/kvqa_head/{kind}"] = value
+  runs = []
+  for i in range(heads):
+    fitted = answer_head.fit(fit_x, labels(fit_q, vocabulary), len(vocabulary),
+                             lambda logits: accuracy(logits(val_x), val_q),
+                             config._replace(seed=config.seed + i))
+    scores = fitted.logits(test_x)
+    run = {"world/kvqa_head": accuracy(scores, test_q),
+           "world_val/kvqa_head": fitted.selected_score}
+    for kind, value in per_type(np.argmax(scores, 1), test_q, vocabulary).items():
+      run[f"world/kvqa_head/{kind}"] = value
+    runs.append(run)
+  out = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+  out["world/kvqa_head_n_fit"] = float(len(fit_q))
+  if heads > 1:
+    accuracies = [r["world/kvqa_head"] for r in runs]
+    out["world/kvqa_head_se"] = float(np.std(accuracies, ddof=1) / np.sqrt(heads))
   return out
 
 
