@@ -280,7 +280,8 @@ def test_the_gate_term_reads_each_items_relevance(step_inputs):
   assert rows.shape == open_.shape == (b, 4)
   # The masked entity's slot is never scored.
   assert not open_[np.arange(b), np.asarray(out["mem_slot"])].any()
-  term, metrics = reavl._gate_terms(out, c, {"gold_hops": 1}, int(c["valid"].shape[0]))
+  term, metrics = reavl._gate_terms(out, *reavl._positives(
+      out["gold"], c, {"gold_hops": 1}, int(c["valid"].shape[0])))
   relevant = np.zeros((b, 4), bool)
   for i in range(b):
     own = {g for g in gold[i] if g >= 0}

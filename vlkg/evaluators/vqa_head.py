@@ -30,8 +30,8 @@ tenth train question held out for the selection.
 Metrics: ``world/kvqa_head`` (test), ``world_val/kvqa_head`` (the selection score),
 ``world/kvqa_head/<type>`` (test accuracy per question type) and
 ``world/kvqa_head_n_fit`` (train questions); with ``heads`` > 1, each the mean over
-that many head seeds, and ``world/kvqa_head_se`` the standard error of the first. On data without the world's knowledge
-suites nothing is reported.
+that many head seeds, and ``world/kvqa_head_se`` the standard error of the first.
+On data without the world's knowledge suites nothing is reported.
 """
 
 from __future__ import annotations

@@ -199,37 +199,36 @@ def _mark(rows: Array, n: int) -> Array:
                                     jnp.where(rows >= 0, rows, n)].set(True, mode="drop")
 
 
-def _retriever_loss(model, params, c: dict, out: dict, rc: dict) -> tuple[Array, Array]:
+def _positives(gold: Array, c: dict, rc: dict, n: int) -> tuple[Array, Array | None]:
+  """[B, n] bool marks of each pair's gold entities, and of their concepts when
+  ``gold_hops`` (else None): the retriever's positives and the gate's relevant
+  items."""
+  own = _mark(gold, n)
+  return own, _mark(index_lib.concept_rows(gold, c), n) if rc["gold_hops"] else None
+
+
+def _retriever_loss(model, params, c: dict, out: dict, rc: dict, own: Array,
+                    hops: Array | None) -> tuple[Array, Array]:
   """The retriever's multi-positive InfoNCE of each pair's query against every
-  entity (``retriever_key_grad``: keys recomputed with gradient; ``gold_hops``:
-  the gold entities' concepts as positives, ranked by ``hop_ranking``)."""
-  keys, key_valid, gold = out["keys"], out["key_valid"], out["gold"]
+  entity (``retriever_key_grad``: keys recomputed with gradient); positives
+  ``own``, and the concepts ``hops`` ranked by ``hop_ranking`` (`_positives`)."""
+  keys, key_valid = out["keys"], out["key_valid"]
   if rc["retriever_key_grad"]:
     keys = model.apply({"params": params}, c, method=index_lib.compute_keys)
   logits = (out["query"] @ keys.T) / rc["retriever_temperature"]
-  own = _mark(gold, keys.shape[0])
-  if not rc["gold_hops"]:
+  if hops is None:
     return L.multi_positive_nce(logits, own, key_valid)
-  hops = _mark(index_lib.concept_rows(gold, c), keys.shape[0])
   if rc["hop_ranking"] == "tiered":
     return L.tiered_nce(logits, own, hops, key_valid)
   return L.multi_positive_nce(logits, own | hops, key_valid)
 
 
-def _gold_marks(out: dict, c: dict, rc: dict, n: int) -> Array:
-  """[B, n] bool: each pair's gold entities, with their concepts when
-  ``gold_hops`` (the retriever's positives)."""
-  marks = _mark(out["gold"], n)
-  if rc["gold_hops"]:
-    marks |= _mark(index_lib.concept_rows(out["gold"], c), n)
-  return marks
-
-
-def _gate_terms(out: dict, c: dict, rc: dict, n: int) -> tuple[Array, dict]:
+def _gate_terms(out: dict, own: Array, hops: Array | None) -> tuple[Array, dict]:
   """The gate's relevance term and its metrics: the mean gate of the positives'
-  relevant items (``gate_relevant``: gold, see ``_gold_marks``) and of the rest
-  (``gate_other``), and the term's accuracy (``gate_acc``)."""
-  relevant = jnp.take_along_axis(_gold_marks(out, c, rc, n), out["item_rows"], 1)
+  relevant items (``gate_relevant``: marked in ``own`` or ``hops``, `_positives`)
+  and of the rest (``gate_other``), and the term's accuracy (``gate_acc``)."""
+  marks = own if hops is None else own | hops
+  relevant = jnp.take_along_axis(marks, out["item_rows"], 1)
   open_, gates = out["item_open"], out["gates"][:relevant.shape[0]]
   metrics = {"gate_relevant": L.valid_mean(gates, open_ & relevant),
              "gate_other": L.valid_mean(gates, open_ & ~relevant)}
@@ -292,8 +291,9 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],
                                                 out["logit_scale"])
     keys, key_valid, gold = out["keys"], out["key_valid"], out["gold"]
+    own, hops = _positives(gold, c, rc, keys.shape[0])
     terms["retriever"], metrics["retriever_acc"] = (
-        _retriever_loss(model, params, c, out, rc) if k else (zero, zero))
+        _retriever_loss(model, params, c, out, rc, own, hops) if k else (zero, zero))
     terms["itm"], metrics["itm_acc"] = L.matching_ce(out["itm_logits"], out["itm_labels"],
                                                      out["itm_valid"])
     terms["mlm"], metrics["mlm_acc"] = L.token_ce(out["mlm_logits"], out["mlm_targets"],
@@ -305,7 +305,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
       terms["lp"], metrics["lp_acc"] = L.index_nce(
           out["lp_pred"], keys, out["lp_target"],
           out["lp_valid"] & (out["lp_target"] >= 0), scale, key_valid)
-      terms["gate"], gate_metrics = _gate_terms(out, c, rc, keys.shape[0])
+      terms["gate"], gate_metrics = _gate_terms(out, own, hops)
       metrics.update(gate_metrics)
     else:
       terms["mem"] = terms["lp"] = terms["gate"] = zero
