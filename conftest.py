@@ -29,3 +29,25 @@ if _OWN_CACHE:
 def pytest_sessionfinish(session, exitstatus):
   if _OWN_CACHE:
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+# The files whose tests train or run whole programs, longest first (about 30-65 s
+# each on 2 cores). The test workers take files in collection order, so these start
+# first and the many short files fill in around them; in file-name order a long
+# file drawn last kept one worker busy after the other had finished.
+LONGEST_FIRST = (
+    "tests/test_train.py",
+    "tests/methods/test_reavl.py",
+    "tests/test_api.py",
+    "tests/test_interruptions.py",
+    "tests/methods/test_knowledge_clip.py",
+    "tests/methods/test_loupe.py",
+    "tests/test_main.py",
+    "tests/models/test_knowledge_augmented.py",
+    "tests/test_colab.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+  rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

@@ -117,6 +117,12 @@ def test_api_encodes_normalised_and_scores(run):
   assert model.encode_images(np.zeros((1, 96, 128, 3), np.uint8)).shape == (1, 32)
   # Embedding one image alone equals embedding it inside a batch.
   np.testing.assert_allclose(model.encode_images(images[1:2])[0], zi[1], atol=1e-5)
+  # Calls of 1 to 9 texts are padded to 1, 2, 4, 8 or 16 rows: five programs.
+  texts = [f"a red circle left of {n} stars" for n in range(9)]
+  alone = np.concatenate([model.encode_texts([t]) for t in texts])
+  for n in range(1, 10):
+    np.testing.assert_allclose(model.encode_texts(texts[:n]), alone[:n], atol=1e-5)
+  assert model._embed_texts._cache_size() == 5
 
 
 def test_evaluate_tool_reproduces_the_final_eval_from_params_alone(run, tmp_path):

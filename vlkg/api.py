@@ -34,7 +34,8 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
 class Model:
   """A two-tower model with its params, tokenizer and preprocessing.
 
-  Inputs are encoded in fixed-size batches (padded), so each tower compiles once.
+  Inputs are encoded in fixed-size batches (padded; a call with fewer inputs than a
+  batch pads to the next power of two), so each tower compiles a few programs.
   The jitted functions take the params as an argument: the trainer builds one
   encoder per run and sets ``params`` to the current ones before each evaluation,
   so evaluations after the first compile nothing.
@@ -52,11 +53,14 @@ class Model:
         method=type(module).embed_images)[1]))
 
   def _batched(self, fn, *arrays: np.ndarray) -> np.ndarray:
-    """fn(params, *chunks) over fixed-size, zero-padded chunks of the arrays."""
+    """fn(params, *chunks) over fixed-size, zero-padded chunks of the arrays.
+
+    Fewer inputs than ``batch_size`` are padded to the next power of two, so that
+    calls of many sizes share a few compiled programs."""
     n = len(arrays[0])
     if n == 0:
       raise ValueError("nothing to encode: got an empty batch")
-    b = min(self.batch_size, n)
+    b = min(self.batch_size, 1 << (n - 1).bit_length())
     out = []
     for start in range(0, n, b):
       chunks = [x[start:start + b] for x in arrays]

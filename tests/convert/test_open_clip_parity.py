@@ -25,9 +25,18 @@ from vlkg.convert import readers
 from vlkg.models import clip_archs
 from vlkg.tools import export, import_clip
 
-open_clip, torch = import_open_clip()
-from open_clip import tokenizer as oc_tokenizer  # noqa: E402
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg  # noqa: E402
+open_clip = torch = oc_tokenizer = CLIP = CLIPTextCfg = CLIPVisionCfg = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _open_clip():
+  """Imports open_clip and torch (or skips) when this file's tests first run, not
+  when the suite is collected: a test worker that runs none of them never imports
+  torch."""
+  global open_clip, torch, oc_tokenizer, CLIP, CLIPTextCfg, CLIPVisionCfg
+  open_clip, torch = import_open_clip()
+  from open_clip import tokenizer as oc_tokenizer
+  from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 TOL = 1e-4
 # "!#%" encodes as ids [0, 2, 260]: id 0 is both "!" and the pad id, so a tower that

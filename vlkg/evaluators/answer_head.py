@@ -15,6 +15,7 @@ set, and the best head is kept. Everything is seeded, so a fit is reproducible.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import flax.linen as nn
@@ -58,7 +59,12 @@ class AnswerHead(NamedTuple):
 
   def logits(self, features: np.ndarray) -> np.ndarray:
     x = (np.asarray(features, np.float32) - self.mean) / self.scale
-    return np.asarray(_MLP(self.hidden, self.classes).apply({"params": self.params}, x))
+    return np.asarray(_logits(self.hidden, self.classes, self.params, x))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _logits(hidden: int, classes: int, params, x):
+  return _MLP(hidden, classes).apply({"params": params}, x)
 
 
 def fit(features: np.ndarray, labels: np.ndarray, classes: int,
@@ -90,9 +96,9 @@ def fit(features: np.ndarray, labels: np.ndarray, classes: int,
   ys = jnp.asarray(y)
   model = _MLP(config.hidden, classes)
   init_key, data_key = jax.random.split(jax.random.key(config.seed))
-  params = model.init(init_key, xs[:1])["params"]
+  params = jax.jit(model.init)(init_key, xs[:1])["params"]
   optimizer = optax.adamw(config.lr, weight_decay=config.weight_decay)
-  state = optimizer.init(params)
+  state = jax.jit(optimizer.init)(params)
 
   def loss(p, rows):
     logits = model.apply({"params": p}, xs[rows])

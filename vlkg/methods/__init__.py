@@ -76,7 +76,9 @@ def example_inputs(config):
 
 
 def init_params(module, config, rng):
-  return module.init(rng, *example_inputs(config))["params"]
+  """The module's initial params, computed by one jitted program (run op by op, a
+  model's init compiles each of its hundreds of distinct operations apart)."""
+  return jax.jit(lambda r: module.init(r, *example_inputs(config))["params"])(rng)
 
 
 def abstract_params(module, config):
