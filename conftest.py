@@ -31,10 +31,12 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
-# The files whose tests train or run whole programs, longest first (about 30-65 s
-# each on 2 cores). The test workers take files in collection order, so these start
-# first and the many short files fill in around them; in file-name order a long
-# file drawn last kept one worker busy after the other had finished.
+# The files whose tests train or run whole programs, longest first (about 10-65 s
+# each on 2 cores; `python -m pytest --durations=0`). The test workers take files in
+# collection order (pytest.ini turns off xdist's reordering by test count), so these
+# start first and the many short files fill in around them. In xdist's order a
+# one-test 40-second file came last and kept one worker busy after the other had
+# finished.
 LONGEST_FIRST = (
     "tests/test_train.py",
     "tests/methods/test_reavl.py",
@@ -45,6 +47,18 @@ LONGEST_FIRST = (
     "tests/test_main.py",
     "tests/models/test_knowledge_augmented.py",
     "tests/test_colab.py",
+    "tests/methods/test_structure_clip.py",
+    "tests/models/test_text_packing.py",
+    "tests/methods/test_toy_method.py",
+    "tests/methods/test_knowledge_clip_loss.py",
+    "tests/tools/test_plot_interactions.py",
+    "tests/convert/test_open_clip_parity.py",
+    "tests/evaluators/test_real_benchmarks.py",
+    "tests/methods/test_mosaiclip.py",
+    "tests/data/test_input_pipeline.py",
+    "tests/models/test_tower_masks.py",
+    "tests/models/test_towers.py",
+    "tests/test_cloud_paths.py",
 )
 
 
