@@ -125,10 +125,11 @@ def evaluate(encoder, dataset_dir: str, *, fit_scenes: int = 24000,
       [q.answers for q in (*fit_q, *val_q, *test_q)])
   accuracy = lambda scores, qs: knowledge_vqa.vqa_accuracy(
       scores, vocabulary, [q.answers for q in qs])[0]
+  fit_y = labels(fit_q, vocabulary)
+  select = lambda logits: accuracy(logits(val_x), val_q)
   runs = []
   for i in range(heads):
-    fitted = answer_head.fit(fit_x, labels(fit_q, vocabulary), len(vocabulary),
-                             lambda logits: accuracy(logits(val_x), val_q),
+    fitted = answer_head.fit(fit_x, fit_y, len(vocabulary), select,
                              config._replace(seed=config.seed + i))
     scores = fitted.logits(test_x)
     run = {"world/kvqa_head": accuracy(scores, test_q),
