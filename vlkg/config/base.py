@@ -69,6 +69,9 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # Chance that a plain caption names its object's size, and its texture
       # ("solid" at a quarter of it, as in every caption): 0.5 as elsewhere.
       plain_attribute_rate=0.5,
+      # The same chances in the captions of the training split ("train"); the
+      # evaluation splits keep 0.5, so their suites do not change with it.
+      train_attribute_rate=0.5,
       # Chance that a caption of a one-object scene (every plain scene, and the
       # one-object scenes of the other splits) ends by saying where its object is
       # ("at the top left", "on the right", "in the middle"). No caption of a scene

@@ -47,6 +47,7 @@ ADDED: dict[str, object] = {
     "world.plain_attribute_rate": 0.5,
     "world.position_rate": 0.0,
     "world.plain_every": 0,
+    "world.train_attribute_rate": 0.5,
 }
 
 

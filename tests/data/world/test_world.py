@@ -134,39 +134,45 @@ def test_plain_scenes_have_one_object_and_colorless_captions():
       scene_lib.sample_scene(SPEC, "train", 7)
 
 
-def test_plain_attribute_rate_sets_how_often_plain_captions_say_size_and_texture():
+@pytest.mark.parametrize("key,split,other_split", [
+    ("plain_attribute_rate", "plain", "train"),
+    ("train_attribute_rate", "train", "test")])
+def test_attribute_rates_set_how_often_captions_say_size_and_texture(key, split,
+                                                                     other_split):
   import ml_collections
   from vlkg.data.world import build
 
   def rates(world, split):
-    """All captions, and the share that say size, and texture (of non-solid objects)."""
+    """All captions, and the share of one-object scenes' captions that say size, and
+    texture (of non-solid objects)."""
     words = lambda canonical: {canonical, *ontology.TEXTURE_SYNONYMS.get(
         canonical, ontology.SIZE_SYNONYMS.get(canonical, ()))}
     texts, said, counted = [], collections.Counter(), collections.Counter()
-    for i in range(150):
+    for i in range(300):
       scene, captions = build.scene_and_captions(SPEC, world, split, i)
+      texts += captions
+      if len(scene.objects) > 1:
+        continue
       obj = scene.objects[0]
       for text in captions:
-        texts.append(text)
         counted["size"] += 1
         said["size"] += bool(words(obj.size) & set(text.split()))
         if obj.texture != "solid":
           counted["texture"] += 1
           said["texture"] += bool(words(obj.texture) & set(text.split()))
+    assert counted["texture"] >= 50
     return texts, {k: said[k] / counted[k] for k in counted}
 
   base = dict(caption_color_rate=0.9, captions_per_image=3, max_clauses=3)
-  before, _ = rates(ml_collections.ConfigDict(base), "plain")
-  default, low = rates(ml_collections.ConfigDict({**base, "plain_attribute_rate": 0.5}),
-                       "plain")
-  _, high = rates(ml_collections.ConfigDict({**base, "plain_attribute_rate": 1.0}),
-                       "plain")
-  assert default == before  # the default writes the plain captions written before
+  before, _ = rates(ml_collections.ConfigDict(base), split)
+  default, low = rates(ml_collections.ConfigDict({**base, key: 0.5}), split)
+  _, high = rates(ml_collections.ConfigDict({**base, key: 1.0}), split)
+  assert default == before  # the default writes the captions written before
   assert high["size"] == 1.0 and low["size"] < 0.7
   assert high["texture"] == 1.0 and low["texture"] < 0.7
   # Other splits ignore it.
-  assert rates(ml_collections.ConfigDict({**base, "plain_attribute_rate": 1.0}),
-               "train")[0] == rates(ml_collections.ConfigDict(base), "train")[0]
+  assert rates(ml_collections.ConfigDict({**base, key: 1.0}), other_split)[0] == \
+      rates(ml_collections.ConfigDict(base), other_split)[0]
 
 
 def test_position_phrase_hand_worked():

@@ -80,10 +80,13 @@ def _scene_rng(spec, scene, stream: int) -> np.random.Generator:
 def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
   rng = _scene_rng(spec, scene, _CAPTION_STREAM)
   color_rate = 0.0 if plain else world_cfg.caption_color_rate
-  rates = {}  # size and texture: sample_captions' own chances, but in plain scenes
-  if plain and "plain_attribute_rate" in world_cfg:  # absent in configs from before it
-    rates = dict(p_size=world_cfg.plain_attribute_rate,
-                 p_texture=world_cfg.plain_attribute_rate)
+  # Size and texture: sample_captions' own chances (0.5), but plain scenes and the
+  # training split have keys of their own (absent in configs from before them).
+  rate_key = "plain_attribute_rate" if plain else (
+      "train_attribute_rate" if scene.split == "train" else None)
+  rates = {}
+  if rate_key in world_cfg:
+    rates = dict(p_size=world_cfg[rate_key], p_texture=world_cfg[rate_key])
   texts = cap.sample_captions(scene, rng, world_cfg.captions_per_image,
                               world_cfg.max_clauses, color_rate, **rates)
   position_rate = world_cfg.get("position_rate", 0.0) if len(scene.objects) == 1 else 0.0
