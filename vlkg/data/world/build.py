@@ -85,7 +85,7 @@ def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
   rate_key = "plain_attribute_rate" if plain else (
       "train_attribute_rate" if scene.split == "train" else None)
   rates = {}
-  if rate_key in world_cfg:
+  if rate_key is not None and rate_key in world_cfg:
     rates = dict(p_size=world_cfg[rate_key], p_texture=world_cfg[rate_key])
   texts = cap.sample_captions(scene, rng, world_cfg.captions_per_image,
                               world_cfg.max_clauses, color_rate, **rates)
