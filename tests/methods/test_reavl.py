@@ -258,6 +258,23 @@ def test_negative_pairs_carry_the_same_item_masks_as_positives(step_inputs):
                                 reavl_step.MASKED_ENTITY)
 
 
+def test_the_item_table_fuses_what_each_pairs_copies_fuse(step_inputs):
+  """The fusion's items read from a table of the distinct tokens (the world's
+  default) give the outputs of each pair's own copies of its items, masks
+  included; and every item type has an embedding of its own."""
+  from vlkg.models import knowledge_augmented
+  table, b = _forward(step_inputs, item_table=True)
+  copies, _ = _forward(step_inputs, item_table=False)
+  for key in ("itm_logits", "mlm_logits", "mem_pred", "lp_pred", "gates"):
+    np.testing.assert_allclose(table[key], copies[key], rtol=1e-4, atol=1e-5,
+                               err_msg=key)
+  types = np.asarray(table["item_types"])
+  assert types.max() < knowledge_augmented.ITEM_TYPES
+  embedding = np.asarray(step_inputs[1]["reavl"]["item_type"])
+  assert embedding.shape[0] == knowledge_augmented.ITEM_TYPES
+  assert len({tuple(row) for row in embedding.round(6)}) == knowledge_augmented.ITEM_TYPES
+
+
 @pytest.mark.parametrize("bad, key", [("reavl.itm_negatives_per_pair=3", "itm_negatives_per_pair"),
                                       ("reavl.itm_negatives='all'", "itm_negatives"),
                                       ("reavl.eval_distractors=1.5", "eval_distractors"),

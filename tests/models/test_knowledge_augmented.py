@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vlkg.models.knowledge_augmented import REAVLModel, _stacked_identity
 
@@ -20,8 +21,8 @@ TOWERS = dict(
 
 
 @functools.lru_cache
-def _model(**kw):
-  model = REAVLModel(**TOWERS, fusion_depth=1, fusion_heads=2, item_tokens=M,
+def _model(fusion_depth=1, **kw):
+  model = REAVLModel(**TOWERS, fusion_depth=fusion_depth, fusion_heads=2, item_tokens=M,
                      text_len=8, **kw)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
                                jnp.zeros((1, 8), jnp.int32))["params"]
@@ -124,12 +125,27 @@ def test_the_towers_cosine_joins_the_match_logit():
       rtol=1e-5, atol=1e-5)
 
 
-def test_readout_rows_reads_out_the_leading_rows_only():
-  model, params = _model()
+@pytest.mark.parametrize("depth", [1, 2])
+def test_readout_rows_compute_the_leading_rows_alone(depth):
+  """Rows after ``readout_rows`` give [FUSE] alone; every output that is given, and
+  the gradient of a loss on them, equals the whole computation's."""
+  model, params = _model(fusion_depth=depth)
   x = _inputs(3, b=3)
-  full = _fuse(model, params, x)
-  first = model.apply({"params": params}, **x, readout=True, readout_rows=1,
-                      method=REAVLModel.fuse)
-  assert first["items"].shape == (1, 2, D)
-  np.testing.assert_allclose(first["items"], full["items"][:1], atol=1e-6)
-  np.testing.assert_allclose(first["fused"], full["fused"], atol=1e-6)
+  x["txt_valid"] = x["txt_valid"].at[1:, -2:].set(False)  # padding on some rows
+  fuse = lambda p, **kw: model.apply({"params": p}, **x, readout=True,
+                                     method=REAVLModel.fuse, **kw)
+  full, first = fuse(params), fuse(params, readout_rows=1)
+  assert first["items"].shape == (1, 2, D) and first["text"].shape == (1, 5, D)
+  np.testing.assert_allclose(first["items"], full["items"][:1], atol=1e-5)
+  np.testing.assert_allclose(first["text"], full["text"][:1], atol=1e-5)
+  np.testing.assert_allclose(first["fused"], full["fused"], atol=1e-5)
+
+  def loss(p, **kw):
+    out = fuse(p, **kw)
+    return (jnp.sum(out["fused"] ** 2) + jnp.sum(out["text"][:1] ** 3)
+            + jnp.sum(out["items"][:1] * out["items"][:1, :1]))
+
+  want, got = jax.grad(loss)(params), jax.grad(loss)(params, readout_rows=1)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want),
+                          jax.tree.leaves(got)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=str(path))

@@ -99,3 +99,13 @@ def test_pooled_span_is_what_the_pooled_token_sees():
   np.testing.assert_array_equal(both.apply(params, ids, method="pooled_span"), [3, 8])
   ids = jnp.array([[0, 0, 1, 2, EOT, 0, 0, 0]])  # left pads are inside the span
   np.testing.assert_array_equal(both.apply(params, ids, method="pooled_span"), [5])
+
+
+def test_rows_to_fit_is_the_fewest_rows_that_fit():
+  """Texts of 7, 5, 4, 3 and 2 tokens in rows of 8: first-fit decreasing puts
+  7 | 5+3 | 4+2 (three rows; 21 tokens would need three rows at best too)."""
+  spans = np.array([3, 7, 2, 5, 4])
+  assert text_packing.rows_to_fit(spans, 8) == 3
+  assert not bool(text_packing.first_fit(jnp.asarray(spans)[None], 2, 8).fits)
+  assert text_packing.rows_to_fit(np.array([8, 8, 1]), 8) == 3
+  assert text_packing.rows_to_fit(np.zeros(4, int), 8) == 1

@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from vlkg import methods, sharding
 from vlkg.methods import clip as clip_lib
@@ -48,13 +49,17 @@ from vlkg.methods import knowledge_clip
 from vlkg.methods import reavl_index as index_lib
 from vlkg.methods import reavl_loss as L
 from vlkg.methods import reavl_step
-from vlkg.models import retriever, two_towers
+from vlkg.models import retriever, text_packing, two_towers
 from vlkg.models.knowledge_augmented import REAVLModel
 
 Array = jax.Array
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 HEADLINE = ("recall@5", "itm_acc")
+# The captions' embeddings come from the text tower with several captions packed
+# to a row (vlkg.models.text_packing), PACK_ROW_SHARE rows per caption, as
+# Structure-CLIP's; the world's captions average 10 of 32 tokens (at most 28).
+PACK_ROW_SHARE = 0.5
 WEIGHTS = ("clip", "retriever", "mlm", "mem", "itm", "lp", "gate")
 
 
@@ -207,14 +212,31 @@ def _positives(gold: Array, c: dict, rc: dict, n: int) -> tuple[Array, Array | N
   return own, _mark(index_lib.concept_rows(gold, c), n) if rc["gold_hops"] else None
 
 
+def _entity_rows(config: ml_collections.ConfigDict, index: dict) -> int:
+  """Rows of the text tower that the index's entity names fill when packed: each
+  name up to its last token (what ``TextTransformer.pooled_span`` keeps of a text
+  that ends with its pooled token), or whole where pad keys are not masked."""
+  ids = np.asarray(index["entity_tokens"])
+  text = config.model.text
+  nonpad = ids != text.get("pad_id", 0)
+  if text.get("causal", True) or text.get("mask_pad", True):
+    spans = np.where(nonpad.any(-1), ids.shape[1] - np.argmax(nonpad[:, ::-1], -1), 0)
+  else:
+    spans = np.full(len(ids), ids.shape[1])
+  return text_packing.rows_to_fit(spans * np.asarray(index["valid"]), ids.shape[1])
+
+
 def _retriever_loss(model, params, c: dict, out: dict, rc: dict, own: Array,
-                    hops: Array | None) -> tuple[Array, Array]:
+                    hops: Array | None, entity_rows: int) -> tuple[Array, Array]:
   """The retriever's multi-positive InfoNCE of each pair's query against every
-  entity (``retriever_key_grad``: keys recomputed with gradient); positives
-  ``own``, and the concepts ``hops`` ranked by ``hop_ranking`` (`_positives`)."""
+  entity (``retriever_key_grad``: keys recomputed with gradient, the entity names
+  packed ``entity_rows`` rows); positives ``own``, and the concepts ``hops``
+  ranked by ``hop_ranking`` (`_positives`)."""
   keys, key_valid = out["keys"], out["key_valid"]
   if rc["retriever_key_grad"]:
-    keys = model.apply({"params": params}, c, method=index_lib.compute_keys)
+    names, _ = text_packing.embed_texts(model, params, c["entity_tokens"], key_valid,
+                                        1, entity_rows)
+    keys = model.apply({"params": params}, c, names, method=index_lib.compute_keys)
   logits = (out["query"] @ keys.T) / rc["retriever_temperature"]
   if hops is None:
     return L.multi_positive_nce(logits, own, key_valid)
@@ -257,7 +279,9 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     ``recall@k`` of gold entities among the retrieved, the accuracies
     (``retriever_acc``, ``mlm_acc``, ``mem_acc``, ``itm_acc``, ``lp_acc``),
     ``gate_mean``, the gates of relevant and other items (``gate_relevant``,
-    ``gate_other``, ``gate_acc``; with k > 0) and CLIP's in-batch metrics.
+    ``gate_other``, ``gate_acc``; with k > 0), ``packed`` (1 when the captions
+    fitted their packed rows, 0 when they fell back to a row each) and CLIP's
+    in-batch metrics.
   """
   rc = _cfg(config)
   mesh = sharding.make_mesh(config.mesh)
@@ -271,6 +295,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
   weights = {w: rc[f"{w}_weight"] for w in WEIGHTS}
   e, t = index["triple_valid"].shape
   shapes = (e, t, len(index["relation_tokens"]), config.model.embed_dim)
+  entity_rows = _entity_rows(config, index)
   zero = jnp.zeros((), jnp.float32)
 
   def loss_fn(params, batch, rng, step, constants=None, memory=None):
@@ -279,6 +304,9 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
       memory = model.apply({"params": params}, c, step, method=index_lib.compute_memory)
     memory = jax.lax.stop_gradient(memory)
     b, length = batch["text"].shape
+    groups, rows = text_packing.groups_and_rows(b, 1, PACK_ROW_SHARE)
+    ztxt, packed = text_packing.embed_texts(model, params, batch["text"],
+                                            jnp.ones(b, bool), groups, rows)
     out = model.apply({"params": params}, batch["image"], batch["text"],
                       batch[index_lib.GOLD], memory, c, _draws(rng, b, length),
                       k=k, search=search, pad_id=pad_id, bos_id=bos_id,
@@ -286,6 +314,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
                       mlm_max=min(rc["mlm_max"], length),
                       itm_negatives=rc["itm_negatives"],
                       negatives_per_pair=rc["itm_negatives_per_pair"],
+                      table_sharding=sharding.replicated(mesh), ztxt=ztxt,
                       method=reavl_step.forward)
     terms = {}
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],
@@ -293,7 +322,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     keys, key_valid, gold = out["keys"], out["key_valid"], out["gold"]
     own, hops = _positives(gold, c, rc, keys.shape[0])
     terms["retriever"], metrics["retriever_acc"] = (
-        _retriever_loss(model, params, c, out, rc, own, hops) if k else (zero, zero))
+        _retriever_loss(model, params, c, out, rc, own, hops, entity_rows)
+        if k else (zero, zero))
     terms["itm"], metrics["itm_acc"] = L.matching_ce(out["itm_logits"], out["itm_labels"],
                                                      out["itm_valid"])
     terms["mlm"], metrics["mlm_acc"] = L.token_ce(out["mlm_logits"], out["mlm_targets"],
@@ -314,6 +344,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     for n in sorted({1, min(5, retrieved.shape[1]), max(k, 1)}):
       metrics[f"recall@{n}"] = retriever.recall_at(retrieved, gold, valid, n)
     metrics["gate_mean"] = jnp.mean(out["gates"])
+    metrics["packed"] = packed.astype(jnp.float32)
     metrics.update(terms)
     loss = sum(weights[name] * value for name, value in terms.items())
     return loss, metrics

@@ -216,10 +216,13 @@ def _keys(module, c: dict, text_keys: Array) -> Array:
   return jnp.where((c["entity_image"] >= 0)[:, None], both, text_keys)
 
 
-def compute_keys(module, c: dict) -> Array:
+def compute_keys(module, c: dict, text_keys: Array | None = None) -> Array:
   """[E, D] the entities' keys from the towers, gradients flowing (the retriever
-  loss's keys with ``reavl.retriever_key_grad``)."""
-  return _keys(module, c, module.embed_texts(c["entity_tokens"]))
+  loss's keys with ``reavl.retriever_key_grad``); ``text_keys`` [E, D], the
+  entities' text embeddings where the caller computed them (packed)."""
+  if text_keys is None:
+    text_keys = module.embed_texts(c["entity_tokens"])
+  return _keys(module, c, text_keys)
 
 
 def compute_memory(module, c: dict, step) -> dict:

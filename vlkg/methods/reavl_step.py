@@ -37,14 +37,15 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from vlkg import data_dependency
 from vlkg.methods import reavl_index as index_lib
 from vlkg.methods import reavl_loss as L
 from vlkg.methods.knowledge_clip_step import pool_grid
 from vlkg.models import retriever
+from vlkg.models.knowledge_augmented import (ENTITY, MASKED_ENTITY, MASKED_IN,
+                                             MASKED_OUT, TRIPLE)
 
 Array = jax.Array
-# Item token types (``REAVLModel.item_type``).
-ENTITY, TRIPLE, MASKED_OUT, MASKED_IN, MASKED_ENTITY = range(5)
 
 
 def mlm_positions(u: Array, maskable: Array, prob: float, most: int
@@ -75,7 +76,9 @@ def _pick_valid(u: Array, valid: Array) -> tuple[Array, Array]:
 def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: dict,
             draws: dict, *, k: int, search: Callable, pad_id: int, bos_id: int | None,
             image_pool: int, mlm_prob: float, mlm_max: int,
-            itm_negatives: str = "sampled", negatives_per_pair: int = 2) -> dict:
+            itm_negatives: str = "sampled", negatives_per_pair: int = 2,
+            item_table: bool | None = None, table_sharding=None,
+            ztxt: Array | None = None) -> dict:
   """Everything the losses read (see the module docstring).
 
   Args:
@@ -98,12 +101,24 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     negatives_per_pair: 2 (ALBEF: each image with a negative caption and each
       caption with a negative image, 3B fused pairs) or 1 (even pairs a negative
       caption, odd pairs a negative image: 2B fused pairs, a third less fusion).
+    item_table: the fusion reads the items' tokens from a table of every
+      distinct token (the index's entities and triples, and the masked forms:
+      `_item_table`) instead of each pair's own copies; the same values. None
+      picks the one with fewer tokens: the table on a small graph (the world's
+      147 entities: 691 tokens against 24,576), the copies on a large one.
+    ztxt: the captions' embeddings [B, D], where the caller computed them
+      (packed, ``vlkg.models.text_packing``); None computes them here.
+    table_sharding: the table's sharding (replicated over the mesh); the table
+      is also made after the search, so that its gathering of the index (split
+      over the devices) is ordered after the search's collectives on XLA's CPU
+      runtime (``vlkg.data_dependency``).
   """
   b, length = texts.shape
   out = dict(module.scalars())
   zimg, img_tok = module.embed_images(images, return_tokens=True)
   img_tok = pool_grid(img_tok, image_pool)
-  ztxt = module.embed_texts(texts)
+  if ztxt is None:
+    ztxt = module.embed_texts(texts)
   out.update(zimg=zimg, ztxt=ztxt)
 
   # Masked language modelling's input.
@@ -157,7 +172,6 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
   if k:
     idx = found[:, :k]
     item_keys = keys[idx]  # [pairs, k, D]
-    items = jnp.concatenate([item_keys[:, :, None], memory["triples"][idx]], axis=2)
     valid = jnp.concatenate([key_valid[idx][..., None], c["triple_valid"][idx]], axis=2)
     types = jnp.broadcast_to(jnp.array([ENTITY] + [TRIPLE] * t), valid.shape)
     # Masked entity modelling and link prediction mask every pair's items alike,
@@ -167,7 +181,6 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     # Masked entity modelling: one whole item of each pair.
     mem_slot = jnp.minimum((draws["mem"][:pairs] * k).astype(jnp.int32), k - 1)
     mem_target = idx[rows, mem_slot]
-    items = items.at[rows, mem_slot].set(0.0)
     valid = valid.at[rows, mem_slot, 1:].set(False)
     types = types.at[rows, mem_slot, 0].set(MASKED_ENTITY)
     item_keys = item_keys.at[rows, mem_slot].set(0.0)
@@ -177,10 +190,24 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     entity = idx[rows, lp_slot]
     triple, has = _pick_valid(draws["triple"][:pairs], c["triple_valid"][entity])
     outgoing = c["triple_outgoing"][entity, triple]
-    relation = memory["relations"][c["triple_relation"][entity, triple]]
-    items = items.at[rows, lp_slot, 1 + triple].set(relation)
+    relation_id = c["triple_relation"][entity, triple]
+    relation = memory["relations"][relation_id]
     masked_type = jnp.where(outgoing, MASKED_OUT, MASKED_IN)
     types = types.at[rows, lp_slot, 1 + triple].set(masked_type)
+    if item_table is None:  # the cheaper of the two forms, by token count
+      item_table = _table_size(memory) < pairs * k * (1 + t)
+    if item_table:
+      items, item_ids = _item_table(module, data_dependency.after(memory, found), idx)
+      if table_sharding is not None:
+        items = jax.lax.with_sharding_constraint(items, table_sharding)
+      item_ids = item_ids.at[rows, mem_slot, 0].set(_masked_entity_id(memory))
+      item_ids = item_ids.at[rows, lp_slot, 1 + triple].set(
+          _masked_triple_id(memory, relation_id, triple, outgoing))
+    else:
+      items = jnp.concatenate([item_keys[:, :, None], memory["triples"][idx]], axis=2)
+      items = items.at[rows, mem_slot].set(0.0)
+      items = items.at[rows, lp_slot, 1 + triple].set(relation)
+      item_ids = None
     out.update(mem_target=mem_target[:b], mem_valid=key_valid[mem_target[:b]],
                mem_slot=mem_slot[:b], lp_slot=lp_slot[:b],
                lp_target=c["triple_other"][entity, triple][:b],
@@ -202,12 +229,13 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     valid = jnp.zeros((pairs, 1, 1 + t), bool)
     types = jnp.zeros((pairs, 1, 1 + t), jnp.int32)
     gates = jnp.zeros((pairs, 1))
+    item_ids = None
   out["gates"] = gates
 
   txt_valid = texts != pad_id
   fused = module.fuse(pair_img, img_tok[img_rows], txt_tok[txt_rows], txt_valid[txt_rows],
                       hidden[txt_rows], items, types, valid, gates, readout=bool(k),
-                      readout_rows=b)
+                      readout_rows=b, item_ids=item_ids)
   out["itm_logits"] = module.itm_logits(fused["fused"], jnp.sum(pair_img * pair_txt, -1))
   out["itm_labels"] = (jnp.arange(pairs) < b).astype(jnp.int32)
   out["itm_valid"] = jnp.concatenate([jnp.ones(b, bool), neg_ok])
@@ -219,6 +247,54 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     out["lp_pred"] = module.link_prediction(item_out[pos, out["lp_slot"]],
                                             out["lp_relation"])
   return out
+
+
+def _table_size(memory: dict) -> int:
+  """Rows of `_item_table`: E entities' m tokens, the masked entity, and each
+  relation's masked triple at each triple slot in both directions."""
+  e, t = memory["triples"].shape[:2]
+  return e * (1 + t) + 1 + memory["relations"].shape[0] * t * 2
+
+
+def _item_table(module, memory: dict, idx: Array) -> tuple[Array, Array]:
+  """Every distinct item token, with its slot and type embeddings
+  (``module.item_inputs``), and the ids of the retrieved items' tokens.
+
+  Rows: entity e's token i at e * m + i (its key, then its triples); the masked
+  entity (`_masked_entity_id`); relation r's masked triple at triple slot s in
+  direction o (`_masked_triple_id`).
+
+  Returns:
+    (table [T, D], ids [pairs, k, m] of the unmasked items ``idx`` [pairs, k]).
+  """
+  relations = memory["relations"]
+  e, t, d = memory["triples"].shape
+  r, m = relations.shape[0], 1 + t
+  entity_tokens = jnp.concatenate([memory["keys"][:, None], memory["triples"]], 1)
+  features = jnp.concatenate([entity_tokens.reshape(e * m, d), jnp.zeros((1, d)),
+                              jnp.repeat(relations, t * 2, axis=0)])
+  slot = jnp.arange(m)
+  slots = jnp.concatenate([jnp.tile(slot, e), jnp.zeros(1, jnp.int32),
+                           jnp.tile(jnp.repeat(slot[1:], 2), r)])
+  types = jnp.concatenate([jnp.tile(jnp.array([ENTITY] + [TRIPLE] * t), e),
+                           jnp.array([MASKED_ENTITY]),
+                           jnp.tile(jnp.array([MASKED_OUT, MASKED_IN]), r * t)])
+  table = module.item_inputs(features, slots, types)
+  return table, idx[..., None] * m + slot
+
+
+def _masked_entity_id(memory: dict) -> int:
+  e, t = memory["triples"].shape[:2]
+  return e * (1 + t)
+
+
+def _masked_triple_id(memory: dict, relation: Array, triple: Array,
+                      outgoing: Array) -> Array:
+  """`_item_table` rows of masked triples: ``relation``'s, at triple slot
+  ``triple`` (0-based among the triples), outgoing or incoming."""
+  t = memory["triples"].shape[1]
+  return (_masked_entity_id(memory) + 1 + (relation * t + triple) * 2
+          + jnp.where(outgoing, 0, 1))
 
 
 def make_search(mesh, shard: bool, approx: bool, block: int) -> Callable:

@@ -53,7 +53,11 @@ from vlkg.models import attention, layers
 from vlkg.models.two_towers import TwoTowers, l2_normalize
 
 Array = jax.Array
-ITEM_TYPES = 3  # a slot's role: entity, triple, masked triple (link prediction)
+# An item token's role (``item_type``): an entity, a triple, a triple hidden for link
+# prediction whose item is its head (outgoing) or its tail (incoming), an entity
+# hidden for masked entity modelling.
+ENTITY, TRIPLE, MASKED_OUT, MASKED_IN, MASKED_ENTITY = range(5)
+ITEM_TYPES = 5
 
 
 def _stacked_identity(key, shape, dtype=jnp.float32):
@@ -80,16 +84,22 @@ class CrossAttention(nn.Module):
   attention: str = "xla"
 
   @nn.compact
-  def __call__(self, x: Array, z: Array, z_valid: Array, z_gate: Array) -> Array:
-    """x [B, L, W], z [B, M, W], z_valid [B, M] bool, z_gate [B, M] -> [B, L, W]."""
+  def __call__(self, x: Array, z: Array, z_valid: Array, z_gate: Array,
+               z_ids: Array | None = None) -> Array:
+    """x [B, L, W], z [B, M, W], z_valid [B, M] bool, z_gate [B, M] -> [B, L, W].
+
+    With ``z_ids`` [B, M], z is a table [T, W] of item tokens and row b's tokens
+    are z[z_ids[b]]: keys and values are projected once per table row.
+    """
     b, l, w = x.shape
-    m = z.shape[1]
+    m = z_valid.shape[1]
     dense = lambda n, std, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
                                           kernel_init=nn.initializers.normal(std),
                                           name=name)
     hd = w // self.heads
     q = dense(w, w**-0.5, "q")(x).reshape(b, l, self.heads, hd)
-    kv = dense(2 * w, w**-0.5, "kv")(z).reshape(b, m, 2, self.heads, hd)
+    kv = dense(2 * w, w**-0.5, "kv")(z)
+    kv = (kv if z_ids is None else kv[z_ids]).reshape(b, m, 2, self.heads, hd)
     null = self.param("null_key", nn.initializers.normal(0.02), (self.heads, hd),
                       self.param_dtype).astype(kv.dtype)
     k = jnp.concatenate([jnp.broadcast_to(null, (b, 1, self.heads, hd)), kv[:, :, 0]], 1)
@@ -107,7 +117,19 @@ class CrossAttention(nn.Module):
 
 class KnowledgeFusion(nn.Module):
   """``depth`` blocks: self-attention over x, gated cross-attention to the items,
-  MLP; pre-LN with the towers' blocks' inits."""
+  MLP; pre-LN with the towers' blocks' inits.
+
+  The items z are each row's tokens [B, M, W], or, with ``z_ids`` [B, M], a table
+  [T, W] of tokens, row b's being z[z_ids[b]] (a batch's items share their
+  entities, so a table of the distinct tokens is normalised and projected once).
+
+  ``full_rows`` R: the rows after the first R need only their first position's
+  output (a hard negative's [FUSE]), so their last block computes that position
+  alone (its self-attention still reads every position). The outputs are then
+  ``(x [R, L, W], first [B, W])``; without it, ``(x [B, L, W], first [B, W])``.
+  The values are those of the whole computation: nothing after the last block
+  reads the other positions.
+  """
 
   depth: int
   heads: int
@@ -118,23 +140,53 @@ class KnowledgeFusion(nn.Module):
   attention: str = "xla"
 
   @nn.compact
-  def __call__(self, x: Array, x_valid: Array, z: Array, z_valid: Array,
-               z_gate: Array) -> Array:
-    w = x.shape[-1]
+  def __call__(self, x: Array, x_valid: Array, z: Array, z_ids: Array | None,
+               z_valid: Array, z_gate: Array,
+               full_rows: int | None = None) -> tuple[Array, Array]:
+    b, _, w = x.shape
+    r = b if full_rows is None else min(full_rows, b)
     std = w**-0.5 * (2 * self.depth) ** -0.5
     ln = lambda name: layers.layer_norm(self.dtype, self.param_dtype, name)
     z = ln("ln_items")(z)
+    # What each row reads its items through: its ids into the table, or its tokens.
+    per_row = z if z_ids is None else z_ids
     mask = layers.broadcast_mask(x_valid)
-    for i in range(self.depth):
-      x = x + layers.MultiHeadAttention(self.heads, std, self.dtype, self.param_dtype,
-                                        self.attention, name=f"self_{i}")(
-                                            ln(f"ln_self_{i}")(x), mask)
-      x = x + CrossAttention(self.heads, std, self.dtype, self.param_dtype,
-                             self.attention, name=f"cross_{i}")(
-                                 ln(f"ln_cross_{i}")(x), z, z_valid, z_gate)
-      x = x + layers.MlpBlock(int(w * self.mlp_ratio), self.act, std, self.dtype,
-                              self.param_dtype, name=f"mlp_{i}")(ln(f"ln_mlp_{i}")(x))
-    return ln("ln_final")(x)
+
+    def block(i):
+      """Block i's modules, made once (its calls share them), as a function."""
+      attend = layers.MultiHeadAttention(self.heads, std, self.dtype, self.param_dtype,
+                                         self.attention, name=f"self_{i}")
+      cross = CrossAttention(self.heads, std, self.dtype, self.param_dtype,
+                             self.attention, name=f"cross_{i}")
+      mlp = layers.MlpBlock(int(w * self.mlp_ratio), self.act, std, self.dtype,
+                            self.param_dtype, name=f"mlp_{i}")
+      ln_self, ln_cross, ln_mlp = ln(f"ln_self_{i}"), ln(f"ln_cross_{i}"), ln(f"ln_mlp_{i}")
+
+      def apply(x, mask, items, z_valid, z_gate, query_len=None):
+        queries = x if query_len is None else x[:, :query_len]
+        x = queries + attend(ln_self(x), mask, query_len=query_len)
+        if z_ids is None:
+          x = x + cross(ln_cross(x), items, z_valid, z_gate)
+        else:
+          x = x + cross(ln_cross(x), z, z_valid, z_gate, items)
+        return x + mlp(ln_mlp(x))
+
+      return apply
+
+    for i in range(self.depth - 1):
+      x = block(i)(x, mask, per_row, z_valid, z_gate)
+    last, final = block(self.depth - 1), ln("ln_final")
+    if r == b:
+      x = final(last(x, mask, per_row, z_valid, z_gate))
+      return x, x[:, 0]
+    rows = lambda a: (a[:r], a[r:])
+    (x, x_rest), (mask, mask_rest) = rows(x), rows(mask)
+    (items, items_rest), (z_valid, z_valid_rest), (z_gate, z_gate_rest) = (
+        rows(per_row), rows(z_valid), rows(z_gate))
+    x = final(last(x, mask, items, z_valid, z_gate))
+    rest = final(last(x_rest, mask_rest, items_rest, z_valid_rest, z_gate_rest,
+                      query_len=1))
+    return x, jnp.concatenate([x[:, 0], rest[:, 0]])
 
 
 class REAVLModel(TwoTowers):
@@ -186,10 +238,14 @@ class REAVLModel(TwoTowers):
 
   def fuse(self, zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items, item_types,
            item_valid, gates, readout: bool = False,
-           readout_rows: int | None = None) -> dict[str, Array]:
+           readout_rows: int | None = None, item_ids=None) -> dict[str, Array]:
     """See ``_REAVLModules.fuse``."""
     return self.reavl.fuse(zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items,
-                           item_types, item_valid, gates, readout, readout_rows)
+                           item_types, item_valid, gates, readout, readout_rows, item_ids)
+
+  def item_inputs(self, features, slots, types):
+    """See ``_REAVLModules.item_inputs``."""
+    return self.reavl.item_inputs(features, slots, types)
 
   def itm_logits(self, fused: Array, pair_similarity: Array) -> Array:
     """[B, 2] no-match / match logits of fused pairs whose towers' cosine
@@ -296,8 +352,13 @@ class _REAVLModules(nn.Module):
     h = layers.exact_gelu(self.gate_hidden(features))
     return self.gate_out(h)[..., 0].astype(jnp.float32)
 
+  def item_inputs(self, features, slots, types):
+    """Item token inputs: ``features`` [..., D] plus the embeddings of their slots
+    (0 the entity, 1.. its triples) and types (``ENTITY``, ...)."""
+    return features + self.item_slot[slots] + self.item_type[types]
+
   def fuse(self, zimg, img_tokens, txt_tokens, txt_valid, txt_masked, items, item_types,
-           item_valid, gates, readout, readout_rows=None):
+           item_valid, gates, readout, readout_rows=None, item_ids=None):
     """The fused representation of a batch with its retrieved items.
 
     Args:
@@ -305,20 +366,26 @@ class _REAVLModules(nn.Module):
       txt_tokens: [B, L, D] text tokens; txt_valid: [B, L] real tokens;
         txt_masked: [B, L] tokens hidden for masked language modelling (their
         input becomes the mask embedding).
-      items: [B, k, m, D] item token features; item_types: [B, k, m] int (0
-        entity, 1 triple, 2 masked triple); item_valid: [B, k, m] bool.
+      items: [B, k, m, D] item token features; item_types: [B, k, m] int
+        (``ENTITY``, ``TRIPLE``, ...); item_valid: [B, k, m] bool.
       gates: [B, k] the items' gates.
       readout: also give each item's output.
-      readout_rows: only the first ``readout_rows`` rows' items (all when None);
-        the training step reads the items of its positive pairs only.
+      readout_rows: only the first ``readout_rows`` rows' items and text outputs
+        (all rows when None); the other rows give [FUSE] alone, and their last
+        fusion block computes nothing else. The training step reads the items and
+        masked tokens of its positive pairs, and only the match of its hard
+        negatives.
+      item_ids: [B, k, m] int: instead, ``items`` is a table [T, D] of item
+        tokens (``item_inputs``, slot and type embeddings added) and item j's
+        token i of row b is items[item_ids[b, j, i]]; ``item_types`` is unused.
 
     Returns:
-      ``fused`` [B, D] (the [FUSE] output), ``text`` [B, L, D] (the text
+      ``fused`` [B, D] (the [FUSE] output), ``text`` [R, L, D] (the text
       positions' outputs) and, with ``readout``, ``items`` [R, k, D] (R =
       ``readout_rows`` or B).
     """
     b, l, d = txt_tokens.shape
-    k, m = items.shape[1:3]
+    k, m = item_valid.shape[1:3]
     if l > self.text_len:
       raise ValueError(f"a text of {l} tokens is longer than the fusion's {self.text_len}")
     txt = jnp.where(txt_masked[..., None], self.text_mask, txt_tokens)
@@ -328,16 +395,21 @@ class _REAVLModules(nn.Module):
     x = jnp.concatenate([fuse, img.astype(txt.dtype), txt], axis=1)
     valid = jnp.concatenate([jnp.ones((b, 1 + img.shape[1]), bool), txt_valid], axis=1)
     x = self.ln_in(x.astype(self.dtype))
-    z = items + self.item_slot[:m] + self.item_type[item_types]
+    if item_ids is None:
+      z = self.item_inputs(items, jnp.arange(m), item_types)
+      z_ids, queries = None, z[..., 0, :]
+      z = z.reshape(b, k * m, d)
+    else:
+      z, z_ids, queries = items, item_ids.reshape(b, k * m), items[item_ids[:, :, 0]]
     z_gate = jnp.repeat(gates, m, axis=1)
-    x = self.fusion(x, valid, z.reshape(b, k * m, d).astype(self.dtype),
-                    item_valid.reshape(b, k * m), z_gate)
-    out = {"fused": x[:, 0].astype(jnp.float32),
+    r = b if readout_rows is None else readout_rows
+    x, first = self.fusion(x, valid, z.astype(self.dtype), z_ids,
+                           item_valid.reshape(b, k * m), z_gate, full_rows=r)
+    out = {"fused": first.astype(jnp.float32),
            "text": x[:, -l:].astype(jnp.float32)}
     if readout:
       # Each item's entity token (with its slot and type) reads the fused tokens.
-      r = b if readout_rows is None else readout_rows
-      queries = z[:r, :, 0].astype(self.dtype)
+      queries = queries[:r].astype(self.dtype)
       ones = jnp.ones((r, valid.shape[1]), jnp.float32)
       seen = self.readout(self.ln_readout(queries), x[:r], valid[:r], ones)
       out["items"] = (queries + seen).astype(jnp.float32)

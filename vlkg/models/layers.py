@@ -119,7 +119,8 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(
-      self, x: Array, mask: Array | None = None, bias: Array | None = None
+      self, x: Array, mask: Array | None = None, bias: Array | None = None,
+      query_len: int | None = None
   ) -> Array:
     """Attends x to itself.
 
@@ -130,9 +131,12 @@ class MultiHeadAttention(nn.Module):
         broadcasts against the [B, H, L, L] logits), added to the scaled float32
         logits before the mask is applied, as Graphormer's spatial and edge
         encodings (Ying et al. 2021, §3.1).
+      query_len: only the first ``query_len`` positions' outputs (every position
+        is still a key and value); a [B, 1 or H, L, L] mask or bias is cut to
+        those rows by the caller.
 
     Returns:
-      [B, L, W] outputs.
+      [B, L, W] outputs ([B, query_len, W] with ``query_len``).
     """
     b, l, w = x.shape
     if w % self.num_heads:
@@ -149,7 +153,8 @@ class MultiHeadAttention(nn.Module):
         name="in_proj",
     )(x)
     qkv = qkv.reshape(b, l, 3, self.num_heads, head_dim)
-    out = dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2],
+    lq = l if query_len is None else query_len
+    out = dot_product_attention(qkv[:, :lq, 0], qkv[:, :, 1], qkv[:, :, 2],
                                 broadcast_mask(mask), bias, self.attention)
     return nn.Dense(
         w,
@@ -157,7 +162,7 @@ class MultiHeadAttention(nn.Module):
         param_dtype=self.param_dtype,
         kernel_init=nn.initializers.normal(out_std),
         name="out_proj",
-    )(out.reshape(b, l, w))
+    )(out.reshape(b, lq, w))
 
 
 class MlpBlock(nn.Module):

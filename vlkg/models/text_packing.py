@@ -171,6 +171,17 @@ def groups_and_rows(images: int, texts_per_image: int, row_share: float,
   return groups, math.ceil(row_share * images * texts_per_image / groups)
 
 
+def rows_to_fit(spans, row_len: int) -> int:
+  """The fewest rows into which ``first_fit`` packs texts of ``spans`` tokens
+  (one group): for a fixed set of texts, such as an index's entity names, whose
+  packing is known before the step."""
+  spans = jnp.asarray(spans, jnp.int32).reshape(1, -1)
+  rows = max(1, math.ceil(int(spans.sum()) / row_len))
+  while not bool(first_fit(spans, rows, row_len).fits):
+    rows += 1
+  return rows
+
+
 def embed_texts(model, params, texts: Array, keep: Array, groups: int,
                 rows: int) -> tuple[Array, Array]:
   """L2-normalised embeddings of ``texts`` through the model's text tower, packed.
