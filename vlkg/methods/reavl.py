@@ -295,7 +295,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
   weights = {w: rc[f"{w}_weight"] for w in WEIGHTS}
   e, t = index["triple_valid"].shape
   shapes = (e, t, len(index["relation_tokens"]), config.model.embed_dim)
-  entity_rows = _entity_rows(config, index)
+  # The retriever's keys with gradient re-embed every entity name each step.
+  entity_rows = _entity_rows(config, index) if rc["retriever_key_grad"] else 0
   zero = jnp.zeros((), jnp.float32)
 
   def loss_fn(params, batch, rng, step, constants=None, memory=None):
