@@ -51,6 +51,7 @@ from vlkg.methods import reavl_loss as L
 from vlkg.methods import reavl_step
 from vlkg.models import retriever, text_packing, two_towers
 from vlkg.models.knowledge_augmented import REAVLModel
+from vlkg.models.text_transformer import TextTransformer
 
 Array = jax.Array
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
@@ -212,18 +213,14 @@ def _positives(gold: Array, c: dict, rc: dict, n: int) -> tuple[Array, Array | N
   return own, _mark(index_lib.concept_rows(gold, c), n) if rc["gold_hops"] else None
 
 
-def _entity_rows(config: ml_collections.ConfigDict, index: dict) -> int:
-  """Rows of the text tower that the index's entity names fill when packed: each
-  name up to its last token (what ``TextTransformer.pooled_span`` keeps of a text
-  that ends with its pooled token), or whole where pad keys are not masked."""
+def _entity_rows(model: REAVLModel, index: dict) -> int:
+  """Rows of the text tower that the index's entity names fill when packed, each
+  name with the tokens its embedding depends on (``TextTransformer.pooled_span``,
+  which reads the tower's settings only, so an unbound tower gives it)."""
   ids = np.asarray(index["entity_tokens"])
-  text = config.model.text
-  nonpad = ids != text.get("pad_id", 0)
-  if text.get("causal", True) or text.get("mask_pad", True):
-    spans = np.where(nonpad.any(-1), ids.shape[1] - np.argmax(nonpad[:, ::-1], -1), 0)
-  else:
-    spans = np.full(len(ids), ids.shape[1])
-  return text_packing.rows_to_fit(spans * np.asarray(index["valid"]), ids.shape[1])
+  text = TextTransformer(**dict(model.text), embed_dim=model.embed_dim)
+  spans = np.asarray(text.pooled_span(ids)) * np.asarray(index["valid"])
+  return text_packing.rows_to_fit(spans, ids.shape[1])
 
 
 def _retriever_loss(model, params, c: dict, out: dict, rc: dict, own: Array,
@@ -296,7 +293,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
   e, t = index["triple_valid"].shape
   shapes = (e, t, len(index["relation_tokens"]), config.model.embed_dim)
   # The retriever's keys with gradient re-embed every entity name each step.
-  entity_rows = _entity_rows(config, index) if rc["retriever_key_grad"] else 0
+  entity_rows = _entity_rows(model, index) if rc["retriever_key_grad"] else 0
   zero = jnp.zeros((), jnp.float32)
 
   def loss_fn(params, batch, rng, step, constants=None, memory=None):

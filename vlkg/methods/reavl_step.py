@@ -202,7 +202,7 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
         items = jax.lax.with_sharding_constraint(items, table_sharding)
       item_ids = item_ids.at[rows, mem_slot, 0].set(_masked_entity_id(memory))
       item_ids = item_ids.at[rows, lp_slot, 1 + triple].set(
-          _masked_triple_id(memory, relation_id, triple, outgoing))
+          _masked_triple_id(memory, relation_id, triple, masked_type))
     else:
       items = jnp.concatenate([item_keys[:, :, None], memory["triples"][idx]], axis=2)
       items = items.at[rows, mem_slot].set(0.0)
@@ -289,12 +289,13 @@ def _masked_entity_id(memory: dict) -> int:
 
 
 def _masked_triple_id(memory: dict, relation: Array, triple: Array,
-                      outgoing: Array) -> Array:
+                      masked_type: Array) -> Array:
   """`_item_table` rows of masked triples: ``relation``'s, at triple slot
-  ``triple`` (0-based among the triples), outgoing or incoming."""
+  ``triple`` (0-based among the triples), of type ``MASKED_OUT`` or
+  ``MASKED_IN`` (the table's order)."""
   t = memory["triples"].shape[1]
   return (_masked_entity_id(memory) + 1 + (relation * t + triple) * 2
-          + jnp.where(outgoing, 0, 1))
+          + masked_type - MASKED_OUT)
 
 
 def make_search(mesh, shard: bool, approx: bool, block: int) -> Callable:
