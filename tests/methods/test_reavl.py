@@ -114,65 +114,55 @@ def test_training_through_the_trainer(setup):
   assert api.load(workdir, dataset_dir=directory).distractors == 0.0
 
 
-def test_retrieval_off_still_runs(setup):
-  _, config, _ = setup
+def test_retrieval_off_still_runs(setup, step_inputs):
+  """k = 0: the same parameters as with retrieval on, and the retrieval terms off."""
+  _, params, _, _, batch = step_inputs
   off = reavl_config.get_config(
       tiny_world.TINY + f",data_dir='{setup[0]}'" + SMALL + ",reavl.k=0,evals={}")
   off = train.resolve_config(off, setup[2])
   model = reavl.build_model(off)
-  loss_fn = reavl.make_loss_fn(model, off)
-  params = methods.init_params(model, off, jax.random.key(0))
-  batch = next(input_pipeline.train_iterator(setup[2], batch_size=8, seed=0,
-                                             fields=methods.batch_keys(off),
-                                             shuffle_buffer=16))
-  from vlkg import preprocess
-  batch = dict(batch, image=preprocess.normalize_images(batch["image"]))
-  loss, metrics = jax.jit(loss_fn)(params, batch, jax.random.key(1), 0)
+  assert jax.tree.map(np.shape, methods.abstract_params(model, off)) == jax.tree.map(
+      np.shape, params)
+  loss, metrics = jax.jit(reavl.make_loss_fn(model, off))(params, batch,
+                                                         jax.random.key(1), 0)
   assert np.isfinite(float(loss))
   assert float(metrics["mem"]) == float(metrics["lp"]) == float(metrics["retriever"]) == 0
   assert float(metrics["gate_mean"]) == 0.0 and float(metrics["itm"]) > 0
-  # The same parameters as with retrieval on.
-  on = reavl.build_model(config)
-  assert jax.tree.map(np.shape, methods.abstract_params(on, config)) == jax.tree.map(
-      np.shape, params)
 
 
-def test_key_gradients_and_one_hop_gold_change_only_the_retriever_term(setup):
+def test_key_gradients_and_one_hop_gold_change_only_the_retriever_term(setup, step_inputs):
   _, config, directory = setup
   base = train.resolve_config(config, directory)
-  model = reavl.build_model(base)
-  params = methods.init_params(model, base, jax.random.key(0))
-  batch = next(input_pipeline.train_iterator(directory, batch_size=8, seed=0,
-                                             fields=methods.batch_keys(base),
-                                             shuffle_buffer=16))
-  from vlkg import preprocess
-  batch = dict(batch, image=preprocess.normalize_images(batch["image"]))
+  model, params, _, _, batch = step_inputs
 
-  def run(with_grad=True, **options):
-    """The loss's metrics and, from the same compile, the retriever term's gradient."""
+  def metrics(**options):
     loss_fn = reavl.make_loss_fn(model, _with(base, **options))
-    metrics = lambda p, x: loss_fn(p, x, jax.random.key(1), 0)[1]
-    if not with_grad:
-      return jax.jit(metrics)(params, batch), None
+    return lambda p, x: loss_fn(p, x, jax.random.key(1), 0)[1]
 
-    def retriever(p, x):
-      found = metrics(p, x)
-      return found["retriever"], found
+  def retriever_term(**options):
+    """The retriever term and, with its gradient, the token embedding's."""
+    found = metrics(**options)
 
-    (_, found), grad = jax.jit(jax.value_and_grad(retriever, has_aux=True))(params, batch)
-    return found, grad
+    def term(p, x):
+      value, grad = jax.value_and_grad(lambda p: found(p, x)["retriever"])(p)
+      return value, grad["txt"]["token_embedding"]["embedding"]
+    return term
 
-  plain, g_plain = run(retriever_key_grad=False, gold_hops=0)
-  fresh, g_fresh = run(retriever_key_grad=True, gold_hops=0)
-  hops, _ = run(with_grad=False, retriever_key_grad=False, gold_hops=1)
-  joint, _ = run(with_grad=False, retriever_key_grad=False, gold_hops=1,
-                 hop_ranking="joint")
+  programs = (metrics(retriever_key_grad=False, gold_hops=0),
+              retriever_term(retriever_key_grad=False, gold_hops=0),
+              retriever_term(retriever_key_grad=True, gold_hops=0),
+              metrics(retriever_key_grad=False, gold_hops=1),
+              metrics(retriever_key_grad=False, gold_hops=1, hop_ranking="joint"))
+  # Every variant in one program: they share all but the retriever term.
+  variants = jax.jit(lambda p, x: tuple(f(p, x) for f in programs))
+
+  plain, (plain_term, g_plain), (fresh_term, g_fresh), hops, joint = variants(params, batch)
+  assert float(plain_term) == pytest.approx(float(plain["retriever"]), rel=1e-5)
   # At step 0 the memory is computed from the same params: the same keys, so the
   # same retriever loss; with key gradients the text tower's token embedding also
   # learns from it (the entity names pass through it).
-  assert float(fresh["retriever"]) == pytest.approx(float(plain["retriever"]), rel=1e-5)
-  emb = lambda g: np.asarray(g["txt"]["token_embedding"]["embedding"])
-  assert np.abs(emb(g_fresh) - emb(g_plain)).max() > 1e-6
+  assert float(fresh_term) == pytest.approx(float(plain["retriever"]), rel=1e-5)
+  assert np.abs(np.asarray(g_fresh) - np.asarray(g_plain)).max() > 1e-6
   # More positives: a different retriever loss, the same other terms and recall.
   assert float(hops["retriever"]) != pytest.approx(float(plain["retriever"]), rel=1e-4)
   # Concepts ranked below the caption's own entities (the default) or with them.
@@ -207,27 +197,37 @@ def step_inputs(setup):
       batch["image"]))
 
 
-def _forward(step_inputs, **kw):
-  """REAVL's training forward pass on a batch of the tiny world; (out, b)."""
+@pytest.fixture(scope="module")
+def forward(step_inputs):
+  """REAVL's training forward pass on a batch of the tiny world, by its options:
+  ``forward(**options) -> (out, b)``, each set of options compiled once."""
   from vlkg.methods import reavl_step
   model, params, memory, c, batch = step_inputs
   b, length = batch["text"].shape
   search = reavl_step.make_search(None, False, False, 0)
-  forward = jax.jit(lambda *args: model.apply(
-      *args, search=search, pad_id=0, bos_id=None, image_pool=2, mlm_prob=0.15,
-      mlm_max=8, method=reavl_step.forward, **{"k": 4, **kw}))
-  out = forward({"params": params}, batch["image"], batch["text"], batch[index_lib.GOLD],
-                memory, c, reavl._draws(jax.random.key(1), b, length))
-  return out, b
+  outs = {}
+
+  def run(**kw):
+    key = tuple(sorted(kw.items()))
+    if key not in outs:
+      apply = jax.jit(lambda *args: model.apply(
+          *args, search=search, pad_id=0, bos_id=None, image_pool=2, mlm_prob=0.15,
+          mlm_max=8, method=reavl_step.forward, **{"k": 4, **kw}))
+      outs[key] = apply({"params": params}, batch["image"], batch["text"],
+                        batch[index_lib.GOLD], memory, c,
+                        reavl._draws(jax.random.key(1), b, length))
+    return outs[key], b
+
+  return run
 
 
-def test_one_negative_per_pair_fuses_one_of_the_two_kinds(step_inputs):
+def test_one_negative_per_pair_fuses_one_of_the_two_kinds(forward):
   """With one negative per pair, even pairs fuse the image with its negative
   caption and odd pairs the caption with its negative image: the same fused
   inputs as those rows of ALBEF's two kinds (compared with retrieval off, where
   the item masks' draws do not enter), B negatives instead of 2B."""
-  both, b = _forward(step_inputs, k=0)
-  one, _ = _forward(step_inputs, k=0, negatives_per_pair=1)
+  both, b = forward(k=0)
+  one, _ = forward(k=0, negatives_per_pair=1)
   assert both["itm_logits"].shape == (3 * b, 2) and one["itm_logits"].shape == (2 * b, 2)
   np.testing.assert_array_equal(one["itm_labels"], [1] * b + [0] * b)
   caption_swapped = np.arange(b) % 2 == 0
@@ -240,11 +240,11 @@ def test_one_negative_per_pair_fuses_one_of_the_two_kinds(step_inputs):
                                      both["itm_valid"][2 * b:]))
 
 
-def test_negative_pairs_carry_the_same_item_masks_as_positives(step_inputs):
+def test_negative_pairs_carry_the_same_item_masks_as_positives(forward):
   """MEM and LP hide items on every pair: no mask tells the matching head which
   of the 3B fused pairs (B positives, 2B hard negatives) match."""
   from vlkg.methods import reavl_step
-  out, b = _forward(step_inputs)
+  out, b = forward()
   types = np.asarray(out["item_types"])
   assert types.shape[:2] == (3 * b, 4)
   masked_entity = (types[:, :, 0] == reavl_step.MASKED_ENTITY).sum(1)
@@ -258,13 +258,13 @@ def test_negative_pairs_carry_the_same_item_masks_as_positives(step_inputs):
                                 reavl_step.MASKED_ENTITY)
 
 
-def test_the_item_table_fuses_what_each_pairs_copies_fuse(step_inputs):
+def test_the_item_table_fuses_what_each_pairs_copies_fuse(step_inputs, forward):
   """The fusion's items read from a table of the distinct tokens (the world's
   default) give the outputs of each pair's own copies of its items, masks
   included; and every item type has an embedding of its own."""
   from vlkg.models import knowledge_augmented
-  table, b = _forward(step_inputs, item_table=True)
-  copies, _ = _forward(step_inputs, item_table=False)
+  table, b = forward(item_table=True)
+  copies, _ = forward(item_table=False)
   for key in ("itm_logits", "mlm_logits", "mem_pred", "lp_pred", "gates"):
     np.testing.assert_allclose(table[key], copies[key], rtol=1e-4, atol=1e-5,
                                err_msg=key)
@@ -285,12 +285,12 @@ def test_bad_choices_name_their_key(bad, key):
     reavl._cfg(config)
 
 
-def test_the_gate_term_reads_each_items_relevance(step_inputs):
+def test_the_gate_term_reads_each_items_relevance(step_inputs, forward):
   """The gate's relevance term (``reavl.gate_weight``): its targets, counted by
   hand from the retrieved rows and each caption's gold entities and concepts, and
   its loss and metrics from the gates the fusion used."""
   c = step_inputs[3]
-  out, b = _forward(step_inputs)
+  out, b = forward()
   gold = np.asarray(out["gold"])
   concepts = np.asarray(c["concepts"])
   rows, open_ = np.asarray(out["item_rows"]), np.asarray(out["item_open"])

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from vlkg.models.knowledge_augmented import REAVLModel, _stacked_identity
 
@@ -22,11 +23,18 @@ TOWERS = dict(
 
 @functools.lru_cache
 def _model(fusion_depth=1, **kw):
+  """(model, params). Flax draws each parameter from the root key and its own path,
+  so a variant whose parameters are a subset of the default model's (the ablations)
+  takes those of the default's init, values included, without a compile of its own."""
   model = REAVLModel(**TOWERS, fusion_depth=fusion_depth, fusion_heads=2, item_tokens=M,
                      text_len=8, **kw)
-  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)),
-                               jnp.zeros((1, 8), jnp.int32))["params"]
-  return model, params
+  args = (jax.random.key(0), jnp.zeros((1, 16, 16, 3)), jnp.zeros((1, 8), jnp.int32))
+  if fusion_depth != 1 or kw:
+    shapes = flatten_dict(jax.eval_shape(model.init, *args)["params"])
+    default = flatten_dict(_model()[1])
+    if all(k in default and default[k].shape == v.shape for k, v in shapes.items()):
+      return model, unflatten_dict({k: default[k] for k in shapes})
+  return model, jax.jit(model.init)(*args)["params"]
 
 
 def _inputs(seed, b=2, k=2, l=5):
