@@ -107,11 +107,11 @@ def test_captions_loss_against_numpy():
       sides[g] = (h, t, t)
   # Every text and every image in one call of its tower.
   strings = sorted({x for a, b, _ in sides.values() for x in (*a, *b) if isinstance(x, str)})
-  z_text = dict(zip(strings, np.asarray(model.apply(
-      {"params": params}, jnp.asarray(tok.encode(strings)), method=type(model).embed_texts))))
-  z_image = np.asarray(model.apply(
-      {"params": params}, jnp.asarray(preprocess.normalize_images(table.images)),
-      method=type(model).embed_images))
+  tower = lambda method: jax.jit(lambda p, x: model.apply({"params": p}, x, method=method))
+  z_text = dict(zip(strings, np.asarray(tower(type(model).embed_texts)(
+      params, jnp.asarray(tok.encode(strings))))))
+  z_image = np.asarray(tower(type(model).embed_images)(
+      params, jnp.asarray(preprocess.normalize_images(table.images))))
   embed = lambda xs: np.stack([z_text[x] if isinstance(x, str)
                                else z_image[table.entity_image[x]] for x in xs])
   ids = lambda xs: np.unique(xs, return_inverse=True)[1] if isinstance(xs[0], str) else xs
@@ -144,8 +144,9 @@ def test_captions_mode_trains_the_towers_alone():
   assert sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads["img"])) > 0
   # A step without triplets (empty groups) has no pairs.
   n = {g: 0 for g in step_lib.GROUPS}
-  out = model.apply({"params": params}, _batch()["image"], _batch()["text"],
-                    _batch()["kg_draw"], loss_fn.constants, n, method=captions.forward)
+  out = jax.jit(lambda p, b, c: model.apply({"params": p}, b["image"], b["text"],
+                                            b["kg_draw"], c, n, method=captions.forward))(
+      params, _batch(), loss_fn.constants)
   assert "pairs" not in out and out["zimg"].shape == (8, config.model.embed_dim)
 
 

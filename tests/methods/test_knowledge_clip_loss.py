@@ -144,7 +144,7 @@ def _batch(b=8, seed=0):
 
 
 def _towers(params, factor=1.0):
-  return {k: jax.tree.map(lambda x: x * factor, params[k])
+  return {k: jax.tree.map(lambda x: np.asarray(x) * np.float32(factor), params[k])
           for k in ("img", "txt", "logit_scale", "logit_bias")}
 
 

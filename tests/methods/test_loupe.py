@@ -55,9 +55,9 @@ def test_factorised_game_equals_the_generic_exact_estimator(setup):
   regions = games.grid_regions(grid, grid, 2, 2)
   length = batch["text"].shape[1]
   members = np.asarray(phrases.span_mask(batch["phrase_spans"], length))
-  fast = np.asarray(loupe.exact_pair_interactions(
-      model, params, batch["image"][:2], batch["text"][:2], regions,
-      jnp.asarray(members[:2])))
+  fast = np.asarray(jax.jit(lambda images, texts, spans: loupe.exact_pair_interactions(
+      model, params, images, texts, regions, spans))(
+          batch["image"][:2], batch["text"][:2], jnp.asarray(members[:2])))
   coalitions = loupe.pair_coalitions(4, members.shape[1])
   checked = 0
   for i in range(2):
@@ -98,8 +98,9 @@ def test_token_level_game_equals_the_generic_exact_estimator(setup):
   grid = config.model.image_size // config.model.image.patch_size
   cells = games.grid_regions(grid, grid, 2, 3)
   candidates = games.cell_rectangles(2, 3)
-  fast = np.asarray(loupe.exact_region_interactions(
-      model, params, batch["image"][:2], batch["text"][:2], cells, candidates))
+  fast = np.asarray(jax.jit(lambda images, texts: loupe.exact_region_interactions(
+      model, params, images, texts, cells, candidates))(batch["image"][:2],
+                                                        batch["text"][:2]))
   length = batch["text"].shape[1]
   membership = np.concatenate([cells, np.zeros((6, length), bool)], axis=1)
   for i in range(2):
@@ -229,31 +230,36 @@ def test_tsim_trains_the_region_head_towards_the_interactions(setup):
   cells = games.grid_regions(grid, grid, 3, 3)
   candidates = games.cell_rectangles(3, 3)
   members = jnp.asarray((candidates.astype(int) @ cells.astype(int)) > 0)
-  inter = loupe.exact_region_interactions(model, params, batch["image"], batch["text"],
-                                          cells, candidates)
-  _, ztxt, extras = model.apply({"params": params}, batch["image"], batch["text"],
-                                return_tokens=True)
-  feats = loupe.candidate_features(extras["img_tokens"], members)
+
+  @jax.jit
+  def fixed_encoders(images, texts):
+    """The interactions, the caption embeddings and the candidates' features."""
+    inter = loupe.exact_region_interactions(model, params, images, texts, cells,
+                                            candidates)
+    _, ztxt, extras = model.apply({"params": params}, images, texts, return_tokens=True)
+    return inter, ztxt, loupe.candidate_features(extras["img_tokens"], members)
+
+  inter, ztxt, feats = fixed_encoders(batch["image"], batch["text"])
   np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), 1.0, rtol=1e-5)
   opt = optax.adam(3e-2)
   head = params["region_head"]
   state = opt.init(head)
   valid = jnp.ones((inter.shape[0],), bool)
 
-  @jax.jit
-  def step(head, state):
-    def tsim(h):
-      logits = model.apply({"params": {**params, "region_head": h}}, feats, ztxt,
-                           method=LoupeModel.score_regions)
-      return loupe.soft_target_kl(logits, inter, valid, 0.01, axis=1), logits
-    (value, logits), g = jax.value_and_grad(tsim, has_aux=True)(head)
-    u, state = opt.update(g, state, head)
-    return optax.apply_updates(head, u), state, value, logits
+  def tsim(h):
+    logits = model.apply({"params": {**params, "region_head": h}}, feats, ztxt,
+                         method=LoupeModel.score_regions)
+    return loupe.soft_target_kl(logits, inter, valid, 0.01, axis=1), logits
 
-  values = []
-  for _ in range(600):
-    head, state, value, logits = step(head, state)
-    values.append(float(value))
+  def step(carry, _):
+    head, state = carry
+    (value, _), g = jax.value_and_grad(tsim, has_aux=True)(head)
+    u, state = opt.update(g, state, head)
+    return (optax.apply_updates(head, u), state), value
+
+  # 600 steps in one program.
+  (head, _), values = jax.jit(lambda c: jax.lax.scan(step, c, length=600))((head, state))
+  _, logits = tsim(head)
   assert values[-1] < 0.5 * values[0]
   # Each pair's first choice is its highest-interaction candidate, up to the soft
   # target's temperature (0.01): candidates closer than that are near-ties.

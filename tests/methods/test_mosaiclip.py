@@ -83,17 +83,21 @@ def test_loss_fn_equals_the_loss_on_its_inputs(setup):
   assert boundary == 3  # 0.3 of 10 steps
 
   texts = jnp.concatenate([batch["text"][:, None], batch["mosaic_texts"]], axis=1)
-  zimg, ztxt, extras = model.apply({"params": params}, batch["image"],
-                                   texts.reshape(-1, texts.shape[-1]))
+  zimg, ztxt, extras = jax.jit(model.apply)({"params": params}, batch["image"],
+                                            texts.reshape(-1, texts.shape[-1]))
   valid = np.concatenate([np.ones((8, 1), bool), np.asarray(batch["mosaic_valid"])], 1)
+
+  @jax.jit
+  def expected_loss(step):
+    mask = mosaiclip_loss.curriculum_valid(jnp.asarray(valid), step, boundary, 3, 6)
+    return mosaiclip_loss.mosaic_loss(
+        zimg, ztxt.reshape(8, 11, -1), mosaiclip_loss.positive_slots(3, 6), mask,
+        extras["logit_scale"])[0]
+
   jitted = jax.jit(loss_fn)
   for step, stage in ((0, 1.0), (5, 2.0)):
     loss, metrics = jitted(params, batch, jax.random.key(0), jnp.asarray(step))
-    mask = mosaiclip_loss.curriculum_valid(jnp.asarray(valid), step, boundary, 3, 6)
-    expected, _ = mosaiclip_loss.mosaic_loss(
-        zimg, ztxt.reshape(8, 11, -1), mosaiclip_loss.positive_slots(3, 6), mask,
-        extras["logit_scale"])
-    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    np.testing.assert_allclose(loss, expected_loss(step), rtol=1e-5)
     assert float(metrics["stage"]) == stage
   assert jitted._cache_size() == 1
   # Stage 1 sees fewer texts than stage 2 whenever an image has extras to drop.

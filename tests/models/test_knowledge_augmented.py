@@ -46,8 +46,14 @@ def _inputs(seed, b=2, k=2, l=5):
               item_valid=jnp.ones((b, k, M), bool), gates=jnp.ones((b, k)))
 
 
+_FUSE = {}  # id(model) -> its jitted fusion (a model's dict fields are not hashable)
+
+
 def _fuse(model, params, x):
-  return model.apply({"params": params}, **x, readout=True, method=REAVLModel.fuse)
+  if id(model) not in _FUSE:
+    _FUSE[id(model)] = jax.jit(lambda p, x: model.apply(
+        {"params": p}, **x, readout=True, method=REAVLModel.fuse))
+  return _FUSE[id(model)](params, x)
 
 
 def test_query_starts_as_normalised_sum():
