@@ -351,20 +351,22 @@ def test_conv_stem_params_grid_and_shift_equivariance():
   vit = VisionTransformer(patch_size=8, width=128, depth=1, heads=2, embed_dim=16,
                           stem="conv")
   images = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 64, 3))
-  params = vit.init(jax.random.PRNGKey(1), images)["params"]
+  params = jax.jit(vit.init)(jax.random.PRNGKey(1), images)["params"]
   shapes = {k: v["kernel"].shape for k, v in params.items() if "conv" in k}
   assert shapes == {"stem_conv0": (3, 3, 3, 16), "stem_conv1": (3, 3, 16, 32),
                     "stem_conv2": (3, 3, 32, 64), "conv1": (1, 1, 64, 128)}
-  assert vit.apply({"params": params}, images).shape == (2, 16)
 
+  @jax.jit
   def grid(x):
-    _, state = vit.apply({"params": params}, x,
+    z, state = vit.apply({"params": params}, x,
                          capture_intermediates=lambda m, _: m.name == "conv1")
-    return state["intermediates"]["conv1"]["__call__"][0]
+    return z, state["intermediates"]["conv1"]["__call__"][0]
 
-  tokens = grid(images)
+  z, tokens = grid(images)
+  assert z.shape == (2, 16)
+
   assert tokens.shape == (2, 8, 8, 128)
-  shifted = grid(jnp.roll(images, 8, axis=1))
+  _, shifted = grid(jnp.roll(images, 8, axis=1))
   # Away from the borders (where SAME padding differs), row r of the shifted image's
   # grid is row r - 1 of the original's.
   np.testing.assert_allclose(shifted[:, 3:7, 2:6], tokens[:, 2:6, 2:6], atol=1e-5)
