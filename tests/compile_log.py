@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+_RECORDS = pytest.StashKey()  # (folder, the compiles logged so far)
+
 
 def pytest_addoption(parser):
   parser.addoption("--compile-log", default=None,
@@ -40,9 +42,6 @@ def pytest_configure(config):
 
   compiler.backend_compile_and_load = timed
   config.stash[_RECORDS] = (folder, records)
-
-
-_RECORDS = pytest.StashKey()
 
 
 def pytest_sessionfinish(session):

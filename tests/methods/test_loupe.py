@@ -259,7 +259,7 @@ def test_tsim_trains_the_region_head_towards_the_interactions(setup):
 
   # 600 steps in one program.
   (head, _), values = jax.jit(lambda c: jax.lax.scan(step, c, length=600))((head, state))
-  _, logits = tsim(head)
+  _, logits = jax.jit(tsim)(head)
   assert values[-1] < 0.5 * values[0]
   # Each pair's first choice is its highest-interaction candidate, up to the soft
   # target's temperature (0.01): candidates closer than that are near-ties.
