@@ -92,6 +92,29 @@ def test_restore_onto_sharded_mesh(tmp_path):
     assert int(restored["step"]) == 3
 
 
+def test_a_replicated_state_saves_without_compiling_on_cpu(tmp_path):
+  """On CPU orbax saves each replicated array from one replica: no slicing
+  program per array and replica (eight fake devices here)."""
+  replicated = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P())
+  state = jax.device_put(make_state(step=5, seed=3), replicated)
+  compiles = []
+
+  def listen(event, seconds, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(seconds)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    with checkpoint.Checkpointer(str(tmp_path / "checkpoints")) as ckpt:
+      assert ckpt.save(5, state)
+      ckpt.wait()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)
+  assert compiles == []
+  with checkpoint.Checkpointer(str(tmp_path / "checkpoints")) as ckpt:
+    assert_trees_equal(ckpt.restore(5, abstract_of(state, replicated)), state)
+
+
 def test_restore_requires_shardings_and_existing_step(tmp_path):
   state = make_state()
   with checkpoint.Checkpointer(str(tmp_path / "checkpoints")) as ckpt:

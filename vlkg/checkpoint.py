@@ -25,8 +25,11 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+# The store of array metadata (a random key's implementation) that orbax's default
+# jax.Array handler keeps; orbax 0.12 does not re-export it.
+from orbax.checkpoint._src.metadata import array_metadata_store
 
-from vlkg import checkpoint_mirror, files
+from vlkg import checkpoint_mirror, checkpoint_set_aside as set_aside, files
 from vlkg.files import atomic_write
 
 PyTree = Any
@@ -37,6 +40,23 @@ PARAMS_NPZ = "params.npz"
 
 class ParamsMismatchError(ValueError):
   """A ``params.npz`` does not fit the model it is loaded into."""
+
+
+def _save_replicas_whole_on_cpu() -> None:
+  """On the CPU backend, has orbax save a replicated array from one replica.
+
+  Orbax's default (replica-parallel saving) has each replica of a replicated array
+  copy one slice of it off its device, to spread the copies over accelerators.
+  On CPU every device is host memory, so that only adds a slicing program per
+  array and replica: on 8 fake devices it was a third of a REAVL training test
+  (docs/results.md, "The test suite"). The files written are the same.
+  """
+  if jax.default_backend() == "cpu":
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            use_replica_parallel=False,
+            array_metadata_store=array_metadata_store.Store()),
+        override=True)
 
 
 def _read_only_manager(directory: str, handler) -> ocp.CheckpointManager:
@@ -94,10 +114,11 @@ class Checkpointer:
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save and self._mirror is None,
         # A crash mid-save leaves a tmp directory, which orbax would delete here;
-        # _set_aside_unfinished moves it out of the way instead, with a warning.
+        # set_aside.unfinished moves it out of the way instead, with a warning.
         cleanup_tmp_directories=False,
         create=True)
-    _set_aside_unfinished(local)
+    set_aside.unfinished(local)
+    _save_replicas_whole_on_cpu()
     self._manager = ocp.CheckpointManager(local, options=options, item_handlers=handler)
 
   def save(self, step: int, state: PyTree, *, force: bool = False) -> bool:
@@ -191,7 +212,7 @@ class Checkpointer:
         state, error = self.restore(step, abstract_state), None
       except Exception as e:  # pylint: disable=broad-except
         state, error = None, e
-      if _all_hosts(error is None):
+      if set_aside.all_hosts(error is None):
         break
       reason = error or RuntimeError("it failed to restore on another host")
       first_error = first_error or reason
@@ -202,11 +223,11 @@ class Checkpointer:
     else:
       raise first_error
     if broken:
-      moved = [_set_aside(self.directory, str(s)) for s in broken]
+      moved = [set_aside.move(self.directory, str(s)) for s in broken]
       for s in broken:
         if self._mirror:
           self._mirror.drop(str(s))
-      _sync(f"broken checkpoints of {self.directory} set aside")
+      set_aside.sync(f"broken checkpoints of {self.directory} set aside")
       logging.warning("resuming from step %d of %s; the broken step(s) %s were moved to "
                       "%s", step, self.directory, broken, moved)
       self._manager.reload()
@@ -236,56 +257,6 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-
-TMP_SUFFIX = ".orbax-checkpoint-tmp"
-
-
-def _all_hosts(ok: bool) -> bool:
-  """Whether ``ok`` holds on every process (a collective on several hosts)."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(np.all(multihost_utils.process_allgather(np.asarray(ok))))
-
-
-def _sync(tag: str) -> None:
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(f"vlkg: {tag}")
-
-
-def _set_aside(directory: str, name: str) -> str:
-  """Moves ``directory/name`` to ``broken_<basename>/`` beside ``directory`` (on
-  process 0; callers ``_sync`` after) and returns where it goes."""
-  parent, base = os.path.split(directory.rstrip(os.sep))
-  target = os.path.join(parent, f"broken_{base}", name)
-  if jax.process_index() == 0:
-    files.makedirs(os.path.dirname(target))
-    final, n = target, 0
-    while files.exists(final):  # the same step broken twice: keep both
-      n += 1
-      final = f"{target}.{n}"
-    files.rename(os.path.join(directory, name), final)
-    return final
-  return target
-
-
-def _set_aside_unfinished(directory: str) -> None:
-  """Moves the tmp directories of saves that never finished (a run killed mid-save)
-  out of the checkpoints, with a warning naming the step.
-
-  orbax never lists them as steps, so a resumed run starts from the newest finished
-  one by itself, and it deletes them (when it opens the directory with
-  ``cleanup_tmp_directories``, or when it saves that step again); set aside, they
-  are kept for inspection. Called when a run opens its checkpoints, before it saves.
-  """
-  unfinished = []
-  if files.isdir(directory):
-    unfinished = sorted(n for n in files.listdir(directory) if TMP_SUFFIX in n)
-  for name in unfinished:
-    moved = _set_aside(directory, name)
-    logging.warning("checkpoint step %s in %s was never finished (a run stopped while "
-                    "saving it); moved to %s", name.split(".")[0], directory, moved)
-  _sync(f"unfinished checkpoints of {directory} set aside")
 
 
 def load_checkpoint_params(directory: str, step: int | None = None,
