@@ -213,9 +213,10 @@ def forward(step_inputs):
       apply = jax.jit(lambda *args: model.apply(
           *args, search=search, pad_id=0, bos_id=None, image_pool=2, mlm_prob=0.15,
           mlm_max=8, method=reavl_step.forward, **{"k": 4, **kw}))
+      k = kw.get("k", 4) if kw.get("distractors") else 0
       outs[key] = apply({"params": params}, batch["image"], batch["text"],
                         batch[index_lib.GOLD], memory, c,
-                        reavl._draws(jax.random.key(1), b, length))
+                        reavl._draws(jax.random.key(1), b, length, k))
     return outs[key], b
 
   return run
@@ -275,9 +276,37 @@ def test_the_item_table_fuses_what_each_pairs_copies_fuse(step_inputs, forward):
   assert len({tuple(row) for row in embedding.round(6)}) == knowledge_augmented.ITEM_TYPES
 
 
+def test_training_distractors_replace_the_drawn_slots_with_drawn_entities(step_inputs,
+                                                                         forward):
+  """``reavl.train_distractors``: where a slot's draw is under the share, the item
+  is the valid entity of rank floor(u * V) (numpy below), except at the masked
+  entity's and the masked link's slots; every other slot keeps the top-k item,
+  and the other draws do not change."""
+  c = step_inputs[3]
+  clean, b = forward()
+  noisy, _ = forward(distractors=0.5)
+  length = step_inputs[4]["text"].shape[1]
+  draws = jax.tree.map(np.asarray, reavl._draws(jax.random.key(1), b, length, 4))
+  mem_slot, lp_slot = np.asarray(noisy["mem_slot"]), np.asarray(noisy["lp_slot"])
+  np.testing.assert_array_equal(mem_slot, clean["mem_slot"])
+  np.testing.assert_array_equal(lp_slot, clean["lp_slot"])
+  entities = np.flatnonzero(np.asarray(c["valid"]))
+  u = draws["distract_entity"][:b]
+  drawn = entities[np.floor(u * np.float32(len(entities))).astype(int)]
+  slot = np.arange(4)[None]
+  replace = ((draws["distract"][:b] < 0.5) & (slot != mem_slot[:, None])
+             & (slot != lp_slot[:, None]))
+  assert 0 < replace.sum() < replace.size
+  np.testing.assert_array_equal(noisy["item_rows"],
+                                np.where(replace, drawn, clean["item_rows"]))
+  # The towers and the retrieval before the replacement are the clean pass's.
+  np.testing.assert_array_equal(noisy["retrieved"], clean["retrieved"])
+
+
 @pytest.mark.parametrize("bad, key", [("reavl.itm_negatives_per_pair=3", "itm_negatives_per_pair"),
                                       ("reavl.itm_negatives='all'", "itm_negatives"),
                                       ("reavl.eval_distractors=1.5", "eval_distractors"),
+                                      ("reavl.train_distractors=-0.1", "train_distractors"),
                                       ("reavl.hop_ranking='first'", "hop_ranking")])
 def test_bad_choices_name_their_key(bad, key):
   config = reavl_config.get_config(tiny_world.TINY + "," + bad)

@@ -122,6 +122,11 @@ def default_config() -> dict:
       # towards whether the item is one of the pair's gold entities (or, with
       # gold_hops=1, their concepts); 0 leaves the gate to the other tasks alone.
       gate_weight=0.0,
+      # Training: the share of each pair's retrieved items (all but the two that
+      # masked entity modelling and link prediction hide) replaced by uniformly
+      # drawn entities, so that the gate meets uninformative knowledge while it
+      # learns; 0 trains on the top-k alone.
+      train_distractors=0.0,
       # Evaluation only: the share of each input's retrieved items replaced by
       # random entities (the gate's robustness claim).
       eval_distractors=0.0,
@@ -142,8 +147,9 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
     raise ValueError("config.reavl.refresh_every, item_tokens and mlm_max must be >= 1")
   if out["fusion_image_pool"] < 1:
     raise ValueError("config.reavl.fusion_image_pool must be >= 1")
-  if not 0.0 <= out["eval_distractors"] <= 1.0:
-    raise ValueError("config.reavl.eval_distractors must be in [0, 1]")
+  for key in ("train_distractors", "eval_distractors"):
+    if not 0.0 <= out[key] <= 1.0:
+      raise ValueError(f"config.reavl.{key}={out[key]} must be in [0, 1]")
   if out["itm_negatives_per_pair"] not in (1, 2):
     raise ValueError(f"config.reavl.itm_negatives_per_pair="
                      f"{out['itm_negatives_per_pair']}: expected 1 or 2")
@@ -186,16 +192,23 @@ def dataset_index(config, *, pad_multiple: int = 1):
                              pad_multiple=pad_multiple), tokenizer
 
 
-def _draws(rng: Array, b: int, length: int) -> dict[str, Array]:
+def _draws(rng: Array, b: int, length: int, k: int = 0) -> dict[str, Array]:
   """The step's uniforms: MLM's per caption token, the sampled negatives' per
   image and per caption, the item masks' per pair (the B positives and 2B hard
-  negatives, masked alike)."""
+  negatives, masked alike); with ``k`` > 0 also the training distractors' per
+  pair and item slot (``distract``: whether, ``distract_entity``: which), drawn
+  from a key of their own so that the other draws do not change with them."""
   keys = jax.random.split(rng, 6)
-  return {"mlm": jax.random.uniform(keys[0], (b, length)),
-          "neg_text": jax.random.uniform(keys[1], (b,)),
-          "neg_image": jax.random.uniform(keys[2], (b,)),
-          **{n: jax.random.uniform(kk, (3 * b,))
-             for n, kk in zip(("mem", "lp", "triple"), keys[3:])}}
+  out = {"mlm": jax.random.uniform(keys[0], (b, length)),
+         "neg_text": jax.random.uniform(keys[1], (b,)),
+         "neg_image": jax.random.uniform(keys[2], (b,)),
+         **{n: jax.random.uniform(kk, (3 * b,))
+            for n, kk in zip(("mem", "lp", "triple"), keys[3:])}}
+  if k:
+    which, entity = jax.random.split(jax.random.fold_in(rng, 1))
+    out.update(distract=jax.random.uniform(which, (3 * b, k)),
+               distract_entity=jax.random.uniform(entity, (3 * b, k)))
+  return out
 
 
 def _mark(rows: Array, n: int) -> Array:
@@ -306,13 +319,14 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
     ztxt, packed = text_packing.embed_texts(model, params, batch["text"],
                                             jnp.ones(b, bool), groups, rows)
     out = model.apply({"params": params}, batch["image"], batch["text"],
-                      batch[index_lib.GOLD], memory, c, _draws(rng, b, length),
+                      batch[index_lib.GOLD], memory, c,
+                      _draws(rng, b, length, k if rc["train_distractors"] else 0),
                       k=k, search=search, pad_id=pad_id, bos_id=bos_id,
                       image_pool=rc["fusion_image_pool"], mlm_prob=rc["mlm_prob"],
                       mlm_max=min(rc["mlm_max"], length),
                       itm_negatives=rc["itm_negatives"],
                       negatives_per_pair=rc["itm_negatives_per_pair"],
-                      table_sharding=sharding.replicated(mesh), ztxt=ztxt,
+                      distractors=rc["train_distractors"], table_sharding=sharding.replicated(mesh), ztxt=ztxt,
                       method=reavl_step.forward)
     terms = {}
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],

@@ -77,7 +77,7 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
             draws: dict, *, k: int, search: Callable, pad_id: int, bos_id: int | None,
             image_pool: int, mlm_prob: float, mlm_max: int,
             itm_negatives: str = "sampled", negatives_per_pair: int = 2,
-            item_table: bool | None = None, table_sharding=None,
+            distractors: float = 0.0, item_table: bool | None = None, table_sharding=None,
             ztxt: Array | None = None) -> dict:
   """Everything the losses read (see the module docstring).
 
@@ -101,6 +101,10 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     negatives_per_pair: 2 (ALBEF: each image with a negative caption and each
       caption with a negative image, 3B fused pairs) or 1 (even pairs a negative
       caption, odd pairs a negative image: 2B fused pairs, a third less fusion).
+    distractors: the share of each pair's items, other than the masked entity's
+      and the masked link's, replaced by uniformly drawn entities
+      (`with_distractors`); the gate's relevance term reads them as irrelevant
+      unless one is a gold entity.
     item_table: the fusion reads the items' tokens from a table of every
       distinct token (the index's entities and triples, and the masked forms:
       `_item_table`) instead of each pair's own copies; the same values. None
@@ -170,23 +174,27 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
 
   d, t = keys.shape[-1], c["triple_valid"].shape[-1]
   if k:
-    idx = found[:, :k]
-    item_keys = keys[idx]  # [pairs, k, D]
-    valid = jnp.concatenate([key_valid[idx][..., None], c["triple_valid"][idx]], axis=2)
-    types = jnp.broadcast_to(jnp.array([ENTITY] + [TRIPLE] * t), valid.shape)
     # Masked entity modelling and link prediction mask every pair's items alike,
     # positives and hard negatives: a mask on the positives alone would tell the
     # matching head which pairs match. The two losses read the positives (:b).
     rows = jnp.arange(pairs)
-    # Masked entity modelling: one whole item of each pair.
+    # Masked entity modelling: one whole item of each pair; link prediction: one
+    # triple of another item.
     mem_slot = jnp.minimum((draws["mem"][:pairs] * k).astype(jnp.int32), k - 1)
+    lp_slot = (mem_slot + 1 + jnp.minimum((draws["lp"][:pairs] * (k - 1)).astype(jnp.int32),
+                                          max(k - 2, 0))) % k
+    idx = found[:, :k]
+    if distractors:
+      idx = with_distractors(idx, draws["distract"][:pairs] < distractors,
+                             draws["distract_entity"][:pairs], key_valid,
+                             (mem_slot, lp_slot))
+    item_keys = keys[idx]  # [pairs, k, D]
+    valid = jnp.concatenate([key_valid[idx][..., None], c["triple_valid"][idx]], axis=2)
+    types = jnp.broadcast_to(jnp.array([ENTITY] + [TRIPLE] * t), valid.shape)
     mem_target = idx[rows, mem_slot]
     valid = valid.at[rows, mem_slot, 1:].set(False)
     types = types.at[rows, mem_slot, 0].set(MASKED_ENTITY)
     item_keys = item_keys.at[rows, mem_slot].set(0.0)
-    # Link prediction: one triple of another item.
-    lp_slot = (mem_slot + 1 + jnp.minimum((draws["lp"][:pairs] * (k - 1)).astype(jnp.int32),
-                                          max(k - 2, 0))) % k
     entity = idx[rows, lp_slot]
     triple, has = _pick_valid(draws["triple"][:pairs], c["triple_valid"][entity])
     outgoing = c["triple_outgoing"][entity, triple]
@@ -247,6 +255,20 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     out["lp_pred"] = module.link_prediction(item_out[pos, out["lp_slot"]],
                                             out["lp_relation"])
   return out
+
+
+def with_distractors(idx: Array, replace: Array, u: Array, valid: Array,
+                     kept: tuple[Array, ...]) -> Array:
+  """``idx`` [P, k] with the slots where ``replace`` [P, k] holds, other than each
+  row's ``kept`` slots ([P] each), set to the valid entity of rank floor(u * V)
+  among the V valid ones (``u`` [P, k] uniforms in [0, 1), ``valid`` [E])."""
+  slot = jnp.arange(idx.shape[1])[None]
+  for kept_slot in kept:
+    replace &= slot != kept_slot[:, None]
+  ends = jnp.cumsum(valid.astype(jnp.int32))  # valid entities up to each row
+  rank = jnp.minimum(jnp.floor(u * ends[-1]).astype(jnp.int32), ends[-1] - 1)
+  drawn = jnp.searchsorted(ends, rank, side="right").astype(idx.dtype)
+  return jnp.where(replace, drawn, idx)
 
 
 def _table_size(memory: dict) -> int:
