@@ -261,11 +261,12 @@ def test_negative_pairs_carry_the_same_item_masks_as_positives(forward):
 
 def test_the_item_table_fuses_what_each_pairs_copies_fuse(step_inputs, forward):
   """The fusion's items read from a table of the distinct tokens (the world's
-  default) give the outputs of each pair's own copies of its items, masks
-  included; and every item type has an embedding of its own."""
+  default) give the outputs of each pair's own copies of its items, masks and
+  training distractors included; and every item type has an embedding of its
+  own."""
   from vlkg.models import knowledge_augmented
-  table, b = forward(item_table=True)
-  copies, _ = forward(item_table=False)
+  table, b = forward(item_table=True, distractors=0.5)
+  copies, _ = forward(item_table=False, distractors=0.5)
   for key in ("itm_logits", "mlm_logits", "mem_pred", "lp_pred", "gates"):
     np.testing.assert_allclose(table[key], copies[key], rtol=1e-4, atol=1e-5,
                                err_msg=key)
@@ -281,10 +282,11 @@ def test_training_distractors_replace_the_drawn_slots_with_drawn_entities(step_i
   """``reavl.train_distractors``: where a slot's draw is under the share, the item
   is the valid entity of rank floor(u * V) (numpy below), except at the masked
   entity's and the masked link's slots; every other slot keeps the top-k item,
-  and the other draws do not change."""
+  and the other draws do not change. (Through the item table: the pass that the
+  item-table test compiles.)"""
   c = step_inputs[3]
   clean, b = forward()
-  noisy, _ = forward(distractors=0.5)
+  noisy, _ = forward(item_table=True, distractors=0.5)
   length = step_inputs[4]["text"].shape[1]
   draws = jax.tree.map(np.asarray, reavl._draws(jax.random.key(1), b, length, 4))
   mem_slot, lp_slot = np.asarray(noisy["mem_slot"]), np.asarray(noisy["lp_slot"])
