@@ -48,8 +48,9 @@ def _save_replicas_whole_on_cpu() -> None:
   Orbax's default (replica-parallel saving) has each replica of a replicated array
   copy one slice of it off its device, to spread the copies over accelerators.
   On CPU every device is host memory, so that only adds a slicing program per
-  array and replica: on 8 fake devices it was a third of a REAVL training test
-  (docs/results.md, "The test suite"). The files written are the same.
+  array and replica: on 8 fake devices the first save of a small train state
+  took 2.4-3.1 s instead of 0.6-0.7 s (docs/results.md, "The test suite"). The
+  files written are the same.
   """
   if jax.default_backend() == "cpu":
     ocp.type_handlers.register_type_handler(
