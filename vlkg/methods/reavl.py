@@ -326,7 +326,8 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
                       mlm_max=min(rc["mlm_max"], length),
                       itm_negatives=rc["itm_negatives"],
                       negatives_per_pair=rc["itm_negatives_per_pair"],
-                      distractors=rc["train_distractors"], table_sharding=sharding.replicated(mesh), ztxt=ztxt,
+                      distractors=rc["train_distractors"],
+                      table_sharding=sharding.replicated(mesh), ztxt=ztxt,
                       method=reavl_step.forward)
     terms = {}
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],
