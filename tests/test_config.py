@@ -210,7 +210,8 @@ def test_upgrade_reads_the_keys_of_older_runs():
                  "input": {"data": "world", "train_fraction": 1.0},
                  "model": {"embed_dim": 32, "image_size": 64,
                            # keys added since (legacy.ADDED), as they behaved before
-                           "attention": "xla", "dtype": "float32"}}
+                           "attention": "xla", "dtype": "float32",
+                           "max_logit_scale": 100.0, "min_logit_scale": None}}
   assert "image_size" in old["world"]  # the argument is not changed
   # A real corpus's input size, and an imported model's own, win over the world's.
   assert config_lib.upgrade({"world": {"image_size": 64}, "input": {"image_size": 224},

@@ -236,6 +236,23 @@ def test_logit_scale_is_clipped_at_100(tiny, images, texts):
   np.testing.assert_allclose(extras["logit_scale"], 50.0, rtol=1e-5)
 
 
+def test_a_logit_scale_floor_holds_the_temperature_fixed(images):
+  model = build_model(tiny_config(min_logit_scale=30.0))
+  scalars = model.init(jax.random.key(0), method=TwoTowers.scalars)["params"]
+
+  def effective(log_scale):
+    p = {**scalars, "logit_scale": log_scale}
+    return model.apply({"params": p}, method=TwoTowers.scalars)["logit_scale"]
+
+  # Below the floor (CLIP's initial 1/0.07): the floor, and no gradient to the param.
+  np.testing.assert_allclose(effective(scalars["logit_scale"]), 30.0, rtol=1e-6)
+  assert float(jax.grad(effective)(scalars["logit_scale"])) == 0.0
+  # Between floor and ceiling the scale is learned: exp(log 50) with its gradient.
+  np.testing.assert_allclose(effective(jnp.float32(math.log(50.0))), 50.0, rtol=1e-5)
+  np.testing.assert_allclose(jax.grad(effective)(jnp.float32(math.log(50.0))), 50.0,
+                             rtol=1e-5)
+
+
 def test_build_model_reads_inits_and_dtype(tiny, images, texts):
   model = build_model(tiny_config(dtype="bfloat16"), init_logit_scale=math.log(10.0),
                       init_logit_bias=-10.0)
@@ -391,8 +408,8 @@ def test_every_method_model_keeps_the_configs_towers():
   config.model.dtype = "bfloat16"
   want = two_towers.tower_fields(two_towers.build_model(config))
   assert set(want) == {"image", "text", "embed_dim", "init_logit_scale",
-                       "init_logit_bias", "max_logit_scale", "dtype", "param_dtype",
-                       "attention"}
+                       "init_logit_bias", "max_logit_scale", "min_logit_scale",
+                       "dtype", "param_dtype", "attention"}
   for module in (reavl, structure_clip, loupe, knowledge_clip):
     got = two_towers.tower_fields(module.build_model(config))
     assert got == want, module.__name__

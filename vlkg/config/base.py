@@ -131,6 +131,11 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # How attention is computed: "xla" (any backend) or "cudnn" (cuDNN's fused
       # attention; NVIDIA GPUs with dtype "bfloat16"). vlkg.models.layers.
       attention="xla",
+      # The contrastive logit scale exp(logit_scale) is learned within
+      # [min_logit_scale, max_logit_scale]; a floor (None: none, as CLIP) above the
+      # learned value holds the temperature fixed at it.
+      max_logit_scale=100.0,
+      min_logit_scale=None,
   )
 
   c.optim = dict(

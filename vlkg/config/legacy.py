@@ -36,6 +36,8 @@ MOVED = {**RENAMED, "world.image_size": "model.image_size",
 ADDED: dict[str, object] = {
     "model.attention": "xla",
     "model.dtype": "float32",
+    "model.max_logit_scale": 100.0,
+    "model.min_logit_scale": None,
     # Knowledge-CLIP's "CLIP + KG" ablation is a mode; before, there was the method.
     "knowledge_clip.mode": "fusion",
     "input.train_fraction": 1.0,

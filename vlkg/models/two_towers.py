@@ -56,6 +56,8 @@ class TwoTowers(nn.Module):
     init_logit_bias: initial value of the bias parameter (unused by CLIP).
     max_logit_scale: the effective scale exp(logit_scale) is clipped here; None
       disables clipping.
+    min_logit_scale: the effective scale's floor; None (CLIP) = none. A floor above
+      the learned scale holds the temperature fixed (no gradient reaches it).
     dtype: compute dtype of both towers; embeddings are returned in float32.
     param_dtype: storage dtype of the towers' parameters.
     attention: how the towers compute attention, ``"xla"`` or ``"cudnn"``
@@ -69,6 +71,7 @@ class TwoTowers(nn.Module):
   init_logit_scale: float = CLIP_INIT_LOGIT_SCALE
   init_logit_bias: float = 0.0
   max_logit_scale: float | None = 100.0
+  min_logit_scale: float | None = None
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   attention: str = "xla"
@@ -94,6 +97,8 @@ class TwoTowers(nn.Module):
     scale = jnp.exp(self.logit_scale)
     if self.max_logit_scale is not None:
       scale = jnp.minimum(scale, self.max_logit_scale)
+    if self.min_logit_scale is not None:
+      scale = jnp.maximum(scale, self.min_logit_scale)
     return {"logit_scale": scale, "logit_bias": self.logit_bias}
 
   def embed_images(
@@ -222,6 +227,7 @@ def build_model(
     text.mask_pad [True]: mask pad keys; False for OpenAI CLIP weights, whose pad
       id 0 is also the symbol "!" (see ``TextTransformer``).
     max_logit_scale [100.0]: clip of exp(logit_scale); None = no clip.
+    min_logit_scale [None]: floor of exp(logit_scale); None = no floor.
     dtype ["float32"]: compute dtype: "float32", or "bfloat16" for mixed
       precision (bf16 matmuls and convolutions; float32 parameters, attention
       softmax, embeddings, contrastive logits and loss).
@@ -274,6 +280,7 @@ def build_model(
       init_logit_scale=init_logit_scale,
       init_logit_bias=init_logit_bias,
       max_logit_scale=m.get("max_logit_scale", 100.0),
+      min_logit_scale=m.get("min_logit_scale", None),
       dtype=dtype,
       param_dtype=jnp.dtype(m.get("param_dtype", "float32")),
       attention=attention,
