@@ -206,7 +206,8 @@ def test_upgrade_reads_the_keys_of_older_runs():
   assert new == {"log_every_steps": 25, "eval_every_steps": 450,
                  "checkpoint_every_steps": 250, "total_steps": 900,
                  "world": {"seed": 0, "plain_attribute_rate": 0.5, "position_rate": 0.0,
-                           "plain_every": 0, "train_attribute_rate": 0.5},
+                           "plain_every": 0, "train_attribute_rate": 0.5,
+                           "train_texture_rate": None},
                  "input": {"data": "world", "train_fraction": 1.0},
                  "model": {"embed_dim": 32, "image_size": 64,
                            # keys added since (legacy.ADDED), as they behaved before

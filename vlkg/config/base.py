@@ -72,6 +72,9 @@ def base_config(preset: str = "default", method: str = "clip") -> ml_collections
       # The same chances in the captions of the training split ("train"); the
       # evaluation splits keep 0.5, so their suites do not change with it.
       train_attribute_rate=0.5,
+      # The texture chance of the training split's captions alone, where it differs
+      # from train_attribute_rate (None: the same).
+      train_texture_rate=None,
       # Chance that a caption of a one-object scene (every plain scene, and the
       # one-object scenes of the other splits) ends by saying where its object is
       # ("at the top left", "on the right", "in the middle"). No caption of a scene

@@ -50,6 +50,7 @@ ADDED: dict[str, object] = {
     "world.position_rate": 0.0,
     "world.plain_every": 0,
     "world.train_attribute_rate": 0.5,
+    "world.train_texture_rate": None,
 }
 
 

@@ -43,7 +43,8 @@ _NOT_FINGERPRINTED = ("workers", "plain_steps", "plain_every")  # how a run read
 # bytes written before they existed: at that value they leave the name alone, so
 # prepared worlds and old runs still find theirs.
 _ADDED_KEYS = {"caption_color_rate": 0.9, "num_plain": 0, "plain_attribute_rate": 0.5,
-               "position_rate": 0.0, "train_attribute_rate": 0.5}
+               "position_rate": 0.0, "train_attribute_rate": 0.5,
+               "train_texture_rate": None}
 _NO_DEFAULT = object()
 
 

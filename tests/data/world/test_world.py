@@ -134,6 +134,39 @@ def test_plain_scenes_have_one_object_and_colorless_captions():
       scene_lib.sample_scene(SPEC, "train", 7)
 
 
+def test_train_texture_rate_sets_texture_alone():
+  import ml_collections
+  from vlkg.data.world import build
+  base = dict(caption_color_rate=0.9, captions_per_image=3, max_clauses=3,
+              train_attribute_rate=0.5)
+  textures = {t for t in ontology.TEXTURES} | {
+      s for t in ontology.TEXTURES for s in ontology.TEXTURE_SYNONYMS.get(t, ())}
+  sizes = {s for s in ontology.SIZES} | {
+      w for s in ontology.SIZES for w in ontology.SIZE_SYNONYMS.get(s, ())}
+  said = collections.Counter()
+  for i in range(200):
+    scene, plain_rate = build.scene_and_captions(
+        SPEC, ml_collections.ConfigDict(base), "train", i)
+    _, texture_rate = build.scene_and_captions(
+        SPEC, ml_collections.ConfigDict({**base, "train_texture_rate": 1.0}), "train", i)
+    if len(scene.objects) > 1 or scene.objects[0].texture == "solid":
+      continue
+    for a, b in zip(plain_rate, texture_rate):
+      said["size"] += bool(sizes & set(b.split()))
+      said["size before"] += bool(sizes & set(a.split()))
+      said["texture"] += bool(textures & set(b.split()))
+      said["texture before"] += bool(textures & set(a.split()))
+      said["captions"] += 1
+  assert said["captions"] >= 20
+  assert said["texture"] == said["captions"] > said["texture before"]
+  # Size is said about as often (a said texture's wording shifts the later draws).
+  assert abs(said["size"] - said["size before"]) <= 0.1 * said["captions"]
+  # At None, the captions are train_attribute_rate's.
+  none = ml_collections.ConfigDict({**base, "train_texture_rate": None})
+  assert build.scene_and_captions(SPEC, none, "train", 3) == \
+      build.scene_and_captions(SPEC, ml_collections.ConfigDict(base), "train", 3)
+
+
 @pytest.mark.parametrize("key,split,other_split", [
     ("plain_attribute_rate", "plain", "train"),
     ("train_attribute_rate", "train", "test")])

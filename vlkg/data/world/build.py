@@ -87,6 +87,8 @@ def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
   rates = {}
   if rate_key is not None and rate_key in world_cfg:
     rates = dict(p_size=world_cfg[rate_key], p_texture=world_cfg[rate_key])
+  if rate_key == "train_attribute_rate" and world_cfg.get("train_texture_rate") is not None:
+    rates["p_texture"] = world_cfg.train_texture_rate
   texts = cap.sample_captions(scene, rng, world_cfg.captions_per_image,
                               world_cfg.max_clauses, color_rate, **rates)
   position_rate = world_cfg.get("position_rate", 0.0) if len(scene.objects) == 1 else 0.0
