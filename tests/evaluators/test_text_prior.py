@@ -8,6 +8,7 @@ import pytest
 from configs import clip
 from vlkg.data import prepare
 from vlkg.data.benchmarks import aro, sugarcrepe
+from vlkg.data.world import ontology
 from vlkg.evaluators import text_prior
 
 
@@ -111,6 +112,30 @@ def test_replace_att_analysis_matches_a_direct_count(tmp_path):
     assert got[f"{p}/{kind}_n_items"] == mask.sum()
   assert (got.get(f"{p}/replacing_word_in_caption_n_items", 0)
           + got[f"{p}/replacing_word_not_in_caption_n_items"]) == len(items)
+  # By whether another object of the scene has the replacing attribute, each
+  # item's scene regenerated from the world's seed (not read from its records).
+  from vlkg.data import world as world_lib
+  from vlkg.data.world import build, scene as scene_lib
+  spec = build.world_spec(world_lib.settings(clip.get_config(TINY)))
+  lexicon = ontology.lexicon()
+  in_scene = []
+  for it in items:
+    index = build.scene_index_of(it.filename)
+    objects = scene_lib.sample_scene(spec, "test", index).objects
+    old, new = text_prior.replaced_word(it.caption, it.negative_caption)
+    kind = ontology.KIND_OF_VALUE[lexicon[new]]
+    assert any(getattr(o, kind) == lexicon[old] for o in objects)  # the edited one
+    in_scene.append(any(getattr(o, kind) == lexicon[new] for o in objects))
+  in_scene = np.asarray(in_scene)
+  assert 0 < in_scene.sum() < len(items)
+  for name, mask in (("replacing_value_in_scene", in_scene),
+                     ("replacing_value_not_in_scene", ~in_scene)):
+    assert got[f"{p}/{name}_n_items"] == mask.sum()
+    assert got[f"{p}/{name}"] == pytest.approx(correct[mask].mean())
+    for kind in set(kinds):
+      both = mask & (np.asarray(kinds) == kind)
+      if both.any():
+        assert got[f"{p}/{kind}/{name}"] == pytest.approx(correct[both].mean())
 
 
 def test_relation_swap_analysis_matches_a_direct_count(tmp_path):

@@ -16,7 +16,9 @@ that the blind score shows too is a change of caption prior, not of binding.
 
 The same analysis runs on the ``relation_swap`` suite (ARO VG-Relation: the two
 arguments of a relation exchanged), per relation, and on the ``replace_att`` suite
-(SugarCrepe), per kind of the replaced word.
+(SugarCrepe), per kind of the replaced word. ``replace_att`` is split too by whether
+another object of the scene has the replacing attribute: those items ask for
+binding, the others only for seeing the attribute.
 """
 
 from __future__ import annotations
@@ -61,6 +63,40 @@ def replace_kinds(items) -> tuple[list[str], np.ndarray]:
     kinds.append(ontology.KIND_OF_VALUE.get(pair[0], "other") if pair else "other")
     named.append(bool(pair) and pair[1] in it.caption.split())
   return kinds, np.asarray(named, bool)
+
+
+def replacing_value_in_scene(items, scenes) -> np.ndarray:
+  """[N] bool: the replacing attribute of each SugarCrepe item is one that another
+  object of its scene has ("a small red circle" -> "a large red circle" beside a
+  large square). Telling such a negative from the caption needs the attribute
+  bound to its object; the others need it seen anywhere in the image.
+
+  Args:
+    items: SugarCrepe items of one world split.
+    scenes: their scenes, item k's scene k.
+  """
+  lexicon = ontology.lexicon()
+  out = []
+  for it, scene in zip(items, scenes):
+    pair = replaced_word(it.caption, it.negative_caption)
+    value = lexicon.get(pair[1]) if pair else None
+    kind = ontology.KIND_OF_VALUE.get(value)
+    out.append(kind is not None and any(getattr(o, kind) == value for o in scene.objects))
+  return np.asarray(out, bool)
+
+
+def _scenes_of(dataset_dir: str, split: str, items) -> list | None:
+  """The scene of each SugarCrepe item of a world split, from the split's records;
+  None where they are not there to read."""
+  from vlkg.data.world import build, knowledge_benchmarks
+  try:
+    spec = knowledge_benchmarks.prepared_spec(dataset_dir)
+    scenes = knowledge_benchmarks.scenes_from_records(dataset_dir, split,
+                                                      int(spec["image_size"]))
+  except (OSError, KeyError, ValueError):
+    return None
+  by_index = {s.index: s for s in scenes}
+  return [by_index[build.scene_index_of(it.filename)] for it in items]
 
 
 def blind_analysis(image_emb: np.ndarray, true_emb: np.ndarray, false_emb: np.ndarray,
@@ -151,8 +187,18 @@ def evaluate(encoder: Encoder, dataset_dir: str,
     false_emb = _embed(encoder, [it.negative_caption for it in items])
     out.update(blind_analysis(image_emb, true_emb, false_emb, kinds, prefix))
     sighted = aro_correct(image_emb, true_emb, false_emb)
-    for name, mask in (("replacing_word_in_caption", named),
-                       ("replacing_word_not_in_caption", ~named)):
+    splits_of_items = [("replacing_word_in_caption", named),
+                       ("replacing_word_not_in_caption", ~named)]
+    scenes = _scenes_of(dataset_dir, split, items)
+    if scenes is not None:
+      in_scene = replacing_value_in_scene(items, scenes)
+      splits_of_items += [("replacing_value_in_scene", in_scene),
+                          ("replacing_value_not_in_scene", ~in_scene)]
+      for kind in sorted(set(kinds)):
+        of_kind = np.asarray(kinds) == kind
+        splits_of_items += [(f"{kind}/replacing_value_in_scene", of_kind & in_scene),
+                            (f"{kind}/replacing_value_not_in_scene", of_kind & ~in_scene)]
+    for name, mask in splits_of_items:
       if mask.any():
         out[f"{prefix}/{name}"] = float(sighted[mask].mean())
         out[f"{prefix}/{name}_n_items"] = float(mask.sum())

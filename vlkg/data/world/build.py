@@ -87,8 +87,9 @@ def scene_captions(spec, world_cfg, scene, plain: bool = False) -> list[str]:
   rates = {}
   if rate_key is not None and rate_key in world_cfg:
     rates = dict(p_size=world_cfg[rate_key], p_texture=world_cfg[rate_key])
-  if rate_key == "train_attribute_rate" and world_cfg.get("train_texture_rate") is not None:
-    rates["p_texture"] = world_cfg.train_texture_rate
+  texture_rate = world_cfg.get("train_texture_rate")
+  if rate_key == "train_attribute_rate" and texture_rate is not None:
+    rates["p_texture"] = texture_rate
   texts = cap.sample_captions(scene, rng, world_cfg.captions_per_image,
                               world_cfg.max_clauses, color_rate, **rates)
   position_rate = world_cfg.get("position_rate", 0.0) if len(scene.objects) == 1 else 0.0
@@ -219,6 +220,16 @@ def _train_tokenizer(out_dir, spec, world_cfg, kg_text: list[str], text_len: int
                                          model_type=world_cfg.tokenizer_type)
 
 
+def suite_image_path(split: str, scene_index: int) -> str:
+  """Where the suites' image of a scene is, relative to ``benchmarks/``."""
+  return f"images/{split}/{scene_index:06d}.png"
+
+
+def scene_index_of(image_path: str) -> int:
+  """The scene index of a suite image path (`suite_image_path`'s inverse)."""
+  return int(os.path.splitext(os.path.basename(image_path))[0])
+
+
 def _write_suites(out_dir, split, items_by_suite, image_size) -> dict[str, int]:
   """Writes one split's suites in the real formats (ARO JSON, SugarCrepe dicts).
 
@@ -228,7 +239,7 @@ def _write_suites(out_dir, split, items_by_suite, image_size) -> dict[str, int]:
   from vlkg.data.benchmarks import aro, sugarcrepe
   root = os.path.join(out_dir, "benchmarks", split)
   os.makedirs(os.path.join(root, "sugarcrepe"), exist_ok=True)
-  image = lambda it: f"images/{split}/{it.scene_index:06d}.png"
+  image = lambda it: suite_image_path(split, it.scene_index)
   full = (0.0, 0.0, float(image_size), float(image_size))
   counts = {}
   for suite, items in sorted(items_by_suite.items()):

@@ -119,7 +119,8 @@ def _graph(dataset_dir: str):
   return knowledge.build_knowledge_graph()
 
 
-def _world_spec(dataset_dir: str) -> dict:
+def prepared_spec(dataset_dir: str) -> dict:
+  """The ``spec`` (seed, image size, objects per scene) of a prepared world."""
   with files.open(os.path.join(dataset_dir, "world.json")) as f:
     return json.load(f)["spec"]
 
@@ -158,7 +159,7 @@ def train_vqa_items(dataset_dir: str, max_scenes: int
     (uint8 images [N, H, W, 3], the N questions), question k about image k.
   """
   from vlkg.data import input_pipeline
-  spec = _world_spec(dataset_dir)
+  spec = prepared_spec(dataset_dir)
   images, scenes = {}, []
   for batch in input_pipeline.eval_iterator(dataset_dir, "train", batch_size=256,
                                             fields=("image", "objects"),
@@ -264,7 +265,7 @@ def ensure(dataset_dir: str, split: str) -> dict | None:
   """
   if is_complete(dataset_dir, split):
     return None
-  spec = _world_spec(dataset_dir)
+  spec = prepared_spec(dataset_dir)
   scenes = scenes_from_records(dataset_dir, split, int(spec["image_size"]))
   suites = make(scenes, int(spec["seed"]), _graph(dataset_dir))
   try:
