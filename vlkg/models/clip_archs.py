@@ -112,4 +112,6 @@ def model_config(arch: str | ClipArch) -> dict[str, Any]:
                "mask_pad": False},
       "dtype": "float32",
       "attention": "xla",
+      "max_logit_scale": 100.0,
+      "min_logit_scale": None,
   }
