@@ -236,7 +236,7 @@ def test_logit_scale_is_clipped_at_100(tiny, images, texts):
   np.testing.assert_allclose(extras["logit_scale"], 50.0, rtol=1e-5)
 
 
-def test_a_logit_scale_floor_holds_the_temperature_fixed(images):
+def test_a_logit_scale_floor_holds_the_temperature_fixed():
   model = build_model(tiny_config(min_logit_scale=30.0))
   scalars = model.init(jax.random.key(0), method=TwoTowers.scalars)["params"]
 

@@ -145,13 +145,13 @@ def test_train_texture_rate_sets_texture_alone():
       w for s in ontology.SIZES for w in ontology.SIZE_SYNONYMS.get(s, ())}
   said = collections.Counter()
   for i in range(200):
-    scene, plain_rate = build.scene_and_captions(
+    scene, default_captions = build.scene_and_captions(
         SPEC, ml_collections.ConfigDict(base), "train", i)
-    _, texture_rate = build.scene_and_captions(
+    _, texture_captions = build.scene_and_captions(
         SPEC, ml_collections.ConfigDict({**base, "train_texture_rate": 1.0}), "train", i)
     if len(scene.objects) > 1 or scene.objects[0].texture == "solid":
       continue
-    for a, b in zip(plain_rate, texture_rate):
+    for a, b in zip(default_captions, texture_captions):
       said["size"] += bool(sizes & set(b.split()))
       said["size before"] += bool(sizes & set(a.split()))
       said["texture"] += bool(textures & set(b.split()))
