@@ -115,12 +115,12 @@ def test_replace_att_analysis_matches_a_direct_count(tmp_path):
   # By whether another object of the scene has the replacing attribute, each
   # item's scene regenerated from the world's seed (not read from its records).
   from vlkg.data import world as world_lib
-  from vlkg.data.world import build, scene as scene_lib
+  from vlkg.data.world import build, scene as scene_lib, suites
   spec = build.world_spec(world_lib.settings(clip.get_config(TINY)))
   lexicon = ontology.lexicon()
   in_scene = []
   for it in items:
-    index = build.scene_index_of(it.filename)
+    index = suites.scene_index_of(it.filename)
     objects = scene_lib.sample_scene(spec, "test", index).objects
     old, new = text_prior.replaced_word(it.caption, it.negative_caption)
     kind = ontology.KIND_OF_VALUE[lexicon[new]]

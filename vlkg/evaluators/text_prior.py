@@ -88,7 +88,7 @@ def replacing_value_in_scene(items, scenes) -> np.ndarray:
 def _scenes_of(dataset_dir: str, split: str, items) -> list | None:
   """The scene of each SugarCrepe item of a world split, from the split's records;
   None where they are not there to read."""
-  from vlkg.data.world import build, knowledge_benchmarks
+  from vlkg.data.world import knowledge_benchmarks, suites
   try:
     spec = knowledge_benchmarks.prepared_spec(dataset_dir)
     scenes = knowledge_benchmarks.scenes_from_records(dataset_dir, split,
@@ -96,7 +96,7 @@ def _scenes_of(dataset_dir: str, split: str, items) -> list | None:
   except (OSError, KeyError, ValueError):
     return None
   by_index = {s.index: s for s in scenes}
-  return [by_index[build.scene_index_of(it.filename)] for it in items]
+  return [by_index[suites.scene_index_of(it.filename)] for it in items]
 
 
 def blind_analysis(image_emb: np.ndarray, true_emb: np.ndarray, false_emb: np.ndarray,
@@ -194,8 +194,9 @@ def evaluate(encoder: Encoder, dataset_dir: str,
       in_scene = replacing_value_in_scene(items, scenes)
       splits_of_items += [("replacing_value_in_scene", in_scene),
                           ("replacing_value_not_in_scene", ~in_scene)]
+      kind_of_item = np.asarray(kinds)
       for kind in sorted(set(kinds)):
-        of_kind = np.asarray(kinds) == kind
+        of_kind = kind_of_item == kind
         splits_of_items += [(f"{kind}/replacing_value_in_scene", of_kind & in_scene),
                             (f"{kind}/replacing_value_not_in_scene", of_kind & ~in_scene)]
     for name, mask in splits_of_items:

@@ -181,7 +181,7 @@ def _write_shard(task) -> dict:
           (spec.seed, split_id, index), layout.captions_per_image))
       yield example
       if split in EVAL_SPLITS:
-        with open(os.path.join(image_dir, f"{index:06d}.png"), "wb") as f:
+        with open(os.path.join(image_dir, suites.image_name(index)), "wb") as f:
           f.write(png)
         focus = 0 if split == "test_comp" else None
         scene_texts = list(texts)
@@ -220,16 +220,6 @@ def _train_tokenizer(out_dir, spec, world_cfg, kg_text: list[str], text_len: int
                                          model_type=world_cfg.tokenizer_type)
 
 
-def suite_image_path(split: str, scene_index: int) -> str:
-  """Where the suites' image of a scene is, relative to ``benchmarks/``."""
-  return f"images/{split}/{scene_index:06d}.png"
-
-
-def scene_index_of(image_path: str) -> int:
-  """The scene index of a suite image path (`suite_image_path`'s inverse)."""
-  return int(os.path.splitext(os.path.basename(image_path))[0])
-
-
 def _write_suites(out_dir, split, items_by_suite, image_size) -> dict[str, int]:
   """Writes one split's suites in the real formats (ARO JSON, SugarCrepe dicts).
 
@@ -239,7 +229,7 @@ def _write_suites(out_dir, split, items_by_suite, image_size) -> dict[str, int]:
   from vlkg.data.benchmarks import aro, sugarcrepe
   root = os.path.join(out_dir, "benchmarks", split)
   os.makedirs(os.path.join(root, "sugarcrepe"), exist_ok=True)
-  image = lambda it: suite_image_path(split, it.scene_index)
+  image = lambda it: suites.image_path(split, it.scene_index)
   full = (0.0, 0.0, float(image_size), float(image_size))
   counts = {}
   for suite, items in sorted(items_by_suite.items()):

@@ -41,7 +41,7 @@ import numpy as np
 
 from vlkg import files
 from vlkg.data.benchmarks import okvqa, wikidiverse
-from vlkg.data.world import kvqa_suite, linking_suite, ontology
+from vlkg.data.world import kvqa_suite, linking_suite, ontology, suites as suites_lib
 from vlkg.data.world.scene import SPLITS as SCENE_SPLITS, Scene, WorldObject
 
 SPLITS = ("val", "test")
@@ -69,12 +69,9 @@ def wikidiverse_files(dataset_dir: str, split: str) -> tuple[str, str, str]:
 
 
 def image_root(dataset_dir: str, split: str) -> str:
-  """Where the OK-VQA images of ``split`` are: ``image_name(image_id)`` below it."""
+  """Where the OK-VQA images of ``split`` are, each named
+  ``vlkg.data.world.suites.image_name(image_id)`` (an image id is a scene index)."""
   return os.path.join(dataset_dir, "benchmarks", "images", split)
-
-
-def image_name(image_id: int) -> str:
-  return f"{image_id:06d}.png"
 
 
 def scene_from_record(split: str, index: int, image_size: int,
@@ -190,7 +187,7 @@ def make(scenes: list[Scene], seed: int, graph) -> dict:
     if made is None:
       continue
     caption, linked = made
-    url = f"images/{s.split}/{image_name(s.index)}"
+    url = suites_lib.image_path(s.split, s.index)
     passages.append(wikidiverse.Passage(caption, url, "world", tuple(
         (m.mention, m.type, m.start, m.end, m.entity) for m in linked)))
     mentions += [wikidiverse.Mention(

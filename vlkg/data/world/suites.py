@@ -18,6 +18,7 @@ names the object an item must be about (the held-out object on ``test_comp``).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 import numpy as np
@@ -48,6 +49,21 @@ def world_tag(word: str) -> str | bool:
   says which of the two a word is (False for every other word).
   """
   return "noun" if word in _NOUNS else "adj" if word in _ADJECTIVES else False
+
+
+def image_name(scene_index: int) -> str:
+  """The file name of a scene's image under ``benchmarks/images/<split>/``."""
+  return f"{scene_index:06d}.png"
+
+
+def image_path(split: str, scene_index: int) -> str:
+  """A scene's image relative to ``benchmarks/``, as the suite files name it."""
+  return f"images/{split}/{image_name(scene_index)}"
+
+
+def scene_index_of(path: str) -> int:
+  """The scene index of a suite image path (`image_path`'s inverse)."""
+  return int(os.path.splitext(os.path.basename(path))[0])
 
 
 @dataclasses.dataclass(frozen=True)
