@@ -1,5 +1,6 @@
-"""Test-wide setup: 8 fake CPU devices for mesh tests, XLA compiling at -O0, quiet
-TensorFlow, and one compilation cache for the session.
+"""Test-wide setup: fake CPU devices (two; eight for the tests marked ``devices(8)``,
+tests/devices.py), XLA compiling at -O0, quiet TensorFlow, and one compilation cache
+for the session.
 
 Many tests compile the same small programs (a tiny CLIP step, its evaluation), in
 this process and in the runs they start as subprocesses. JAX's persistent
@@ -11,10 +12,10 @@ import os
 import shutil
 import tempfile
 
-from tests import xla_flags
+from tests import devices, xla_flags
 
-# 8 fake devices for the mesh tests, and a fast compile (tests/xla_flags.py).
-os.environ.setdefault("XLA_FLAGS", xla_flags.with_devices(8))
+# Fake devices for the mesh tests, and a fast compile (tests/xla_flags.py).
+os.environ.setdefault("XLA_FLAGS", xla_flags.with_devices(xla_flags.TEST_DEVICES))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -38,6 +39,7 @@ def pytest_sessionfinish(session, exitstatus):
 # one-test 40-second file came last and kept one worker busy after the other had
 # finished.
 LONGEST_FIRST = (
+    devices.RUNNER,
     "tests/test_train.py",
     "tests/methods/test_reavl.py",
     "tests/test_api.py",
@@ -63,5 +65,6 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(session, config, items):
+  devices.defer(config, items)
   rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

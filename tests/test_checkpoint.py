@@ -62,6 +62,7 @@ def test_save_restore_round_trip(tmp_path):
   assert int(restored["step"]) == 7
 
 
+@pytest.mark.devices(8)
 def test_restore_onto_sharded_mesh(tmp_path):
   mesh = Mesh(np.array(jax.devices()), ("data",))
   assert mesh.size == 8

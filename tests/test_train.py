@@ -26,6 +26,7 @@ def data_dir(tmp_path_factory):
 config = trainer_world.config
 
 
+@pytest.mark.devices(8)
 def test_same_global_batch_same_loss_on_1_and_8_devices(data_dir):
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8),
@@ -87,6 +88,7 @@ def test_weight_decay_mask_and_frozen_params(data_dir):
   np.testing.assert_allclose(updates["txt"]["kernel"], -0.01 * 0.1, rtol=1e-6)
 
 
+@pytest.mark.devices(8)
 def test_sharding_rules_and_fsdp():
   mesh = sharding.make_mesh([("data", 2), ("fsdp", 4)])
   tree = {"a": {"kernel": jax.ShapeDtypeStruct((6, 8), jnp.float32)},

@@ -177,6 +177,7 @@ def test_eval_iterator_is_padded_masked_and_complete(dataset):
   assert sorted(got) == list(range(24))
 
 
+@pytest.mark.devices(8)
 def test_batches_become_global_arrays_on_8_devices(dataset):
   assert jax.device_count() == 8
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P

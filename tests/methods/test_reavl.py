@@ -54,6 +54,7 @@ def test_the_records_carry_gold_entities_of_the_index(setup):
     assert all(knowledge_queries.resolve(graph, f) == f for f in found), found
 
 
+@pytest.mark.devices(8)
 def test_training_through_the_trainer(setup):
   root, config, directory = setup
   trainer = train.Trainer(config)

@@ -56,6 +56,7 @@ def test_approx_max_k_agrees_on_cpu():
   np.testing.assert_allclose(np.asarray(v), np.asarray(v0))
 
 
+@pytest.mark.devices(8)
 @pytest.mark.parametrize("mesh_axes", [[("data", 8)], [("data", 2), ("fsdp", 4)]])
 @pytest.mark.parametrize("block", [0, 4])
 def test_sharded_search_equals_unsharded_exactly(mesh_axes, block):
@@ -79,6 +80,7 @@ def test_sharded_search_equals_unsharded_exactly(mesh_axes, block):
   np.testing.assert_allclose(np.asarray(v), np.asarray(v0), rtol=1e-6)
 
 
+@pytest.mark.devices(8)
 def test_sharded_search_needs_a_divisible_index():
   mesh = sharding.make_mesh([("data", 8)])
   queries, keys = _int_index(0, 20)
