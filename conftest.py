@@ -12,6 +12,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 from tests import devices, xla_flags
 
 # Fake devices for the mesh tests, and a fast compile (tests/xla_flags.py).
@@ -64,6 +66,7 @@ LONGEST_FIRST = (
 )
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected theirs
 def pytest_collection_modifyitems(session, config, items):
   devices.defer(config, items)
   rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
