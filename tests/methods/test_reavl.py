@@ -17,6 +17,7 @@ from vlkg import api, methods, train
 from vlkg import config as config_lib
 from vlkg.data import input_pipeline, kg_table
 from vlkg.data.world import knowledge, knowledge_queries
+from vlkg.evaluators import encoder as encoder_lib
 from vlkg.methods import reavl
 from vlkg.methods import reavl_index as index_lib
 import tiny_world
@@ -93,9 +94,19 @@ def test_training_through_the_trainer(setup):
   assert feats.shape == (2, 3 * d) and np.isfinite(feats).all()
   np.testing.assert_allclose(feats[:, d:2 * d], model.encode_images(images), atol=1e-5)
   np.testing.assert_allclose(feats[:, 2 * d:], model.encode_texts(questions), atol=1e-5)
-  links = model.link_scores(images, ["a red shape", "a shape"], ["red", "shape"],
-                            [["red: a color", "blue: a color"], ["circle: a shape"]])
+  # Entity linking: by default as every dual encoder links (no scorer of its own);
+  # reavl.link_scorer="retriever" scores candidates against the retriever's query.
+  assert not encoder_lib.has_link_scores(model)
+  linking = config_lib.load_run_config(workdir)
+  linking.reavl.link_scorer = "retriever"
+  linker = api.load(workdir, dataset_dir=directory, config=linking)
+  candidates = [["red: a color", "blue: a color"], ["circle: a shape"]]
+  links = linker.link_scores(images, ["a red shape", "a shape"], ["red", "shape"],
+                             candidates)
   assert [s.shape for s in links] == [(2,), (1,)]
+  query = linker._queries(images, ["red a red shape", "shape a shape"])
+  np.testing.assert_allclose(links[0], linker.encode_texts(candidates[0]) @ query[0],
+                             rtol=1e-5, atol=1e-6)
   found = model.retrieve(images, model.tokenizer.encode(["red", "square"]), 4)
   assert found.shape == (2, 4) and len(set(found[0])) == 4
   # Distractors: the same call with all items random scores otherwise.

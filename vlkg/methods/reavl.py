@@ -27,8 +27,9 @@ ACM MM 2023 (vlkg is the first open implementation; the paper has no code):
   seventh term, ``gate_weight`` * G, supervises the gate with each item's
   relevance (``reavl_loss.relevance_bce``).
 
-The evaluation encoder (``reavl_eval``) answers questions and links entities with
-the retrieved knowledge (``answer_scores``, ``link_scores``). The protocol's runs
+The evaluation encoder (``reavl_eval``) answers questions with the retrieved
+knowledge (``answer_scores``) and links entities through its towers, or through the
+retriever with ``link_scorer="retriever"`` (``link_scores``). The protocol's runs
 (``RUNS``) and claims (``CLAIMS``) are declared at the end. Choices the paper
 leaves open are config keys, recorded in docs/methods.md (REAVL).
 """
@@ -130,6 +131,11 @@ def default_config() -> dict:
       # Evaluation only: the share of each input's retrieved items replaced by
       # random entities (the gate's robustness claim).
       eval_distractors=0.0,
+      # Evaluation only: how entity linking scores a mention's candidates.
+      # "towers": as every dual encoder, the towers' joint embedding of image and
+      # context against each candidate's text; "retriever": the retriever's query
+      # of image and "mention context" against it (docs/methods.md, REAVL).
+      link_scorer="towers",
       # A knowledge graph file (vlkg.graphs.kg.read) for data without a triplet
       # table of its own: "" = the dataset's (the world's).
       kg_path="",
@@ -150,6 +156,9 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
   for key in ("train_distractors", "eval_distractors"):
     if not 0.0 <= out[key] <= 1.0:
       raise ValueError(f"config.reavl.{key}={out[key]} must be in [0, 1]")
+  if out["link_scorer"] not in ("towers", "retriever"):
+    raise ValueError(f"config.reavl.link_scorer={out['link_scorer']!r}: expected "
+                     "'towers' or 'retriever'")
   if out["itm_negatives_per_pair"] not in (1, 2):
     raise ValueError(f"config.reavl.itm_negatives_per_pair="
                      f"{out['itm_negatives_per_pair']}: expected 1 or 2")
@@ -372,8 +381,9 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
 def eval_encoder(module, params, tokenizer, config, *, image_size: int,
                  batch_size: int, dataset_dir: str | None):
   """REAVL's evaluation encoder (``reavl_eval.REAVLEncoder``): the two towers for
-  embeddings, the index and the fusion for ``answer_scores``, ``link_scores`` and
-  ``retrieve``; the plain towers when the dataset has no knowledge graph."""
+  embeddings, the index and the fusion for ``answer_scores``, ``retrieve`` and,
+  with ``link_scorer="retriever"``, ``link_scores``; the plain towers when the
+  dataset has no knowledge graph."""
   from vlkg.methods import reavl_eval
   return reavl_eval.make(module, params, tokenizer, config, image_size=image_size,
                          batch_size=batch_size, dataset_dir=dataset_dir, section=_cfg(config))

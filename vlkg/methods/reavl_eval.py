@@ -19,10 +19,15 @@ as every method's) and adds the optional capabilities of
   Distractors apply to the scored features only (``fit=False``): the head is
   fitted on clean ones, as a model fine-tuned on clean retrieval then meets
   noisy retrieval.
-* ``link_scores(images, contexts, mentions, candidates)``: entity linking is
-  retrieval: each candidate's text ("name: description") is embedded as the
-  index embeds an entity's name and gloss, and scored by its inner product with
-  the query of the image and "mention context".
+* entity linking: with ``reavl.link_scorer="towers"`` (the default) the encoder
+  has no scorer of its own, and a mention's candidates are scored as every dual
+  encoder's are (``vlkg.evaluators.entity_linking``). With ``"retriever"``
+  (`RetrieverLinking`), linking is retrieval: ``link_scores(images, contexts,
+  mentions, candidates)`` embeds each candidate's text ("name: description") as
+  the index embeds an entity's name and gloss, and scores it by its inner
+  product with the retriever's query of the image and "mention context". That
+  query is trained to find all of a pair's entities at once, not the one a
+  mention names, and linked worse than the towers (docs/results.md, REAVL).
 * ``retrieve(images, token_ids)`` and ``gold_rows(hashes)``: the indices of the
   top-n entities and a caption's gold entities in the index
   (``vlkg.evaluators.knowledge_recall`` reads them: ``reavl/recall@n``).
@@ -206,6 +211,20 @@ class REAVLEncoder(api.Model):
                                            memory, self.index, dis))[:n])
     return np.concatenate(out)
 
+  def retrieve(self, images, token_ids: np.ndarray, n: int) -> np.ndarray:
+    """[N, n] the indices of the top-n entities for (image, caption ids)."""
+    q = self._batched(self._query, self._images(images), np.asarray(token_ids, np.int32))
+    memory = self.memory()
+    return np.asarray(self._search(q, memory["keys"], self.index["valid"], n)[1])
+
+  def gold_rows(self, hashes: np.ndarray) -> np.ndarray:
+    """Index rows of ``reavl_gold`` hashes, -1 where none."""
+    return np.asarray(index_lib.gold_rows(jnp.asarray(hashes), self.index))
+
+
+class RetrieverLinking(REAVLEncoder):
+  """REAVL's encoder, linking entities through the retriever's query."""
+
   def link_scores(self, images, contexts: Sequence[str], mentions: Sequence[str],
                   candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
     q = self._queries(images, [f"{m} {c}" for m, c in zip(mentions, contexts)])
@@ -216,16 +235,6 @@ class REAVLEncoder(api.Model):
       out.append(z[start:start + len(group)] @ q[i])
       start += len(group)
     return out
-
-  def retrieve(self, images, token_ids: np.ndarray, n: int) -> np.ndarray:
-    """[N, n] the indices of the top-n entities for (image, caption ids)."""
-    q = self._batched(self._query, self._images(images), np.asarray(token_ids, np.int32))
-    memory = self.memory()
-    return np.asarray(self._search(q, memory["keys"], self.index["valid"], n)[1])
-
-  def gold_rows(self, hashes: np.ndarray) -> np.ndarray:
-    """Index rows of ``reavl_gold`` hashes, -1 where none."""
-    return np.asarray(index_lib.gold_rows(jnp.asarray(hashes), self.index))
 
 
 def make(module, params, tokenizer, config, *, image_size: int, batch_size: int,
@@ -241,7 +250,8 @@ def make(module, params, tokenizer, config, *, image_size: int, batch_size: int,
   index = index_lib.constants(table, tokenizer, entity_len=section["entity_len"],
                               item_tokens=section["item_tokens"], pad_multiple=1)
   k = min(section["k"], int(index["valid"].sum()))
-  return REAVLEncoder(module, params, tokenizer, image_size, batch_size, index,
-                      k=k, pad_id=config.model.text.get("pad_id", 0),
-                      image_pool=section["fusion_image_pool"],
-                      distractors=section["eval_distractors"])
+  encoder = RetrieverLinking if section["link_scorer"] == "retriever" else REAVLEncoder
+  return encoder(module, params, tokenizer, image_size, batch_size, index,
+                 k=k, pad_id=config.model.text.get("pad_id", 0),
+                 image_pool=section["fusion_image_pool"],
+                 distractors=section["eval_distractors"])
