@@ -95,10 +95,10 @@ def test_training_through_the_trainer(setup):
   np.testing.assert_allclose(feats[:, d:2 * d], model.encode_images(images), atol=1e-5)
   np.testing.assert_allclose(feats[:, 2 * d:], model.encode_texts(questions), atol=1e-5)
   # Entity linking: by default as every dual encoder links (no scorer of its own);
-  # reavl.link_scorer="retriever" scores candidates against the retriever's query.
+  # reavl.eval_link_scorer="retriever" scores them against the retriever's query.
   assert not encoder_lib.has_link_scores(model)
   linking = config_lib.load_run_config(workdir)
-  linking.reavl.link_scorer = "retriever"
+  linking.reavl.eval_link_scorer = "retriever"
   linker = api.load(workdir, dataset_dir=directory, config=linking)
   candidates = [["red: a color", "blue: a color"], ["circle: a shape"]]
   links = linker.link_scores(images, ["a red shape", "a shape"], ["red", "shape"],

@@ -46,7 +46,7 @@ ADDED: dict[str, object] = {
     "reavl.gold_hops": 0,
     "reavl.hop_ranking": "joint",
     "reavl.gate_weight": 0.0,
-    "reavl.link_scorer": "retriever",
+    "reavl.eval_link_scorer": "retriever",
     "world.plain_attribute_rate": 0.5,
     "world.position_rate": 0.0,
     "world.plain_every": 0,

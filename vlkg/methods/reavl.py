@@ -29,7 +29,7 @@ ACM MM 2023 (vlkg is the first open implementation; the paper has no code):
 
 The evaluation encoder (``reavl_eval``) answers questions with the retrieved
 knowledge (``answer_scores``) and links entities through its towers, or through the
-retriever with ``link_scorer="retriever"`` (``link_scores``). The protocol's runs
+retriever with ``eval_link_scorer="retriever"`` (``link_scores``). The protocol's runs
 (``RUNS``) and claims (``CLAIMS``) are declared at the end. Choices the paper
 leaves open are config keys, recorded in docs/methods.md (REAVL).
 """
@@ -135,7 +135,7 @@ def default_config() -> dict:
       # "towers": as every dual encoder, the towers' joint embedding of image and
       # context against each candidate's text; "retriever": the retriever's query
       # of image and "mention context" against it (docs/methods.md, REAVL).
-      link_scorer="towers",
+      eval_link_scorer="towers",
       # A knowledge graph file (vlkg.graphs.kg.read) for data without a triplet
       # table of its own: "" = the dataset's (the world's).
       kg_path="",
@@ -156,9 +156,9 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
   for key in ("train_distractors", "eval_distractors"):
     if not 0.0 <= out[key] <= 1.0:
       raise ValueError(f"config.reavl.{key}={out[key]} must be in [0, 1]")
-  if out["link_scorer"] not in ("towers", "retriever"):
-    raise ValueError(f"config.reavl.link_scorer={out['link_scorer']!r}: expected "
-                     "'towers' or 'retriever'")
+  if out["eval_link_scorer"] not in ("towers", "retriever"):
+    raise ValueError(f"config.reavl.eval_link_scorer={out['eval_link_scorer']!r}: "
+                     "expected 'towers' or 'retriever'")
   if out["itm_negatives_per_pair"] not in (1, 2):
     raise ValueError(f"config.reavl.itm_negatives_per_pair="
                      f"{out['itm_negatives_per_pair']}: expected 1 or 2")
@@ -382,7 +382,7 @@ def eval_encoder(module, params, tokenizer, config, *, image_size: int,
                  batch_size: int, dataset_dir: str | None):
   """REAVL's evaluation encoder (``reavl_eval.REAVLEncoder``): the two towers for
   embeddings, the index and the fusion for ``answer_scores``, ``retrieve`` and,
-  with ``link_scorer="retriever"``, ``link_scores``; the plain towers when the
+  with ``eval_link_scorer="retriever"``, ``link_scores``; the plain towers when the
   dataset has no knowledge graph."""
   from vlkg.methods import reavl_eval
   return reavl_eval.make(module, params, tokenizer, config, image_size=image_size,

@@ -19,9 +19,9 @@ as every method's) and adds the optional capabilities of
   Distractors apply to the scored features only (``fit=False``): the head is
   fitted on clean ones, as a model fine-tuned on clean retrieval then meets
   noisy retrieval.
-* entity linking: with ``reavl.link_scorer="towers"`` (the default) the encoder
-  has no scorer of its own, and a mention's candidates are scored as every dual
-  encoder's are (``vlkg.evaluators.entity_linking``). With ``"retriever"``
+* entity linking: with ``reavl.eval_link_scorer="towers"`` (the default) the
+  encoder has no scorer of its own, and a mention's candidates are scored as
+  every dual encoder's are (``vlkg.evaluators.entity_linking``). With ``"retriever"``
   (`RetrieverLinking`), linking is retrieval: ``link_scores(images, contexts,
   mentions, candidates)`` embeds each candidate's text ("name: description") as
   the index embeds an entity's name and gloss, and scores it by its inner
@@ -250,7 +250,8 @@ def make(module, params, tokenizer, config, *, image_size: int, batch_size: int,
   index = index_lib.constants(table, tokenizer, entity_len=section["entity_len"],
                               item_tokens=section["item_tokens"], pad_multiple=1)
   k = min(section["k"], int(index["valid"].sum()))
-  encoder = RetrieverLinking if section["link_scorer"] == "retriever" else REAVLEncoder
+  retriever_links = section["eval_link_scorer"] == "retriever"
+  encoder = RetrieverLinking if retriever_links else REAVLEncoder
   return encoder(module, params, tokenizer, image_size, batch_size, index,
                  k=k, pad_id=config.model.text.get("pad_id", 0),
                  image_pool=section["fusion_image_pool"],
