@@ -20,12 +20,11 @@ FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters
 
 # Fake CPU devices of the suite's processes: two, so that every trainer, evaluator
 # and encoder test runs sharded over a mesh of more than one device. The tests marked
-# ``devices(MESH_DEVICES)`` (meshes of two axes, 1 against 8 devices, the sharded
-# index) run in a process of their own with eight (tests/devices.py). Each step of a
+# ``devices(8)`` (meshes of two axes, 1 against 8 devices, the sharded index) run
+# in a process of their own with eight (tests/devices.py). Each step of a
 # program partitioned over eight fake devices runs eight partitions on the two
 # cores: the whole suite took 14 min 53 s of CPU with eight, 10 min 17 s with two.
 TEST_DEVICES = 2
-MESH_DEVICES = 8
 
 
 def with_devices(n: int) -> str:
