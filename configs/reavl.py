@@ -30,6 +30,7 @@ def get_config(arg=None):
   config = config_lib.base_config(preset, "reavl")
   config.evals.world.splits = ("val", "test", "test_comp")
   config.evals.knowledge_recall = {"type": "knowledge_recall", "split": "test"}
+  config.evals.question_recall = {"type": "question_recall", "split": "test"}
   config.select_metric = "world_val/knowledge"
   # Starting from CLIP weights, only REAVL's query, gate, fusion and heads are new.
   config.model_init_new = "^reavl/"

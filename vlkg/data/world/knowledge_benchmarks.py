@@ -108,7 +108,8 @@ def scenes_from_records(dataset_dir: str, split: str, image_size: int) -> list[S
   return sorted(scenes, key=lambda s: s.index)
 
 
-def _graph(dataset_dir: str):
+def knowledge_graph(dataset_dir: str):
+  """The world's knowledge graph as the dataset wrote it (or as the code builds it)."""
   from vlkg.data.world import knowledge
   path = os.path.join(dataset_dir, "knowledge_triples.tsv")
   if files.exists(path):
@@ -132,16 +133,22 @@ def _streams(scenes: list[Scene], seed: int):
   return lambda scene, k: np.random.default_rng([seed, split_id, scene.index, k])
 
 
-def vqa_items(scenes: list[Scene], seed: int, graph) -> list[okvqa.VqaItem]:
+def vqa_questions(scenes: list[Scene], seed: int, graph
+                  ) -> list[tuple[Scene, kvqa_suite.Question]]:
   """The knowledge-VQA questions of one split's scenes (one per scene that supports
-  one, yes/no answers balanced over the split), as OK-VQA items."""
+  one, yes/no answers balanced over the split), each with its scene."""
   stream = _streams(scenes, seed)
   questions = [kvqa_suite.make_question(s, graph, stream(s, KVQA_STREAM))
                for s in scenes]
   questions = kvqa_suite.balance(
       questions, np.random.default_rng([seed, _split_id(scenes), BALANCE_STREAM]))
+  return [(s, q) for s, q in zip(scenes, questions) if q is not None]
+
+
+def vqa_items(scenes: list[Scene], seed: int, graph) -> list[okvqa.VqaItem]:
+  """`vqa_questions` as OK-VQA items."""
   return [okvqa.VqaItem(s.index * 10, s.index, q.question, (q.answer,) * 10, q.type)
-          for s, q in zip(scenes, questions) if q is not None]
+          for s, q in vqa_questions(scenes, seed, graph)]
 
 
 def train_vqa_items(dataset_dir: str, max_scenes: int
@@ -170,7 +177,7 @@ def train_vqa_items(dataset_dir: str, max_scenes: int
     if len(scenes) >= max_scenes:
       break
   scenes = sorted(scenes, key=lambda s: s.index)[:max_scenes]
-  items = vqa_items(scenes, int(spec["seed"]), _graph(dataset_dir))
+  items = vqa_items(scenes, int(spec["seed"]), knowledge_graph(dataset_dir))
   pixels = (np.stack([images[it.image_id] for it in items]) if items
             else np.zeros((0, 1, 1, 3), np.uint8))
   return pixels, items
@@ -264,7 +271,7 @@ def ensure(dataset_dir: str, split: str) -> dict | None:
     return None
   spec = prepared_spec(dataset_dir)
   scenes = scenes_from_records(dataset_dir, split, int(spec["image_size"]))
-  suites = make(scenes, int(spec["seed"]), _graph(dataset_dir))
+  suites = make(scenes, int(spec["seed"]), knowledge_graph(dataset_dir))
   try:
     write(dataset_dir, split, suites)
   except OSError as e:
