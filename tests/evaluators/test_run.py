@@ -76,8 +76,8 @@ def test_an_unknown_type_names_itself_and_lists_the_types():
     evaluators.load("common")
   assert evaluators.load("retrieval") is retrieval
   assert evaluators.names() == ["grounding", "kg", "knowledge_recall", "probe",
-                                "real_benchmarks", "retrieval", "text_prior", "vqa_head",
-                                "world"]
+                                "question_recall", "real_benchmarks", "retrieval",
+                                "text_prior", "vqa_head", "world"]
 
 
 def test_run_with_an_unknown_type_fails_before_evaluating(dataset):
