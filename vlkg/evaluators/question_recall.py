@@ -57,8 +57,7 @@ def evaluate(encoder, dataset_dir: str, split: str = "test", ns=(1, 5, 16),
   gold = np.asarray(encoder.gold_rows(np.asarray(
       [[entity_hash(c)] for c in needed_concepts(pairs)], np.int32)))[:, 0]
   items = [i for i in range(len(pairs)) if gold[i] >= 0]
-  kb_lib.ensure(dataset_dir, split)  # the suite's images
-  root = kb_lib.image_root(dataset_dir, split)
+  root = kb_lib.image_root(dataset_dir, split)  # the world's suite images
   paths = [os.path.join(root, suites_lib.image_name(s.index)) for s, _ in pairs]
   most = max(ns)
   hit_rank = np.full(len(pairs), most, np.int64)  # rank of the concept, `most` if none
