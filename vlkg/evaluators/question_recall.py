@@ -28,7 +28,6 @@ import numpy as np
 
 from vlkg import files
 from vlkg.data.world import knowledge_benchmarks as kb_lib
-from vlkg.data.world import suites as suites_lib
 from vlkg.evaluators.benchmark_images import pixel_chunks
 
 # The attribute of the asked-about object whose concept each question type needs.
@@ -50,15 +49,13 @@ def evaluate(encoder, dataset_dir: str, split: str = "test", ns=(1, 5, 16),
     logging.info("question_recall: %s is not a world dataset; no metrics", dataset_dir)
     return {}
   from vlkg.methods.reavl_index import entity_hash
-  spec = kb_lib.prepared_spec(dataset_dir)
-  scenes = kb_lib.scenes_from_records(dataset_dir, split, int(spec["image_size"]))
-  pairs = kb_lib.vqa_questions(scenes, int(spec["seed"]),
+  pairs = kb_lib.vqa_questions(kb_lib.split_scenes(dataset_dir, split),
+                               int(kb_lib.prepared_spec(dataset_dir)["seed"]),
                                kb_lib.knowledge_graph(dataset_dir))
   gold = np.asarray(encoder.gold_rows(np.asarray(
       [[entity_hash(c)] for c in needed_concepts(pairs)], np.int32)))[:, 0]
   items = [i for i in range(len(pairs)) if gold[i] >= 0]
-  root = kb_lib.image_root(dataset_dir, split)  # the world's suite images
-  paths = [os.path.join(root, suites_lib.image_name(s.index)) for s, _ in pairs]
+  paths = [kb_lib.image_file(dataset_dir, split, s.index) for s, _ in pairs]
   most = max(ns)
   hit_rank = np.full(len(pairs), most, np.int64)  # rank of the concept, `most` if none
   for group, pixels in pixel_chunks(encoder, paths, items, batch_size):

@@ -90,9 +90,7 @@ def _scenes_of(dataset_dir: str, split: str, items) -> list | None:
   None where they are not there to read."""
   from vlkg.data.world import knowledge_benchmarks, suites
   try:
-    spec = knowledge_benchmarks.prepared_spec(dataset_dir)
-    scenes = knowledge_benchmarks.scenes_from_records(dataset_dir, split,
-                                                      int(spec["image_size"]))
+    scenes = knowledge_benchmarks.split_scenes(dataset_dir, split)
   except (OSError, KeyError, ValueError):
     return None
   by_index = {s.index: s for s in scenes}

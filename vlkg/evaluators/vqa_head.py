@@ -42,7 +42,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vlkg.data.world import knowledge_benchmarks as kb_lib, suites as suites_lib
+from vlkg.data.world import knowledge_benchmarks as kb_lib
 from vlkg.evaluators import answer_head, encoder as encoder_lib
 from vlkg.evaluators import knowledge_vqa, vqa, world_knowledge
 from vlkg.evaluators.benchmark_images import pixel_chunks
@@ -76,8 +76,7 @@ def _file_features(encoder, paths: Sequence[str], questions: Sequence[str],
 def _suite(encoder, dataset_dir: str, split: str, batch_size: int, fit: bool):
   """(features, questions) of the split's written suite, images from its files."""
   questions = world_knowledge.read(dataset_dir, split)["questions"]
-  root = kb_lib.image_root(dataset_dir, split)
-  paths = [os.path.join(root, suites_lib.image_name(q.image_id)) for q in questions]
+  paths = [kb_lib.image_file(dataset_dir, split, q.image_id) for q in questions]
   return (_file_features(encoder, paths, [q.question for q in questions], batch_size,
                          fit), questions)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 from vlkg.data.benchmarks import okvqa, wikidiverse
-from vlkg.data.world import knowledge_benchmarks as kb_lib, suites as suites_lib
+from vlkg.data.world import knowledge_benchmarks as kb_lib
 from vlkg.evaluators import common, entity_linking, knowledge_vqa
 
 SPLITS = kb_lib.SPLITS
@@ -67,8 +67,7 @@ def score(cache: common.EmbeddingCache, dataset_dir: str, split: str, prefix: st
   questions = suites["questions"]
   answers = knowledge_vqa.answer_vocabulary([q.answers for q in questions])
   questions = questions[:max_items or None]
-  paths = [os.path.join(kb_lib.image_root(dataset_dir, split),
-                        suites_lib.image_name(q.image_id)) for q in questions]
+  paths = [kb_lib.image_file(dataset_dir, split, q.image_id) for q in questions]
   metrics: dict[str, float] = {}
   missing: set[str] = set()
   if questions:

@@ -74,6 +74,11 @@ def image_root(dataset_dir: str, split: str) -> str:
   return os.path.join(dataset_dir, "benchmarks", "images", split)
 
 
+def image_file(dataset_dir: str, split: str, image_id: int) -> str:
+  """The file of one suite image of ``split`` (an image id is a scene index)."""
+  return os.path.join(image_root(dataset_dir, split), suites_lib.image_name(image_id))
+
+
 def scene_from_record(split: str, index: int, image_size: int,
                       attributes: np.ndarray, boxes: np.ndarray,
                       num_objects: int) -> Scene:
@@ -106,6 +111,12 @@ def scenes_from_records(dataset_dir: str, split: str, image_size: int) -> list[S
           split, batch["index"][row], image_size, batch["object_attributes"][row],
           batch["boxes"][row], batch["num_objects"][row]))
   return sorted(scenes, key=lambda s: s.index)
+
+
+def split_scenes(dataset_dir: str, split: str) -> list[Scene]:
+  """Every scene of ``split`` of a prepared world, from its records."""
+  spec = prepared_spec(dataset_dir)
+  return scenes_from_records(dataset_dir, split, int(spec["image_size"]))
 
 
 def knowledge_graph(dataset_dir: str):
@@ -269,9 +280,8 @@ def ensure(dataset_dir: str, split: str) -> dict | None:
   """
   if is_complete(dataset_dir, split):
     return None
-  spec = prepared_spec(dataset_dir)
-  scenes = scenes_from_records(dataset_dir, split, int(spec["image_size"]))
-  suites = make(scenes, int(spec["seed"]), knowledge_graph(dataset_dir))
+  seed = int(prepared_spec(dataset_dir)["seed"])
+  suites = make(split_scenes(dataset_dir, split), seed, knowledge_graph(dataset_dir))
   try:
     write(dataset_dir, split, suites)
   except OSError as e:
