@@ -271,6 +271,33 @@ def test_negative_pairs_carry_the_same_item_masks_as_positives(forward):
                                 reavl_step.MASKED_ENTITY)
 
 
+def test_a_masked_query_hides_the_masked_words_from_the_retriever(step_inputs, forward):
+  """``reavl.query_text="masked"``: the retriever's query (its loss's, and the
+  search's) reads the caption with the words masked language modelling hides, so
+  their entities must be found through the image; "caption" reads it whole. Both
+  against the query recomputed from the towers; nothing else of the pass moves."""
+  model, params, _, _, batch = step_inputs
+  whole, b = forward()
+  masked, _ = forward(query_text="masked")
+  texts = batch["text"]
+  hidden = np.zeros(texts.shape, bool)
+  rows = np.repeat(np.arange(b)[:, None], masked["mlm_positions"].shape[1], 1)
+  hidden[rows[masked["mlm_valid"]], np.asarray(masked["mlm_positions"])[
+      np.asarray(masked["mlm_valid"])]] = True
+  assert hidden.any(1).all()  # every caption hides at least one word
+  apply = lambda method, *a, **kw: model.apply({"params": params}, *a, method=method, **kw)
+  zimg = apply(type(model).embed_images, batch["image"])
+  want_whole = apply(type(model).query, zimg, apply(type(model).embed_texts, texts))
+  want_masked = apply(type(model).query, zimg, apply(
+      type(model).embed_texts, texts, token_mask=jnp.asarray(~hidden)))
+  np.testing.assert_allclose(whole["query"], want_whole, atol=2e-5)
+  np.testing.assert_allclose(masked["query"], want_masked, atol=2e-5)
+  assert np.abs(np.asarray(want_masked) - np.asarray(want_whole)).max() > 1e-3
+  np.testing.assert_array_equal(masked["mlm_positions"], whole["mlm_positions"])
+  for key in ("zimg", "ztxt", "mlm_targets"):
+    np.testing.assert_allclose(masked[key], whole[key], atol=1e-6, err_msg=key)
+
+
 def test_the_item_table_fuses_what_each_pairs_copies_fuse(step_inputs, forward):
   """The fusion's items read from a table of the distinct tokens (the world's
   default) give the outputs of each pair's own copies of its items, masks and
@@ -321,7 +348,8 @@ def test_training_distractors_replace_the_drawn_slots_with_drawn_entities(step_i
                                       ("reavl.itm_negatives='all'", "itm_negatives"),
                                       ("reavl.eval_distractors=1.5", "eval_distractors"),
                                       ("reavl.train_distractors=-0.1", "train_distractors"),
-                                      ("reavl.hop_ranking='first'", "hop_ranking")])
+                                      ("reavl.hop_ranking='first'", "hop_ranking"),
+                                      ("reavl.query_text='question'", "query_text")])
 def test_bad_choices_name_their_key(bad, key):
   config = reavl_config.get_config(tiny_world.TINY + "," + bad)
   with pytest.raises(ValueError, match=f"config.reavl.{key}"):

@@ -86,6 +86,11 @@ def default_config() -> dict:
       fusion_image_pool=2,
       mlm_prob=0.15,  # share of a caption's tokens masked (at least one)
       mlm_max=8,  # most masked tokens per caption
+      # The retriever's query in training: the image with the whole caption
+      # ("caption"), or with the caption as masked language modelling hides it
+      # ("masked"), so that the entities of the hidden words are found through
+      # the image, as a question's needed concept must be (docs/methods.md).
+      query_text="caption",
       retriever_temperature=0.05,
       # The retriever loss's keys: True recomputes them in the step, so the towers
       # also learn the entities' names and images (the retriever's recall@5 on the
@@ -159,6 +164,9 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
   if out["eval_link_scorer"] not in ("towers", "retriever"):
     raise ValueError(f"config.reavl.eval_link_scorer={out['eval_link_scorer']!r}: "
                      "expected 'towers' or 'retriever'")
+  if out["query_text"] not in ("caption", "masked"):
+    raise ValueError(f"config.reavl.query_text={out['query_text']!r}: expected "
+                     "'caption' or 'masked'")
   if out["itm_negatives_per_pair"] not in (1, 2):
     raise ValueError(f"config.reavl.itm_negatives_per_pair="
                      f"{out['itm_negatives_per_pair']}: expected 1 or 2")
@@ -337,6 +345,7 @@ def make_loss_fn(model: nn.Module, config: ml_collections.ConfigDict, *,
                       negatives_per_pair=rc["itm_negatives_per_pair"],
                       distractors=rc["train_distractors"],
                       table_sharding=sharding.replicated(mesh), ztxt=ztxt,
+                      query_text=rc["query_text"],
                       method=reavl_step.forward)
     terms = {}
     terms["clip"], metrics = clip_lib.clip_loss(out["zimg"], out["ztxt"],

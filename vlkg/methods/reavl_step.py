@@ -78,7 +78,7 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
             image_pool: int, mlm_prob: float, mlm_max: int,
             itm_negatives: str = "sampled", negatives_per_pair: int = 2,
             distractors: float = 0.0, item_table: bool | None = None, table_sharding=None,
-            ztxt: Array | None = None) -> dict:
+            ztxt: Array | None = None, query_text: str = "caption") -> dict:
   """Everything the losses read (see the module docstring).
 
   Args:
@@ -112,6 +112,9 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
       147 entities: 691 tokens against 24,576), the copies on a large one.
     ztxt: the captions' embeddings [B, D], where the caller computed them
       (packed, ``vlkg.models.text_packing``); None computes them here.
+    query_text: the retriever's query reads the whole caption ("caption") or the
+      caption as masked language modelling hides it ("masked"), so that what the
+      masked words name must be retrieved through the image.
     table_sharding: the table's sharding (replicated over the mesh); the table
       is also made after the search, so that its gathering of the index (split
       over the devices) is ordered after the search's collectives on XLA's CPU
@@ -131,7 +134,9 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
     maskable &= texts != bos_id
   positions, mlm_valid = mlm_positions(draws["mlm"], maskable, mlm_prob, mlm_max)
   hidden = jnp.zeros((b, length), bool).at[jnp.arange(b)[:, None], positions].max(mlm_valid)
-  _, txt_tok = module.embed_texts(texts, return_tokens=True, token_mask=~hidden)
+  ztxt_masked, txt_tok = module.embed_texts(texts, return_tokens=True,
+                                            token_mask=~hidden)
+  zquery_txt = ztxt_masked if query_text == "masked" else ztxt
   out.update(mlm_positions=positions, mlm_valid=mlm_valid,
              mlm_targets=jnp.take_along_axis(texts, positions, 1))
 
@@ -161,12 +166,12 @@ def forward(module, images: Array, texts: Array, gold: Array, memory: dict, c: d
   txt_rows = jnp.concatenate([own, neg_txt_rows])
   pairs = img_rows.shape[0]
   pair_img, pair_txt = zimg[img_rows], ztxt[txt_rows]
-  q = module.query(pair_img, pair_txt)
+  q = module.query(pair_img, zquery_txt[txt_rows])
   keys, key_valid = memory["keys"], c["valid"]
   # The retriever loss's queries as a computation of their own (the same values
   # as q[:b]): summed into q's gradient with the gates' part, XLA's CPU YNN
   # fusions of this jaxlib fault at batch 128.
-  out.update(query=module.query(zimg, ztxt), keys=keys, key_valid=key_valid,
+  out.update(query=module.query(zimg, zquery_txt), keys=keys, key_valid=key_valid,
              gold=index_lib.gold_rows(gold, c))
   n = min(max(k, 5), keys.shape[0])
   _, found = search(jax.lax.stop_gradient(q), keys, n, key_valid)
