@@ -30,10 +30,10 @@ COLORS = [c.name for c in ontology.COLORS]
 def world(tmp_path_factory):
   root = tmp_path_factory.mktemp("data")
   dataset = prepare.ensure_prepared(clip.get_config(TINY + f",data_dir='{root}'"))
-  spec = kb_lib.prepared_spec(dataset)
-  scenes = kb_lib.scenes_from_records(dataset, "test", int(spec["image_size"]))
+  seed = int(kb_lib.prepared_spec(dataset)["seed"])
   graph = kb_lib.knowledge_graph(dataset)
-  return dataset, graph, kb_lib.vqa_questions(scenes, int(spec["seed"]), graph)
+  return dataset, graph, kb_lib.vqa_questions(kb_lib.split_scenes(dataset, "test"),
+                                              seed, graph)
 
 
 def test_each_question_needs_the_concept_its_answer_comes_from(world):

@@ -149,6 +149,12 @@ def default_config() -> dict:
   )
 
 
+# The keys that take one of a few values, and those values.
+_CHOICES = {"eval_link_scorer": ("towers", "retriever"), "query_text": ("caption", "masked"),
+            "itm_negatives_per_pair": (1, 2), "gold_hops": (0, 1),
+            "hop_ranking": ("tiered", "joint"), "itm_negatives": ("sampled", "hardest")}
+
+
 def _cfg(config: ml_collections.ConfigDict) -> dict:
   out = methods.method_config(config, "reavl", default_config())
   for key in ("k", "refresh_every", "item_tokens", "max_gold", "search_block"):
@@ -161,23 +167,10 @@ def _cfg(config: ml_collections.ConfigDict) -> dict:
   for key in ("train_distractors", "eval_distractors"):
     if not 0.0 <= out[key] <= 1.0:
       raise ValueError(f"config.reavl.{key}={out[key]} must be in [0, 1]")
-  if out["eval_link_scorer"] not in ("towers", "retriever"):
-    raise ValueError(f"config.reavl.eval_link_scorer={out['eval_link_scorer']!r}: "
-                     "expected 'towers' or 'retriever'")
-  if out["query_text"] not in ("caption", "masked"):
-    raise ValueError(f"config.reavl.query_text={out['query_text']!r}: expected "
-                     "'caption' or 'masked'")
-  if out["itm_negatives_per_pair"] not in (1, 2):
-    raise ValueError(f"config.reavl.itm_negatives_per_pair="
-                     f"{out['itm_negatives_per_pair']}: expected 1 or 2")
-  if out["gold_hops"] not in (0, 1):
-    raise ValueError(f"config.reavl.gold_hops={out['gold_hops']}: expected 0 or 1")
-  if out["hop_ranking"] not in ("tiered", "joint"):
-    raise ValueError(f"config.reavl.hop_ranking={out['hop_ranking']!r}: expected "
-                     "'tiered' or 'joint'")
-  if out["itm_negatives"] not in ("sampled", "hardest"):
-    raise ValueError(f"config.reavl.itm_negatives={out['itm_negatives']!r}: expected "
-                     "'sampled' or 'hardest'")
+  for key, allowed in _CHOICES.items():
+    if out[key] not in allowed:
+      raise ValueError(f"config.reavl.{key}={out[key]!r}: expected "
+                       + " or ".join(map(repr, allowed)))
   return out
 
 
