@@ -11,12 +11,22 @@ rewrite patterns anew for every fusion. Measured on the 2-core machine:
 * the smoke ``python -m vlkg.main`` run of tests/test_main.py: 24.4 s of CPU with
   no flags, 12.7 s with both.
 
-Neither flag changes what a program computes beyond floating-point rounding.
+Two more flags cut what is left of the compile: LLVM's expensive passes off (what
+``JAX_DISABLE_MOST_OPTIMIZATIONS`` also turns off), and the machine code of a
+program emitted as one module rather than split into 32 that are compiled in
+parallel. The suite's processes already keep the cores busy, and each split module
+costs its own set-up. tests/models/test_knowledge_augmented.py compiled its 128
+programs in 15.4-18.2 s without the two, 12.1-13.1 s with them (2-core machine,
+interleaved runs, `-p tests.compile_log`).
+
+No flag changes what a program computes beyond floating-point rounding.
 """
 
 import re
 
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
+                "--xla_llvm_disable_expensive_passes=true "
+                "--xla_cpu_parallel_codegen_split_count=1")
 
 # Fake CPU devices of the suite's processes: two, so that every trainer, evaluator
 # and encoder test runs sharded over a mesh of more than one device. The tests marked

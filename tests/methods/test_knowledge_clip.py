@@ -75,7 +75,8 @@ def test_finetune_from_clip_with_the_teacher(setup):
   checkpoint.save_params_npz(os.path.join(base, "params.npz"), methods.init_params(
       clip.build_model(config), config, jax.random.key(1)))
   tuned = kc_config.get_config(_tiny(
-      f",total_steps=2,model_init='{base}',select_metric='',optim.warmup_steps=0,"
+      f",total_steps=2,eval_every_steps=0,model_init='{base}',select_metric='',"
+      "optim.warmup_steps=0,"
       "knowledge_clip.fusion_depth=1,evals={'kg': {'type': 'kg'}}", root))
   workdir = os.path.join(root, "tuned")
   last = train.train_and_evaluate(tuned, workdir)

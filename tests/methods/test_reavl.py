@@ -65,7 +65,7 @@ def test_training_through_the_trainer(setup):
   workdir = os.path.join(root, "run")
   tuned = reavl_config.get_config(
       tiny_world.TINY + f",data_dir='{root}'" + SMALL +
-      ",select_metric='',reavl.gate_weight=0.5,"
+      ",select_metric='',reavl.gate_weight=0.5,eval_every_steps=0,"
       "evals={'recall': {'type': 'knowledge_recall', 'split': 'test', 'ns': (1, 4)}}")
   last = train.train_and_evaluate(tuned, workdir)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
