@@ -165,7 +165,7 @@ def test_structure_clip_starts_from_clip_params(data_dir, tmp_path):
   with pytest.raises(checkpoint.ParamsMismatchError, match="kee/"):
     train.train_and_evaluate(
         structure_clip.get_config(
-            SMOKE + f",data_dir='{data_dir}',total_steps=1,evals={{}},model_init_new='',"
+            SMOKE + f",data_dir='{data_dir}',total_steps=0,evals={{}},model_init_new='',"
             f"model_init='{os.path.join(clip_run, 'params.npz')}'"), str(tmp_path / "sc2"))
 
 
