@@ -13,11 +13,12 @@ rewrite patterns anew for every fusion. Measured on the 2-core machine:
 
 Two more flags cut what is left of the compile: LLVM's expensive passes off (what
 ``JAX_DISABLE_MOST_OPTIMIZATIONS`` also turns off), and the machine code of a
-program emitted as one module rather than split into 32 that are compiled in
-parallel. The suite's processes already keep the cores busy, and each split module
-costs its own set-up. tests/models/test_knowledge_augmented.py compiled its 128
-programs in 15.4-18.2 s without the two, 12.1-13.1 s with them (2-core machine,
-interleaved runs, `-p tests.compile_log`).
+program emitted as one module rather than split into several that are compiled
+in parallel. The suite's processes already keep the cores busy, and each split
+module costs its own set-up. tests/models/test_knowledge_augmented.py compiled its
+128 programs in 15.4-18.2 s without the two, 12.1-13.1 s with them (2-core
+machine, interleaved runs, `-p tests.compile_log`); over the whole suite the cut
+is within its run-to-run spread (docs/results.md, "The test suite").
 
 No flag changes what a program computes beyond floating-point rounding.
 """
