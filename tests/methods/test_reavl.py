@@ -18,7 +18,7 @@ from vlkg import config as config_lib
 from vlkg.data import input_pipeline, kg_table
 from vlkg.data.world import knowledge, knowledge_queries
 from vlkg.evaluators import encoder as encoder_lib
-from vlkg.methods import reavl
+from vlkg.methods import reavl, reavl_eval
 from vlkg.methods import reavl_index as index_lib
 import tiny_world
 
@@ -119,6 +119,21 @@ def test_training_through_the_trainer(setup):
                              feats, atol=1e-6)
   assert not np.allclose(model.answer_scores(images, ["what color is it?"] * 2,
                                              ["red", "four", "blue"]), scores)
+  # The lowest-ranked half of the slots, and emptied slots: every slot emptied
+  # gives the features of retrieval off (k = 0) on the same params.
+  model.distractor_slots, model.distractor_fill = "lowest", "random"
+  model.distractors = 0.5
+  slots = model._distractors(3)
+  k = model.k
+  assert (slots[:, :k - k // 2] == reavl_eval.KEEP).all() and (slots[:, k - k // 2:] >= 0).all()
+  model.distractor_fill, model.distractors = "empty", 1.0
+  assert (model._distractors(2) == reavl_eval.EMPTY).all()
+  retrieval_off = config_lib.load_run_config(workdir)
+  retrieval_off.reavl.k = 0
+  np.testing.assert_allclose(
+      model.question_features(images, questions),
+      api.load(workdir, dataset_dir=directory, config=retrieval_off).question_features(
+          images, questions), atol=1e-5)
   # An evaluation config (an evaluation-only run's) builds the encoder instead.
   tested = config_lib.load_run_config(workdir)
   tested.reavl.eval_distractors = 0.5
@@ -349,7 +364,11 @@ def test_training_distractors_replace_the_drawn_slots_with_drawn_entities(step_i
                                       ("reavl.eval_distractors=1.5", "eval_distractors"),
                                       ("reavl.train_distractors=-0.1", "train_distractors"),
                                       ("reavl.hop_ranking='first'", "hop_ranking"),
-                                      ("reavl.query_text='question'", "query_text")])
+                                      ("reavl.query_text='question'", "query_text"),
+                                      ("reavl.eval_distractor_slots='top'",
+                                       "eval_distractor_slots"),
+                                      ("reavl.eval_distractor_fill='zeros'",
+                                       "eval_distractor_fill")])
 def test_bad_choices_name_their_key(bad, key):
   config = reavl_config.get_config(tiny_world.TINY + "," + bad)
   with pytest.raises(ValueError, match=f"config.reavl.{key}"):

@@ -134,8 +134,13 @@ def default_config() -> dict:
       # learns; 0 trains on the top-k alone.
       train_distractors=0.0,
       # Evaluation only: the share of each input's retrieved items replaced by
-      # random entities (the gate's robustness claim).
+      # random entities (the gate's robustness claim); which slots: "random"
+      # (seeded) or "lowest" (the lowest-ranked, keeping the best items); and what
+      # fills them: "random" entities, or "empty" (no item: what the replaced
+      # items held, without the noise).
       eval_distractors=0.0,
+      eval_distractor_slots="random",
+      eval_distractor_fill="random",
       # Evaluation only: how entity linking scores a mention's candidates.
       # "towers": as every dual encoder, the towers' joint embedding of image and
       # context against each candidate's text; "retriever": the retriever's query
@@ -150,7 +155,10 @@ def default_config() -> dict:
 
 
 # The keys that take one of a few values, and those values.
-_CHOICES = {"eval_link_scorer": ("towers", "retriever"), "query_text": ("caption", "masked"),
+_CHOICES = {"eval_link_scorer": ("towers", "retriever"),
+            "eval_distractor_slots": ("random", "lowest"),
+            "eval_distractor_fill": ("random", "empty"),
+            "query_text": ("caption", "masked"),
             "itm_negatives_per_pair": (1, 2), "gold_hops": (0, 1),
             "hop_ranking": ("tiered", "joint"), "itm_negatives": ("sampled", "hardest")}
 

@@ -11,8 +11,12 @@ as every method's) and adds the optional capabilities of
   VQA. The image and the question retrieve k items (the query is the model's
   fused query of image and question); each answer is scored by the matching head
   on (image, "question answer", the items): the logit of "match" minus that of
-  "no match". With ``reavl.eval_distractors`` = p, a seeded share p of each
-  input's items is replaced by uniformly drawn entities (the gate's claim).
+  "no match". With ``reavl.eval_distractors`` = p, a share p of each input's
+  items is replaced by uniformly drawn entities (the gate's claim): seeded random
+  slots (``reavl.eval_distractor_slots="random"``) or the round(p k) lowest-ranked
+  ones (``"lowest"``, which keeps the best items); ``reavl.eval_distractor_fill=
+  "empty"`` empties those slots instead (no item, gate 0), which tells the
+  knowledge that the replaced items held from the noise that replaces them.
 * ``question_features(images, questions, fit=False)``: the fusion's [FUSE] output
   for (image, question) with its retrieved items, beside the two towers'
   embeddings: the features of the VQA head (``vlkg.evaluators.vqa_head``).
@@ -76,15 +80,22 @@ def _query_fn(module, images, ids):
                       module.embed_texts(ids))
 
 
+# A slot of ``distract`` that keeps its retrieved item, and one that is emptied.
+KEEP, EMPTY = -1, -2
+
+
 def _retrieved_items(module, zimg, zq, memory, c, distract, k):
   """The items of the top-k entities for the query of (image, question), with the
-  distractors ``distract`` [N, k] (-1: keep) in their slots."""
+  distractors ``distract`` [N, k] (an entity, `KEEP` or `EMPTY`) in their slots."""
   q = module.query(zimg, zq)
   idx = jnp.zeros((q.shape[0], 0), jnp.int32)
-  if k:
-    _, idx = retriever.search(q, memory["keys"], k, valid=c["valid"])
-    idx = jnp.where(distract >= 0, distract, idx)
-  return _items(module, memory, c, q, idx)
+  if not k:
+    return _items(module, memory, c, q, idx)
+  _, idx = retriever.search(q, memory["keys"], k, valid=c["valid"])
+  items, types, valid, gates = _items(module, memory, c, q,
+                                      jnp.where(distract >= 0, distract, idx))
+  kept = distract != EMPTY
+  return items, types, valid & kept[..., None], jnp.where(kept, gates, 0.0)
 
 
 def _question_fn(module, images, q_ids, memory, c, distract, *, k, pad_id, pool):
@@ -128,11 +139,13 @@ class REAVLEncoder(api.Model):
 
   def __init__(self, module, params, tokenizer, image_size: int, batch_size: int,
                index: dict, *, k: int, pad_id: int, image_pool: int,
-               distractors: float = 0.0):
+               distractors: float = 0.0, distractor_slots: str = "random",
+               distractor_fill: str = "random"):
     self._memory = None
     super().__init__(module, params, tokenizer, image_size, batch_size)
     self.index = jax.device_put(index)
     self.k, self.distractors = k, distractors
+    self.distractor_slots, self.distractor_fill = distractor_slots, distractor_fill
     self._compute = jax.jit(lambda p, c: module.apply(
         {"params": p}, c, 0, method=index_lib.compute_memory))
     self._answer, self._question = (jax.jit(
@@ -164,11 +177,18 @@ class REAVLEncoder(api.Model):
     return self._batched(self._query, self._images(images), ids)
 
   def _distractors(self, n: int) -> np.ndarray:
-    """[n, k] random entities in a seeded share of the slots, -1 elsewhere."""
+    """[n, k]: in a share of the slots (seeded random ones, or the lowest-ranked)
+    random entities, or `EMPTY`; `KEEP` elsewhere."""
     rng = np.random.default_rng(_SEED)
     valid = np.flatnonzero(np.asarray(self.index["valid"]))
     out = rng.choice(valid, size=(n, self.k))
-    return np.where(rng.random((n, self.k)) < self.distractors, out, -1).astype(np.int32)
+    if self.distractor_slots == "lowest":
+      replaced = np.arange(self.k) >= self.k - round(self.distractors * self.k)
+      replaced = np.broadcast_to(replaced, (n, self.k))
+    else:
+      replaced = rng.random((n, self.k)) < self.distractors
+    fill = out if self.distractor_fill == "random" else EMPTY
+    return np.where(replaced, fill, KEEP).astype(np.int32)
 
   def answer_scores(self, images, questions: Sequence[str],
                     answers: Sequence[str]) -> np.ndarray:
@@ -186,7 +206,7 @@ class REAVLEncoder(api.Model):
       q_ids = self.tokenizer.encode(qs + [""] * pad)
       qa = self.tokenizer.encode([f"{q} {a}" for q in qs + [""] * pad for a in answers])
       img = _padded(images[s:s + chunk], chunk)
-      dis = _padded(distract[s:s + chunk], chunk, -1)
+      dis = _padded(distract[s:s + chunk], chunk, KEEP)
       scores = self._answer(self._params, normalize_images(img), q_ids,
                             qa.reshape(chunk, len(answers), -1), memory, self.index, dis)
       out.append(np.asarray(scores)[:chunk - pad])
@@ -200,13 +220,13 @@ class REAVLEncoder(api.Model):
     memory = self.memory()
     distract = self._distractors(len(images))
     if fit:  # the head fits on clean items; distractors are a test-time change
-      distract = np.full_like(distract, -1)
+      distract = np.full_like(distract, KEEP)
     out = []
     b = self.batch_size
     for s in range(0, len(images), b):
       n = len(images[s:s + b])
       ids = self.tokenizer.encode(list(questions[s:s + n]) + [""] * (b - n))
-      img, dis = _padded(images[s:s + b], b), _padded(distract[s:s + b], b, -1)
+      img, dis = _padded(images[s:s + b], b), _padded(distract[s:s + b], b, KEEP)
       out.append(np.asarray(self._question(self._params, normalize_images(img), ids,
                                            memory, self.index, dis))[:n])
     return np.concatenate(out)
@@ -255,4 +275,6 @@ def make(module, params, tokenizer, config, *, image_size: int, batch_size: int,
   return encoder(module, params, tokenizer, image_size, batch_size, index,
                  k=k, pad_id=config.model.text.get("pad_id", 0),
                  image_pool=section["fusion_image_pool"],
-                 distractors=section["eval_distractors"])
+                 distractors=section["eval_distractors"],
+                 distractor_slots=section["eval_distractor_slots"],
+                 distractor_fill=section["eval_distractor_fill"])
