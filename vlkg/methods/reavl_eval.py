@@ -181,6 +181,8 @@ class REAVLEncoder(api.Model):
     random entities, or `EMPTY`; `KEEP` elsewhere."""
     rng = np.random.default_rng(_SEED)
     valid = np.flatnonzero(np.asarray(self.index["valid"]))
+    # Drawn whatever the fill, so that "empty" takes the very slots that "random"
+    # fills: the two fills' scores are paired.
     out = rng.choice(valid, size=(n, self.k))
     if self.distractor_slots == "lowest":
       replaced = np.arange(self.k) >= self.k - round(self.distractors * self.k)
